@@ -1,0 +1,30 @@
+#include "arena.h"
+
+#include <stdlib.h>
+
+lp_status lp_arena_init(lp_arena *a, size_t bytes) {
+    a->size = lp_arena_round(bytes);
+    a->used = a->peak = 0;
+    a->base = a->size ? aligned_alloc(64, a->size) : NULL;
+    if (a->size && !a->base) return lp_fail(LP_ERR_NOMEM, "cannot reserve %zu bytes of scratch memory", a->size);
+    return LP_OK;
+}
+
+void lp_arena_release(lp_arena *a) {
+    free(a->base);
+    a->base = NULL;
+    a->size = a->used = 0;
+}
+
+void *lp_arena_alloc(lp_arena *a, size_t n) {
+    size_t r = lp_arena_round(n);
+    if (r > a->size - a->used) {
+        lp_fail(LP_ERR_NOMEM, "scratch arena exhausted: %zu bytes requested, %zu of %zu free", n, a->size - a->used,
+                a->size);
+        return NULL;
+    }
+    void *p = a->base + a->used;
+    a->used += r;
+    if (a->used > a->peak) a->peak = a->used;
+    return p;
+}
