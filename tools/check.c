@@ -9,12 +9,18 @@
 
 /* One runner per golden kind. */
 lp_status check_sf_dit_t2v(lp_check_ctx *c, const lp_tensor_file *golden);
+lp_status check_taehv(lp_check_ctx *c, const lp_tensor_file *golden);
+lp_status check_lipar_mask(lp_check_ctx *c, const lp_tensor_file *golden);
+lp_status check_umt5_encoder(lp_check_ctx *c, const lp_tensor_file *golden);
 
 static const struct {
     const char *kind;
     lp_check_fn fn;
 } kinds[] = {
-    {"", NULL}, /* placeholder until the first kind lands */
+    {"sf_dit_t2v", check_sf_dit_t2v},
+    {"umt5_encoder", check_umt5_encoder},
+    {"lipar_mask", check_lipar_mask},
+    {"taehv", check_taehv},
     /* more kinds are registered here */
 };
 

@@ -1,0 +1,58 @@
+/* The CPU backend table. */
+#include <cblas.h>
+#include <stdlib.h>
+
+#include "cpu_ops.h"
+
+lp_status lp_cpu_reserve(float **buf, size_t *len, size_t n) {
+    if (*len >= n) return LP_OK;
+    float *nb = malloc(n * sizeof *nb);
+    if (!nb) return lp_fail(LP_ERR_NOMEM, "out of memory reserving %zu floats of CPU scratch", n);
+    free(*buf);
+    *buf = nb;
+    *len = n;
+    return LP_OK;
+}
+
+lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
+    *out = NULL;
+    lp_backend *be = calloc(1, sizeof *be);
+    lp_cpu_state *st = calloc(1, sizeof *st);
+    if (!be || !st) {
+        free(be);
+        free(st);
+        return lp_fail(LP_ERR_NOMEM, "out of memory creating the CPU backend");
+    }
+    lp_status s = lp_pool_create(nthreads, &be->pool);
+    if (s != LP_OK) {
+        free(be);
+        free(st);
+        return s;
+    }
+    openblas_set_num_threads(lp_pool_size(be->pool));
+    be->name = "cpu";
+    be->impl = st;
+    be->linear = lp_cpu_linear;
+    be->layer_norm = lp_cpu_layer_norm;
+    be->rms_norm = lp_cpu_rms_norm;
+    be->modulate = lp_cpu_modulate;
+    be->gated_add = lp_cpu_gated_add;
+    be->gelu_tanh = lp_cpu_gelu_tanh;
+    be->silu = lp_cpu_silu;
+    be->rope3d = lp_cpu_rope3d;
+    be->attention = lp_cpu_attention;
+    *out = be;
+    return LP_OK;
+}
+
+void lp_backend_destroy(lp_backend *be) {
+    if (!be) return;
+    lp_cpu_state *st = be->impl;
+    if (st) {
+        free(st->scratch);
+        free(st->scores);
+        free(st);
+    }
+    lp_pool_destroy(be->pool);
+    free(be);
+}

@@ -1,0 +1,35 @@
+/* The CPU implementations behind the lp_backend table (see backend.h for each
+ * op's contract). Declared here so that tests can call them directly. */
+#ifndef LP_CPU_OPS_H
+#define LP_CPU_OPS_H
+
+#include "../backend.h"
+
+typedef struct {
+    float *scratch; /* weight conversion buffer for linear */
+    size_t scratch_len;
+    float *scores;  /* attention score block */
+    size_t scores_len;
+} lp_cpu_state;
+
+lp_status lp_cpu_linear(const lp_backend *be, float *y, const float *x, int64_t M, const lp_tensor *W,
+                        const lp_tensor *b);
+void lp_cpu_layer_norm(const lp_backend *be, float *y, const float *x, int64_t rows, int64_t dim, const lp_tensor *w,
+                       const lp_tensor *b, float eps);
+void lp_cpu_rms_norm(const lp_backend *be, float *x, int64_t rows, int64_t dim, const lp_tensor *w, float eps);
+void lp_cpu_modulate(const lp_backend *be, float *x, int64_t rows, int64_t dim, const float *shift,
+                     const float *scale);
+void lp_cpu_gated_add(const lp_backend *be, float *x, const float *y, int64_t rows, int64_t dim, const float *gate);
+void lp_cpu_gelu_tanh(const lp_backend *be, float *x, int64_t n);
+void lp_cpu_silu(const lp_backend *be, float *x, int64_t n);
+void lp_cpu_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos);
+lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
+                           const lp_kv_range *ranges, int nranges, float scale);
+
+/* Converts n elements of a float tensor starting at element off into dst,
+ * in parallel on be's pool. */
+lp_status lp_cpu_to_f32(const lp_backend *be, const lp_tensor *t, int64_t off, int64_t n, float *dst);
+/* Grows a scratch buffer to at least n floats. */
+lp_status lp_cpu_reserve(float **buf, size_t *len, size_t n);
+
+#endif
