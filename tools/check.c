@@ -9,6 +9,8 @@
 
 /* One runner per golden kind. */
 lp_status check_sf_dit_t2v(lp_check_ctx *c, const lp_tensor_file *golden);
+lp_status check_wan_vae(lp_check_ctx *c, const lp_tensor_file *golden);
+lp_status check_lipar_edit_output(lp_check_ctx *c, const lp_tensor_file *golden);
 lp_status check_taehv(lp_check_ctx *c, const lp_tensor_file *golden);
 lp_status check_lipar_mask(lp_check_ctx *c, const lp_tensor_file *golden);
 lp_status check_umt5_encoder(lp_check_ctx *c, const lp_tensor_file *golden);
@@ -18,9 +20,11 @@ static const struct {
     lp_check_fn fn;
 } kinds[] = {
     {"sf_dit_t2v", check_sf_dit_t2v},
+    {"lipar_edit_output", check_lipar_edit_output},
     {"umt5_encoder", check_umt5_encoder},
     {"lipar_mask", check_lipar_mask},
     {"taehv", check_taehv},
+    {"wan_vae", check_wan_vae},
     /* more kinds are registered here */
 };
 

@@ -39,14 +39,8 @@ lp_status lp_check_dit_model(lp_check_ctx *c, const lp_tensor_file *w_source, lp
     return lp_dit_load(wf, dit_prefix(wf), (int)heads, (int)text_len, su->be, &su->dit);
 }
 
-lp_status lp_check_dit_cache(lp_dit_setup *su, const lp_tensor_file *src, int64_t capacity, int local_attn, int sink) {
-    lp_dit_cache_config cc = {.latent_h = su->latent_h,
-                              .latent_w = su->latent_w,
-                              .capacity = capacity,
-                              .local_attn = local_attn,
-                              .sink_frames = sink,
-                              .max_frames = su->frames_per_chunk};
-    LP_TRY(lp_dit_cache_create(su->dit, &cc, &su->cache));
+lp_status lp_check_dit_cache(lp_dit_setup *su, const lp_tensor_file *src, const lp_dit_cache_config *cc) {
+    LP_TRY(lp_dit_cache_create(su->dit, cc, &su->cache));
     const lp_tensor *ctx;
     LP_TRY(lp_tensor_file_get(src, "in.context", &ctx));
     const lp_dit_config *cfg = lp_dit_get_config(su->dit);
@@ -66,7 +60,13 @@ lp_status lp_check_dit_setup(lp_check_ctx *c, const lp_tensor_file *g, lp_dit_se
     if (s == LP_OK) s = lp_check_meta_int(g, "kv_cache_tokens", &cap);
     if (s == LP_OK) s = lp_check_meta_int(g, "local_attn_size", &local);
     if (s == LP_OK) s = lp_check_meta_int(g, "sink_size", &sink);
-    if (s == LP_OK) s = lp_check_dit_cache(su, g, cap, (int)local, (int)sink);
+    lp_dit_cache_config cc = {.latent_h = su->latent_h,
+                              .latent_w = su->latent_w,
+                              .capacity = cap,
+                              .local_attn = (int)local,
+                              .sink_frames = (int)sink,
+                              .max_frames = su->frames_per_chunk};
+    if (s == LP_OK) s = lp_check_dit_cache(su, g, &cc);
     if (s != LP_OK) lp_check_dit_teardown(su);
     return s;
 }

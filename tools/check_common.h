@@ -22,8 +22,8 @@ typedef struct {
 lp_status lp_check_dit_model(lp_check_ctx *c, const lp_tensor_file *w_source, lp_dit_setup *su);
 /* The sf_dit_t2v set-up: model + cache from the metadata + prompt in.context. */
 lp_status lp_check_dit_setup(lp_check_ctx *c, const lp_tensor_file *g, lp_dit_setup *su);
-/* Builds a cache for the model per the given settings and sets in.context of src. */
-lp_status lp_check_dit_cache(lp_dit_setup *su, const lp_tensor_file *src, int64_t capacity, int local_attn, int sink);
+/* Builds the cache per cc and sets the prompt in.context of src. */
+lp_status lp_check_dit_cache(lp_dit_setup *su, const lp_tensor_file *src, const lp_dit_cache_config *cc);
 void lp_check_dit_teardown(lp_dit_setup *su);
 /* The plan from metadata denoising_step_list + timestep_shift, cross-checked
  * against warped_timesteps when present. */

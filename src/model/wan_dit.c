@@ -195,6 +195,11 @@ void lp_dit_free(lp_dit *m) {
 
 const lp_dit_config *lp_dit_get_config(const lp_dit *m) { return &m->cfg; }
 
+void lp_dit_cache_grid(const lp_dit_cache *c, int *H, int *W) {
+    *H = c->cc.latent_h;
+    *W = c->cc.latent_w;
+}
+
 int64_t lp_dit_latent_elems(const lp_dit *m, const lp_dit_cache *c, int F) {
     return (int64_t)F * m->cfg.in_dim * c->cc.latent_h * c->cc.latent_w;
 }

@@ -129,6 +129,9 @@ typedef struct {
  * recovered K/V. */
 lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, const float *x, float *flow);
 
+/* The latent grid H×W of the cache. */
+void lp_dit_cache_grid(const lp_dit_cache *c, int *H, int *W);
+
 /* Floats in F latent frames [F, C, H, W] of the cache's grid. */
 int64_t lp_dit_latent_elems(const lp_dit *m, const lp_dit_cache *c, int F);
 
