@@ -18,7 +18,7 @@ int lp_test_finish(void);
     do {                                                                    \
         if (!(cond)) {                                                      \
             fprintf(stderr, "  %s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, "" __VA_ARGS__);                                \
+            fprintf(stderr, " " __VA_ARGS__);                               \
             fputc('\n', stderr);                                            \
             return 1;                                                       \
         }                                                                   \
