@@ -1,0 +1,125 @@
+/* lipar_model: loading the weights a session needs and checking that they fit
+ * together. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../model/taehv_random.h"
+#include "../model/wan_dit_random.h"
+#include "model_bundle.h"
+
+const char *lipar_last_error(void) { return lp_last_error(); }
+
+void lipar_model_options_default(lipar_model_options *o) {
+    memset(o, 0, sizeof *o);
+    o->vae_kind = "taehv";
+}
+
+/* The embedded demonstration model: the DiT, TAEHV and umT5 topologies at
+ * small widths with deterministic random weights. */
+static lp_status load_demo(lipar_model *m) {
+    lp_dit_config dc = {.dim = 128, .ffn_dim = 256, .num_layers = 2, .in_dim = 16, .out_dim = 16, .text_dim = 64,
+                        .freq_dim = 256};
+    LP_TRY(lp_dit_random_weights(&dc, LP_F32, 20260101, &m->dit_file));
+    LP_TRY(lp_dit_load(m->dit_file, "", 2, 64, m->be, &m->dit));
+    lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = 16, .dec_width = {64, 32, 16}};
+    LP_TRY(lp_taehv_random_weights(&tc, 20260102, &m->vae_file));
+    LP_TRY(lp_taehv_load(m->vae_file, "", &m->taehv));
+    LP_TRY(lp_text_open_demo(64, 64, m->be->pool, &m->text));
+    snprintf(m->description, sizeof m->description,
+             "embedded demonstration model (random weights: DiT 2x128, TAEHV 16/64/32/16, umT5 2x64)");
+    return LP_OK;
+}
+
+/* The name prefix of the DiT tensors in a published layout. */
+static const char *dit_prefix(const lp_tensor_file *f) {
+    static const char *const prefixes[] = {"generator_ema.model.", "model.diffusion_model.", "model.", "w.", ""};
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%spatch_embedding.weight", prefixes[i]);
+        if (lp_tensor_file_find(f, name)) return prefixes[i];
+    }
+    return "";
+}
+
+static const char *vae_prefix(const lp_tensor_file *f, const char *probe) {
+    static const char *const prefixes[] = {"", "w.", "model.", "vae."};
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s%s", prefixes[i], probe);
+        if (lp_tensor_file_find(f, name)) return prefixes[i];
+    }
+    return "";
+}
+
+static lp_status load_files(lipar_model *m, const lipar_model_options *o) {
+    if (!o->vae_path) return lp_fail(LP_ERR_ARG, "a DiT was given without a VAE (--vae-weights)");
+    if (!o->prompt_embedding && (!o->text_encoder_path || !o->tokenizer_path))
+        return lp_fail(LP_ERR_ARG, "a DiT needs a text encoder and tokenizer, or a prompt embedding file");
+    LP_TRY(lp_tensor_file_open(o->dit_path, &m->dit_file));
+    LP_TRY(lp_dit_load(m->dit_file, dit_prefix(m->dit_file), 0, 512, m->be, &m->dit));
+    const lp_dit_config *dc = lp_dit_get_config(m->dit);
+    LP_TRY(lp_tensor_file_open(o->vae_path, &m->vae_file));
+    int latent_channels;
+    if (m->vae_kind == LP_VAE_TAEHV) {
+        LP_TRY(lp_taehv_load(m->vae_file, vae_prefix(m->vae_file, "encoder.0.weight"), &m->taehv));
+        latent_channels = lp_taehv_latent_channels(m->taehv);
+    } else {
+        LP_TRY(lp_wan_vae_load(m->vae_file, vae_prefix(m->vae_file, "encoder.conv1.weight"), &m->wan));
+        latent_channels = lp_wan_vae_config_of(m->wan)->z_dim;
+    }
+    if (latent_channels != dc->in_dim)
+        return lp_fail(LP_ERR_SHAPE, "the VAE %s makes %d latent channels, the DiT %s takes %d", o->vae_path,
+                       latent_channels, o->dit_path, dc->in_dim);
+    if (o->prompt_embedding) LP_TRY(lp_text_open_embedding(o->prompt_embedding, &m->text));
+    else LP_TRY(lp_text_open_umt5(o->text_encoder_path, o->tokenizer_path, dc->text_len, m->be->pool, &m->text));
+    if (lp_text_dim(m->text) != dc->text_dim)
+        return lp_fail(LP_ERR_SHAPE, "the text encoder gives %d-wide embeddings, the DiT takes %d",
+                       lp_text_dim(m->text), dc->text_dim);
+    snprintf(m->description, sizeof m->description, "DiT %dx%d (%d heads), %s, text %s", dc->num_layers, dc->dim,
+             dc->num_heads, m->vae_kind == LP_VAE_TAEHV ? "TAEHV" : "Wan VAE",
+             o->prompt_embedding ? "from an embedding file" : "umT5");
+    return LP_OK;
+}
+
+lipar_status lipar_model_load(const lipar_model_options *o, lipar_model **out) {
+    *out = NULL;
+    lipar_model *m = calloc(1, sizeof *m);
+    if (!m) return (lipar_status)lp_fail(LP_ERR_NOMEM, "out of memory");
+    lp_status s = lp_backend_cpu_create(o->threads, &m->be);
+    if (s == LP_OK) {
+        const char *kind = o->vae_kind ? o->vae_kind : "taehv";
+        if (!strcmp(kind, "taehv")) m->vae_kind = LP_VAE_TAEHV;
+        else if (!strcmp(kind, "wan")) m->vae_kind = LP_VAE_WAN;
+        else s = lp_fail(LP_ERR_ARG, "unknown VAE kind '%s' (taehv or wan)", kind);
+    }
+    if (s == LP_OK) {
+        m->demo = o->dit_path == NULL;
+        if (m->demo && (o->vae_path || o->text_encoder_path || o->prompt_embedding))
+            s = lp_fail(LP_ERR_ARG, "VAE or text weights were given without DiT weights");
+        else if (m->demo && m->vae_kind != LP_VAE_TAEHV)
+            s = lp_fail(LP_ERR_ARG, "the demonstration model has a TAEHV only");
+        else s = m->demo ? load_demo(m) : load_files(m, o);
+    }
+    if (s != LP_OK) {
+        lipar_model_free(m);
+        return (lipar_status)s;
+    }
+    *out = m;
+    return LIPAR_OK;
+}
+
+void lipar_model_free(lipar_model *m) {
+    if (!m) return;
+    lp_text_free(m->text);
+    lp_taehv_free(m->taehv);
+    lp_wan_vae_free(m->wan);
+    lp_dit_free(m->dit);
+    lp_tensor_file_close(m->vae_file);
+    lp_tensor_file_close(m->dit_file);
+    lp_backend_destroy(m->be);
+    free(m);
+}
+
+int lipar_model_is_demo(const lipar_model *m) { return m->demo; }
+const char *lipar_model_describe(const lipar_model *m) { return m->description; }
