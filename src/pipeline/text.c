@@ -69,6 +69,8 @@ lp_status lp_text_open_embedding(const char *path, lp_text **out) {
         t->kind = TEXT_EMBEDDING;
         t->rows = (int)ctx->shape[0];
         t->dim = (int)ctx->shape[1];
+        const char *len = lp_tensor_file_meta(f, "length"); /* real rows; the rest is zero padding */
+        if (len && atoi(len) > 0 && atoi(len) <= t->rows) t->rows = atoi(len);
         t->prompt = strdup(prompt);
         t->context = malloc((size_t)lp_tensor_numel(ctx) * sizeof(float) + 1);
         if (!t->prompt || !t->context) s = lp_fail(LP_ERR_NOMEM, "out of memory");
