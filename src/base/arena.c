@@ -1,8 +1,10 @@
 #include "arena.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 lp_status lp_arena_init(lp_arena *a, size_t bytes) {
+    if (bytes > SIZE_MAX - 63) return lp_fail(LP_ERR_NOMEM, "cannot reserve %zu bytes of scratch memory", bytes);
     a->size = lp_arena_round(bytes);
     a->used = a->peak = 0;
     a->base = a->size ? aligned_alloc(64, a->size) : NULL;
@@ -18,7 +20,7 @@ void lp_arena_release(lp_arena *a) {
 
 void *lp_arena_alloc(lp_arena *a, size_t n) {
     size_t r = lp_arena_round(n);
-    if (r > a->size - a->used) {
+    if (n > a->size - a->used || r > a->size - a->used) { /* r wraps to 0 for n near SIZE_MAX */
         lp_fail(LP_ERR_NOMEM, "scratch arena exhausted: %zu bytes requested, %zu of %zu free", n, a->size - a->used,
                 a->size);
         return NULL;

@@ -161,10 +161,10 @@ done:
 }
 
 static lp_status parse_value(parser *ps, lp_json *node, int depth) {
-    if (depth > 64) return perr(ps, "nesting too deep");
     skip_ws(ps);
     if (ps->p >= ps->end) return perr(ps, "unexpected end");
     char c = *ps->p;
+    if ((c == '{' || c == '[') && depth >= 64) return perr(ps, "nesting too deep"); /* the 65th container */
     if (c == '{') { node->type = LP_JSON_OBJECT; return parse_container(ps, node, depth, 1); }
     if (c == '[') { node->type = LP_JSON_ARRAY; return parse_container(ps, node, depth, 0); }
     if (c == '"') { node->type = LP_JSON_STRING; return parse_string(ps, &node->str, &node->str_len); }

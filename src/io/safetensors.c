@@ -2,7 +2,9 @@
  * then the data. Everything is validated before any view is handed out
  * (spec/CHECKPOINTS.md): N within the file, known dtypes, non-negative shapes
  * whose byte size fits and equals the offset range, ranges inside the data
- * section and not overlapping, no duplicate names. */
+ * section and not overlapping, no duplicate names. Views point into the
+ * mapping (zero-copy) wherever the data is aligned for its dtype. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,7 +53,7 @@ static lp_status parse_entry(lp_tensor_file *f, const lp_json *e, uint64_t data_
         if (lp_json_int64(&sh->children[i], &d) != LP_OK || d < 0)
             return lp_fail(LP_ERR_FORMAT, "%s: tensor '%s' has an invalid dimension", f->path, nm);
         t.shape[i] = d;
-        if (d && bytes > UINT64_MAX / (uint64_t)d)
+        if (d && bytes > (uint64_t)INT64_MAX / (uint64_t)d) /* so that every partial element count fits int64 */
             return lp_fail(LP_ERR_FORMAT, "%s: tensor '%s' is impossibly large", f->path, nm);
         bytes *= (uint64_t)d;
     }
@@ -73,6 +75,21 @@ static lp_status parse_entry(lp_tensor_file *f, const lp_json *e, uint64_t data_
     r->name = t.name;
     t.data = NULL; /* set by the caller once the data section start is known */
     return lp_tf_add(f, &t);
+}
+
+/* Points t at its bytes p in the mapping or, where the file puts them at an
+ * address unaligned for the dtype (the format does not require alignment), at
+ * an aligned copy, so that every view can be read as a typed array. */
+static lp_status place_view(lp_tensor_file *f, lp_tensor *t, const unsigned char *p) {
+    if ((uintptr_t)p % lp_dtype_size(t->dtype) == 0) {
+        t->data = p;
+        return LP_OK;
+    }
+    void *copy = lp_tf_alloc(f, t->nbytes);
+    if (!copy) return lp_fail(LP_ERR_NOMEM, "%s: out of memory copying unaligned tensor '%s'", f->path, t->name);
+    memcpy(copy, p, t->nbytes);
+    t->data = copy;
+    return LP_OK;
 }
 
 lp_status lp_safetensors_parse(lp_tensor_file *f) {
@@ -116,7 +133,7 @@ lp_status lp_safetensors_parse(lp_tensor_file *f) {
             continue;
         }
         s = parse_entry(f, e, data_len, &ranges[nr]);
-        if (s == LP_OK) f->tensors[f->count - 1].data = data + ranges[nr].begin;
+        if (s == LP_OK) s = place_view(f, &f->tensors[f->count - 1], data + ranges[nr].begin);
         nr++;
     }
     if (s == LP_OK && nr > 1) {

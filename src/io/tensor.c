@@ -31,7 +31,7 @@ const char *lp_shape_str(const lp_tensor *t, char *buf, size_t len) {
 }
 
 lp_status lp_tensor_read_f32(const lp_tensor *t, int64_t offset, int64_t n, float *dst) {
-    if (offset < 0 || n < 0 || offset + n > lp_tensor_numel(t))
+    if (offset < 0 || n < 0 || n > lp_tensor_numel(t) - offset) /* (offset + n could overflow) */
         return lp_fail(LP_ERR_ARG, "tensor '%s': read of %lld elements at %lld is out of range", t->name, (long long)n,
                        (long long)offset);
     switch (t->dtype) {
@@ -58,6 +58,7 @@ lp_status lp_tensor_read_f32(const lp_tensor *t, int64_t offset, int64_t n, floa
 }
 
 lp_status lp_tensor_expect(const lp_tensor *t, const char *what, int ndim, const int64_t *want) {
+    if (ndim < 0 || ndim > LP_MAX_DIMS) return lp_fail(LP_ERR_ARG, "%s: %d dimensions expected of '%s'", what, ndim, t->name);
     int ok = t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++)
         if (want[i] >= 0 && t->shape[i] != want[i]) ok = 0;

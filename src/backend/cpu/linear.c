@@ -22,7 +22,7 @@ lp_status lp_cpu_to_f32(const lp_backend *be, const lp_tensor *t, int64_t off, i
     if (t->dtype != LP_F32 && t->dtype != LP_F16 && t->dtype != LP_BF16 && t->dtype != LP_F64)
         return lp_fail(LP_ERR_UNSUPPORTED, "tensor '%s': dtype %s is not supported for weights", t->name,
                        lp_dtype_name(t->dtype));
-    if (off < 0 || n < 0 || off + n > lp_tensor_numel(t))
+    if (off < 0 || n < 0 || n > lp_tensor_numel(t) - off) /* (off + n could overflow) */
         return lp_fail(LP_ERR_ARG, "tensor '%s': conversion range out of bounds", t->name);
     convert_job j = {t, off, dst};
     /* one slice per thread, in 64K-element pieces so small tensors stay inline */
@@ -55,22 +55,21 @@ lp_status lp_cpu_linear(const lp_backend *be, float *y, const float *x, int64_t 
                        (long long)lp_tensor_numel(b), W->name, (long long)N);
     if (M == 0) return LP_OK;
     lp_cpu_state *st = be->impl;
-    const float *w;
-    if (W->dtype == LP_F32) {
-        w = W->data;
-    } else {
-        LP_TRY(lp_cpu_reserve(&st->scratch, &st->scratch_len, (size_t)(N * K)));
+    /* scratch holds the f32 weight (unless stored f32), then the f32 bias
+     * (unless stored f32; biases reach 8960 elements in fp16 checkpoints) */
+    size_t wlen = W->dtype == LP_F32 ? 0 : (size_t)(N * K);
+    if (wlen || (b && b->dtype != LP_F32)) LP_TRY(lp_cpu_reserve(&st->scratch, &st->scratch_len, wlen + (size_t)N));
+    const float *w = W->data;
+    if (wlen) {
         LP_TRY(lp_cpu_to_f32(be, W, 0, N * K, st->scratch));
         w = st->scratch;
     }
     float beta = 0.0f;
     if (b) {
-        float bias_buf[4096];
         const float *bias = b->data;
-        if (b->dtype != LP_F32) { /* small: convert on the stack in pieces */
-            if (N > 4096) return lp_fail(LP_ERR_UNSUPPORTED, "linear: non-f32 bias '%s' longer than 4096", b->name);
-            LP_TRY(lp_tensor_read_f32(b, 0, N, bias_buf));
-            bias = bias_buf;
+        if (b->dtype != LP_F32) {
+            LP_TRY(lp_tensor_read_f32(b, 0, N, st->scratch + wlen));
+            bias = st->scratch + wlen;
         }
         bias_job j = {y, bias, N};
         lp_parallel_for(be->pool, M, add_bias_rows, &j);
