@@ -1,0 +1,411 @@
+/* lipar_session: the streaming editing loop (ARCHITECTURE.md "What flows
+ * through it"). Input frames are gathered into chunks (12 frames = 3 latent
+ * frames; the Wan VAE's first chunk is 9 = 1 + 4·2), encoded, masked, edited
+ * by lp_edit_chunk and decoded; the output frames wait in a queue to be
+ * pulled. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../base/prng.h"
+#include "../prune/mask.h"
+#include "edit.h"
+#include "model_bundle.h"
+
+#define CHUNK_LATENTS 3
+#define MASK_HISTORY 4
+
+typedef struct {
+    float *latents; /* [3][C][h][w] */
+    int frames;     /* real input frames */
+} pending_chunk;
+
+struct lipar_session {
+    lipar_model *m;
+    lipar_session_options o;
+    char *prompt;
+    int prompt_version;
+    lp_prune_strategy strategy;
+    lp_denoise_plan plan;
+    lp_dit_cache *cache;
+    lp_edit_state est;
+    lp_mask_opts mopts;
+    lp_mask_stream *mstream;
+    lp_taehv_encoder *tenc;
+    lp_taehv_decoder *tdec;
+    lp_wan_vae_encoder *wenc;
+    lp_wan_vae_decoder *wdec;
+    int C, lh, lw;             /* latent frame [C, lh, lw] */
+    int64_t frame_px, latent_elems, patches;
+    float *in_frames;          /* the current chunk's input, [12][3][H][W] */
+    int n_in;
+    float *work;               /* [12][3][H][W] scratch for VAE conversions and decoded frames */
+    float *latents, *eps;      /* one chunk's latents and noise */
+    /* batch mask mode: every chunk's latents until finish */
+    pending_chunk *pending;
+    int n_pending, cap_pending;
+    /* output queue */
+    float *out;
+    int out_head, out_count, out_cap;
+    lipar_chunk_stats *stats;
+    int n_stats, cap_stats;
+    uint8_t *keep_history;     /* [MASK_HISTORY][3][patches] */
+    int finished;
+};
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void lipar_session_options_default(lipar_session_options *o) {
+    memset(o, 0, sizeof *o);
+    o->width = 832;
+    o->height = 480;
+    o->steps[0] = 400;
+    o->steps[1] = 300;
+    o->steps[2] = 250;
+    o->n_steps = 3;
+    o->shift = 5.0f;
+    o->strategy = "lipar";
+    o->tau = 0.149f;
+    o->tau2 = 0.3f;
+    o->seed = 42;
+    o->prompt = "";
+}
+
+/* Input frames of chunk index `chunk` (the Wan VAE encodes 1 + 4k frames first). */
+static int chunk_frames(const lipar_session *s, int chunk) {
+    return s->m->vae_kind == LP_VAE_WAN && chunk == 0 ? 9 : 12;
+}
+
+static int chunks_started(const lipar_session *s) { return s->n_stats + s->n_pending; }
+
+static lp_status encode_prompt(lipar_session *s, const char *prompt) {
+    float *ctx;
+    int rows;
+    LP_TRY(lp_text_encode(s->m->text, prompt, &ctx, &rows));
+    const lp_dit_config *dc = lp_dit_get_config(s->m->dit);
+    if (rows > dc->text_len) rows = dc->text_len;
+    lp_status st = lp_dit_set_prompt(s->m->dit, s->cache, ctx, rows);
+    free(ctx);
+    return st;
+}
+
+static lp_status open_vae(lipar_session *s) {
+    lipar_model *m = s->m;
+    int H = s->o.height, W = s->o.width;
+    if (m->vae_kind == LP_VAE_TAEHV) {
+        LP_TRY(lp_taehv_encoder_create(m->taehv, H, W, m->be->pool, &s->tenc));
+        lp_taehv_decoder_opts dopts = lp_taehv_decoder_defaults(); /* keep all 4T frames, clamp to [0, 1] */
+        lp_taehv_encoder_latent_shape(s->tenc, &s->C, &s->lh, &s->lw);
+        LP_TRY(lp_taehv_decoder_create(m->taehv, s->lh, s->lw, &dopts, m->be->pool, &s->tdec));
+    } else {
+        LP_TRY(lp_wan_vae_encoder_open(m->wan, H, W, m->be->pool, &s->wenc));
+        LP_TRY(lp_wan_vae_decoder_open(m->wan, H, W, 1, m->be->pool, &s->wdec));
+        int scale = lp_wan_vae_scale(m->wan);
+        s->C = lp_wan_vae_config_of(m->wan)->z_dim;
+        s->lh = H / scale;
+        s->lw = W / scale;
+    }
+    return LP_OK;
+}
+
+lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, lipar_session **out) {
+    *out = NULL;
+    if (o->width <= 0 || o->height <= 0 || o->width % 16 || o->height % 16)
+        return (lipar_status)lp_fail(LP_ERR_ARG, "frame size %dx%d: width and height must be positive multiples of 16",
+                                     o->width, o->height);
+    if (o->width > 8192 || o->height > 8192)
+        return (lipar_status)lp_fail(LP_ERR_ARG, "frame size %dx%d is larger than 8192", o->width, o->height);
+    lipar_session *s = calloc(1, sizeof *s);
+    if (!s) return (lipar_status)lp_fail(LP_ERR_NOMEM, "out of memory");
+    s->m = m;
+    s->o = *o;
+    s->o.strategy = NULL;
+    s->o.prompt = NULL;
+    lp_status st = lp_prune_strategy_parse(o->strategy ? o->strategy : "lipar", &s->strategy);
+    if (st == LP_OK) st = lp_denoise_plan_init(&s->plan, o->steps, o->n_steps, o->shift, 0.0f);
+    if (st == LP_OK) st = open_vae(s);
+    if (st == LP_OK) {
+        const lp_dit_config *dc = lp_dit_get_config(m->dit);
+        if (s->C != dc->in_dim)
+            st = lp_fail(LP_ERR_SHAPE, "the VAE gives %d latent channels, the DiT takes %d", s->C, dc->in_dim);
+        else if (s->lh % 2 || s->lw % 2)
+            st = lp_fail(LP_ERR_SHAPE, "latent grid %dx%d is not even", s->lh, s->lw);
+    }
+    if (st == LP_OK) {
+        lp_dit_cache_config cc;
+        lp_edit_cache_defaults(s->strategy, o->full_cache, s->lh, s->lw, CHUNK_LATENTS, &cc);
+        st = lp_dit_cache_create(m->dit, &cc, &s->cache);
+    }
+    if (st == LP_OK) st = lp_edit_state_init(&s->est, s->C, s->lh, s->lw);
+    if (st == LP_OK) {
+        lp_mask_opts_default(&s->mopts);
+        s->mopts.tau = o->tau;
+        s->mopts.tau2 = o->tau2;
+        if (!o->batch_mask) st = lp_mask_stream_open(&s->mopts, s->lh, s->lw, &s->mstream);
+    }
+    if (st == LP_OK) {
+        s->frame_px = (int64_t)3 * o->height * o->width;
+        s->latent_elems = (int64_t)CHUNK_LATENTS * s->C * s->lh * s->lw;
+        s->patches = (int64_t)(s->lh / 2) * (s->lw / 2);
+        s->in_frames = malloc((size_t)(12 * s->frame_px) * sizeof(float));
+        s->work = malloc((size_t)(12 * s->frame_px) * sizeof(float));
+        s->latents = malloc((size_t)s->latent_elems * sizeof(float));
+        s->eps = malloc((size_t)s->latent_elems * sizeof(float));
+        s->keep_history = calloc((size_t)(MASK_HISTORY * CHUNK_LATENTS * s->patches), 1);
+        s->prompt = strdup(o->prompt ? o->prompt : "");
+        if (!s->in_frames || !s->work || !s->latents || !s->eps || !s->keep_history || !s->prompt)
+            st = lp_fail(LP_ERR_NOMEM, "out of memory for a %dx%d session", o->width, o->height);
+    }
+    if (st == LP_OK) st = encode_prompt(s, s->prompt);
+    if (st != LP_OK) {
+        lipar_session_close(s);
+        return (lipar_status)st;
+    }
+    *out = s;
+    return LIPAR_OK;
+}
+
+void lipar_session_close(lipar_session *s) {
+    if (!s) return;
+    lp_taehv_encoder_free(s->tenc);
+    lp_taehv_decoder_free(s->tdec);
+    lp_wan_vae_encoder_close(s->wenc);
+    lp_wan_vae_decoder_close(s->wdec);
+    lp_mask_stream_close(s->mstream);
+    lp_edit_state_free(&s->est);
+    lp_dit_cache_free(s->cache);
+    for (int i = 0; i < s->n_pending; i++) free(s->pending[i].latents);
+    free(s->pending);
+    free(s->in_frames);
+    free(s->work);
+    free(s->latents);
+    free(s->eps);
+    free(s->out);
+    free(s->stats);
+    free(s->keep_history);
+    free(s->prompt);
+    free(s);
+}
+
+/* Encodes n input frames (a whole chunk) into s->latents. */
+static lp_status encode_chunk(lipar_session *s, const float *frames, int n) {
+    int got = 0;
+    if (s->tenc) {
+        LP_TRY(lp_taehv_encoder_push(s->tenc, frames, n, s->latents, CHUNK_LATENTS, &got));
+    } else {
+        for (int64_t i = 0; i < n * s->frame_px; i++) s->work[i] = 2.0f * frames[i] - 1.0f; /* Wan: [−1, 1] */
+        LP_TRY(lp_wan_vae_encode(s->wenc, s->work, n, s->latents, &got));
+    }
+    if (got != CHUNK_LATENTS)
+        return lp_fail(LP_ERR_SHAPE, "the VAE made %d latent frames from %d frames, expected %d", got, n,
+                       CHUNK_LATENTS);
+    return LP_OK;
+}
+
+static lp_status enqueue(lipar_session *s, const float *frames, int n) {
+    if (s->out_count + n > s->out_cap) {
+        int cap = s->out_cap ? s->out_cap : 16;
+        while (cap < s->out_count + n) cap *= 2;
+        float *no = malloc((size_t)cap * (size_t)s->frame_px * sizeof *no);
+        if (!no) return lp_fail(LP_ERR_NOMEM, "out of memory queueing output frames");
+        for (int i = 0; i < s->out_count; i++)
+            memcpy(no + i * s->frame_px, s->out + ((s->out_head + i) % s->out_cap) * s->frame_px,
+                   (size_t)s->frame_px * sizeof *no);
+        free(s->out);
+        s->out = no;
+        s->out_cap = cap;
+        s->out_head = 0;
+    }
+    for (int i = 0; i < n; i++)
+        memcpy(s->out + ((s->out_head + s->out_count + i) % s->out_cap) * s->frame_px, frames + i * s->frame_px,
+               (size_t)s->frame_px * sizeof *frames);
+    s->out_count += n;
+    return LP_OK;
+}
+
+static lp_status push_stats(lipar_session *s, const lipar_chunk_stats *cs) {
+    if (s->n_stats == s->cap_stats) {
+        int cap = s->cap_stats ? 2 * s->cap_stats : 64;
+        lipar_chunk_stats *ns = realloc(s->stats, (size_t)cap * sizeof *ns);
+        if (!ns) return lp_fail(LP_ERR_NOMEM, "out of memory");
+        s->stats = ns;
+        s->cap_stats = cap;
+    }
+    s->stats[s->n_stats++] = *cs;
+    return LP_OK;
+}
+
+/* Edits the chunk whose latents are in s->latents with keep (NULL = all),
+ * decodes it and queues its first `frames` output frames. */
+static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, int frames, lipar_chunk_stats *cs) {
+    int chunk = s->est.chunk;
+    int64_t n = s->latent_elems;
+    uint8_t *hist = s->keep_history + (size_t)(chunk % MASK_HISTORY) * CHUNK_LATENTS * (size_t)s->patches;
+    int64_t total = CHUNK_LATENTS * s->patches, kept = 0;
+    for (int j = 0; j < CHUNK_LATENTS; j++) {
+        int64_t kj = 0;
+        for (int64_t i = 0; i < s->patches; i++) {
+            uint8_t k = keep ? keep[j * s->patches + i] != 0 : 1;
+            hist[j * s->patches + i] = k;
+            kj += k;
+        }
+        cs->kept[j] = (double)kj / (double)s->patches;
+        kept += kj;
+    }
+    cs->kept_fraction = (double)kept / (double)total;
+    cs->latent_frames = CHUNK_LATENTS;
+    /* SDEdit start: x = (1 − σ0)·src + σ0·ε with ε from the counter-based PRNG */
+    lp_prng_noise pn = {s->o.seed};
+    LP_TRY(lp_prng_noise_fn(&pn, chunk, -1, s->eps, n));
+    lp_flow_add_noise(s->latents, s->latents, s->eps, s->plan.sigmas[0], n);
+    double t0 = now_seconds();
+    LP_TRY(lp_edit_chunk(s->m->dit, s->cache, &s->est, s->strategy, &s->plan, chunk * CHUNK_LATENTS, CHUNK_LATENTS,
+                         s->latents, keep, lp_prng_noise_fn, &pn, NULL));
+    cs->seconds_dit = now_seconds() - t0;
+    t0 = now_seconds();
+    int got = 0;
+    if (s->tdec) {
+        LP_TRY(lp_taehv_decoder_push(s->tdec, s->latents, CHUNK_LATENTS, s->work, 12, &got));
+    } else {
+        LP_TRY(lp_wan_vae_decode(s->wdec, s->latents, CHUNK_LATENTS, s->work, &got));
+        for (int64_t i = 0; i < got * s->frame_px; i++) s->work[i] = 0.5f * (s->work[i] + 1.0f);
+    }
+    cs->seconds_decode = now_seconds() - t0;
+    if (got < frames) return lp_fail(LP_ERR_SHAPE, "the VAE decoded %d frames, expected %d", got, frames);
+    LP_TRY(enqueue(s, s->work, frames));
+    cs->prompt_version = s->prompt_version;
+    cs->seconds_total = cs->seconds_encode + cs->seconds_mask + cs->seconds_dit + cs->seconds_decode;
+    return push_stats(s, cs);
+}
+
+/* The current chunk's input is complete (n_real real frames, padded to the
+ * chunk size): encode it, then edit it now (streaming mask) or keep its
+ * latents for the batch mask. */
+static lp_status process_input_chunk(lipar_session *s, int n_real) {
+    int chunk = chunks_started(s), need = chunk_frames(s, chunk);
+    for (int i = s->n_in; i < need; i++) /* pad a short last chunk with its last frame */
+        memcpy(s->in_frames + i * s->frame_px, s->in_frames + (s->n_in - 1) * s->frame_px,
+               (size_t)s->frame_px * sizeof(float));
+    lipar_chunk_stats cs = {.chunk = chunk, .frames = n_real};
+    cs.first_frame = chunk == 0 ? 0 : chunk_frames(s, 0) + (chunk - 1) * 12;
+    double t0 = now_seconds();
+    LP_TRY(encode_chunk(s, s->in_frames, need));
+    cs.seconds_encode = now_seconds() - t0;
+    s->n_in = 0;
+    if (s->o.batch_mask) {
+        if (s->n_pending == s->cap_pending) {
+            int cap = s->cap_pending ? 2 * s->cap_pending : 16;
+            pending_chunk *np = realloc(s->pending, (size_t)cap * sizeof *np);
+            if (!np) return lp_fail(LP_ERR_NOMEM, "out of memory");
+            s->pending = np;
+            s->cap_pending = cap;
+        }
+        float *copy = malloc((size_t)s->latent_elems * sizeof *copy);
+        if (!copy) return lp_fail(LP_ERR_NOMEM, "out of memory keeping latents for the batch mask");
+        memcpy(copy, s->latents, (size_t)s->latent_elems * sizeof *copy);
+        s->pending[s->n_pending++] = (pending_chunk){copy, n_real};
+        return LP_OK;
+    }
+    uint8_t *keep = NULL;
+    if (s->strategy != LP_PRUNE_NONE) {
+        t0 = now_seconds();
+        keep = malloc((size_t)(CHUNK_LATENTS * s->patches));
+        if (!keep) return lp_fail(LP_ERR_NOMEM, "out of memory");
+        lp_status st = lp_mask_stream_push_chunk(s->mstream, s->latents, CHUNK_LATENTS, keep);
+        if (st != LP_OK) {
+            free(keep);
+            return st;
+        }
+        cs.seconds_mask = now_seconds() - t0;
+    }
+    lp_status st = edit_chunk(s, keep, n_real, &cs);
+    free(keep);
+    return st;
+}
+
+lipar_status lipar_session_push(lipar_session *s, const float *rgb) {
+    if (s->finished) return (lipar_status)lp_fail(LP_ERR_ARG, "frame pushed after lipar_session_finish");
+    memcpy(s->in_frames + s->n_in * s->frame_px, rgb, (size_t)s->frame_px * sizeof *rgb);
+    s->n_in++;
+    if (s->n_in < chunk_frames(s, chunks_started(s))) return LIPAR_OK;
+    return (lipar_status)process_input_chunk(s, s->n_in);
+}
+
+/* The batch mask over every pending chunk, then their edits in order. */
+static lp_status run_batch(lipar_session *s) {
+    int T = s->n_pending * CHUNK_LATENTS;
+    int64_t lat = (int64_t)s->C * s->lh * s->lw;
+    float *all = malloc((size_t)T * (size_t)lat * sizeof *all);
+    uint8_t *keep = malloc((size_t)T * (size_t)s->patches);
+    lp_status st = LP_OK;
+    if (!all || !keep) st = lp_fail(LP_ERR_NOMEM, "out of memory for the batch mask");
+    for (int i = 0; st == LP_OK && i < s->n_pending; i++)
+        memcpy(all + (int64_t)i * CHUNK_LATENTS * lat, s->pending[i].latents, (size_t)s->latent_elems * sizeof *all);
+    double t0 = now_seconds();
+    if (st == LP_OK && s->strategy != LP_PRUNE_NONE)
+        st = lp_mask_compute(&s->mopts, all, T, s->lh, s->lw, keep, NULL, NULL);
+    double mask_seconds = (now_seconds() - t0) / (s->n_pending ? s->n_pending : 1);
+    for (int i = 0; st == LP_OK && i < s->n_pending; i++) {
+        memcpy(s->latents, s->pending[i].latents, (size_t)s->latent_elems * sizeof *all);
+        lipar_chunk_stats cs = {.chunk = i, .frames = s->pending[i].frames, .seconds_mask = mask_seconds};
+        cs.first_frame = i == 0 ? 0 : chunk_frames(s, 0) + (i - 1) * 12;
+        const uint8_t *k = s->strategy != LP_PRUNE_NONE ? keep + (int64_t)i * CHUNK_LATENTS * s->patches : NULL;
+        st = edit_chunk(s, k, s->pending[i].frames, &cs);
+    }
+    for (int i = 0; i < s->n_pending; i++) free(s->pending[i].latents);
+    s->n_pending = 0;
+    free(all);
+    free(keep);
+    return st;
+}
+
+lipar_status lipar_session_finish(lipar_session *s) {
+    if (s->finished) return LIPAR_OK;
+    s->finished = 1;
+    lp_status st = LP_OK;
+    if (s->n_in > 0) st = process_input_chunk(s, s->n_in);
+    if (st == LP_OK && s->o.batch_mask) st = run_batch(s);
+    return (lipar_status)st;
+}
+
+lipar_status lipar_session_pull(lipar_session *s, float *rgb, int *got) {
+    *got = 0;
+    if (!s->out_count) return LIPAR_OK;
+    memcpy(rgb, s->out + s->out_head * s->frame_px, (size_t)s->frame_px * sizeof *rgb);
+    s->out_head = (s->out_head + 1) % s->out_cap;
+    s->out_count--;
+    *got = 1;
+    return LIPAR_OK;
+}
+
+lipar_status lipar_session_set_prompt(lipar_session *s, const char *prompt) {
+    char *copy = strdup(prompt);
+    if (!copy) return (lipar_status)lp_fail(LP_ERR_NOMEM, "out of memory");
+    lp_status st = encode_prompt(s, copy);
+    if (st != LP_OK) {
+        free(copy);
+        return (lipar_status)st;
+    }
+    free(s->prompt);
+    s->prompt = copy;
+    s->prompt_version++;
+    return LIPAR_OK;
+}
+
+int lipar_session_chunks(const lipar_session *s) { return s->n_stats; }
+
+lipar_status lipar_session_chunk_stats(const lipar_session *s, int i, lipar_chunk_stats *out) {
+    if (i < 0 || i >= s->n_stats)
+        return (lipar_status)lp_fail(LP_ERR_ARG, "chunk %d: %d chunks are done", i, s->n_stats);
+    *out = s->stats[i];
+    return LIPAR_OK;
+}
+
+const uint8_t *lipar_session_keep_mask(const lipar_session *s, int i, int j) {
+    if (i < 0 || i >= s->n_stats || i < s->n_stats - MASK_HISTORY || j < 0 || j >= CHUNK_LATENTS) return NULL;
+    return s->keep_history + ((size_t)(i % MASK_HISTORY) * CHUNK_LATENTS + (size_t)j) * (size_t)s->patches;
+}
