@@ -1,9 +1,11 @@
 /* lipar_model: loading the weights a session needs and checking that they fit
  * together. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/half.h"
 #include "../model/taehv_random.h"
 #include "../model/wan_dit_random.h"
 #include "model_bundle.h"
@@ -13,6 +15,44 @@ const char *lipar_last_error(void) { return lp_last_error(); }
 void lipar_model_options_default(lipar_model_options *o) {
     memset(o, 0, sizeof *o);
     o->vae_kind = "taehv";
+}
+
+/* Random TAEHV encoder weights give latents far smaller than real ones (std
+ * ≈ 0.94 on real Wan latents), which would make every patch look static to the
+ * keep-mask thresholds. The demo rescales the encoder's last convolution so
+ * that a smooth synthetic clip encodes to unit standard deviation. */
+static lp_status calibrate_demo_encoder(lipar_model *m) {
+    enum { S = 64 };
+    lp_taehv_encoder *e;
+    LP_TRY(lp_taehv_encoder_create(m->taehv, S, S, NULL, &e));
+    float *frames = malloc(4 * 3 * S * S * sizeof *frames), lat[16 * (S / 8) * (S / 8)];
+    lp_status st = frames ? LP_OK : lp_fail(LP_ERR_NOMEM, "out of memory");
+    for (int i = 0; st == LP_OK && i < 4 * 3 * S * S; i++) {
+        int t = i / (3 * S * S), c = (i / (S * S)) % 3, y = (i / S) % S, x = i % S;
+        frames[i] = 0.5f + 0.25f * sinf(0.11f * (float)(x + 2 * t) + (float)c) * cosf(0.07f * (float)y + 0.5f * (float)c);
+    }
+    int got = 0;
+    if (st == LP_OK) st = lp_taehv_encoder_push(e, frames, 4, lat, 1, &got);
+    lp_taehv_encoder_free(e);
+    free(frames);
+    if (st != LP_OK) return st;
+    double sum = 0, sq = 0, n = (double)(sizeof lat / sizeof *lat);
+    for (size_t i = 0; i < sizeof lat / sizeof *lat; i++) {
+        sum += lat[i];
+        sq += (double)lat[i] * lat[i];
+    }
+    double sd = sqrt(sq / n - (sum / n) * (sum / n));
+    if (!(sd > 0)) return lp_fail(LP_ERR_FORMAT, "demo TAEHV calibration failed");
+    static const char *const names[] = {"encoder.17.weight", "encoder.17.bias"};
+    for (int k = 0; k < 2; k++) {
+        const lp_tensor *t;
+        LP_TRY(lp_tensor_file_get(m->vae_file, names[k], &t));
+        uint16_t *v = (uint16_t *)t->data; /* the in-memory builder owns this F16 data */
+        for (int64_t i = 0; i < lp_tensor_numel(t); i++) v[i] = lp_f32_to_f16(lp_f16_to_f32(v[i]) / (float)sd);
+    }
+    lp_taehv_free(m->taehv);
+    m->taehv = NULL;
+    return lp_taehv_load(m->vae_file, "", &m->taehv);
 }
 
 /* The embedded demonstration model: the DiT, TAEHV and umT5 topologies at
@@ -25,6 +65,7 @@ static lp_status load_demo(lipar_model *m) {
     lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = 16, .dec_width = {64, 32, 16}};
     LP_TRY(lp_taehv_random_weights(&tc, 20260102, &m->vae_file));
     LP_TRY(lp_taehv_load(m->vae_file, "", &m->taehv));
+    LP_TRY(calibrate_demo_encoder(m));
     LP_TRY(lp_text_open_demo(64, 64, m->be->pool, &m->text));
     snprintf(m->description, sizeof m->description,
              "embedded demonstration model (random weights: DiT 2x128, TAEHV 16/64/32/16, umT5 2x64)");
