@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test binary and the golden checks; the last line is the total:
-# "N passed, M failed, K skipped" (each test binary counts as one).
+# "N passed, M failed, K skipped" (each test binary and script counts as one).
 set -u
 BUILD=${BUILD:-build}
 cd "$(dirname "$0")/.."
@@ -10,6 +10,17 @@ for t in "$BUILD"/tests/test_*; do
     name=$(basename "$t")
     echo "== $name"
     "$t"; rc=$?
+    case $rc in
+        0) pass=$((pass+1));;
+        77) skip=$((skip+1));;
+        *) fail=$((fail+1)); failed_names+=("$name");;
+    esac
+done
+for t in tests/golden.sh tests/cli.sh; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    echo "== $name"
+    BUILD="$BUILD" "$t"; rc=$?
     case $rc in
         0) pass=$((pass+1));;
         77) skip=$((skip+1));;

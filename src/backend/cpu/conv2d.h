@@ -3,9 +3,12 @@
  * Layout: one frame is [C, H, W] f32, row-major, no batch. A convolution reads
  * the channel concatenation of up to two inputs (so cat([x, past]) never has to
  * be materialised) and may read them through a pending nearest ×2 upsample (so
- * Upsample → 1×1 conv → 3×3 conv never materialises the large tensor). The work
- * is im2col over bands of output rows followed by one cblas_sgemm per band; the
- * im2col runs on the thread pool, the GEMM on OpenBLAS's threads. */
+ * Upsample → 1×1 conv → 3×3 conv never materialises the large tensor).
+ * Paths: a 1×1 conv is one GEMM; a 3×3 conv over a ×2 upsample runs as four
+ * 2×2 convs on the small input (one per output phase, 4/9 of the work); a conv
+ * with ≤ 4 output channels runs directly; the rest is im2col over bands of
+ * output rows + one cblas_sgemm per band. Copies and direct loops run on the
+ * thread pool, GEMMs on OpenBLAS's threads. */
 #ifndef LP_CONV2D_H
 #define LP_CONV2D_H
 
@@ -47,7 +50,8 @@ size_t lp_conv2d_scratch_floats(const lp_conv2d *cv, const lp_conv_in *in);
 lp_status lp_conv2d_forward(lp_pool *pool, const lp_conv2d *cv, const lp_conv_in *in, float *out, int accumulate,
                             float *scratch);
 
-/* FLOPs of one lp_conv2d_forward call (2 per multiply-add). */
+/* FLOPs that one lp_conv2d_forward call performs (2 per multiply-add; the
+ * upsampled 3×3 path counts its 2×2 phase taps). */
 double lp_conv2d_flops(const lp_conv2d *cv, const lp_conv_in *in);
 
 /* x[i] = max(x[i], 0) for i < n. */

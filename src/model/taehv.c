@@ -1,0 +1,620 @@
+#include "taehv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend/cpu/conv2d.h"
+
+/* ---- layers (spec/VAE.md, TAEHV) ----
+ * The encoder and the decoder are nn.Sequential lists in upstream; a layer's
+ * position in the list is its weight-name index (encoder.4.conv.0.weight). */
+
+typedef enum {
+    L_CONV,     /* Conv2d 3×3 pad 1 */
+    L_RELU,
+    L_CLAMP,    /* tanh(x/3)·3 */
+    L_MEM,      /* MemBlock: relu(conv(cat[x, past]) + skip(x)) */
+    L_TPOOL,    /* TPool: cat `stride` frames along channels, 1×1 conv */
+    L_TGROW,    /* TGrow: 1×1 conv to stride·n channels, split into `stride` frames */
+    L_UPSAMPLE, /* nearest ×2 */
+} layer_kind;
+
+typedef struct {
+    layer_kind kind;
+    int index;  /* position in the upstream nn.Sequential */
+    int stride; /* L_CONV: spatial stride; L_TPOOL / L_TGROW: time stride */
+    int cin, cout;
+    /* L_CONV: conv[0] weight [cout, cin, 3, 3] (+ bias [cout] where upstream has one).
+     * L_MEM:  conv[0..2] = conv.0 [cout, 2·cin, 3, 3], conv.2 and conv.4 [cout, cout, 3, 3]
+     *         (all with bias [cout]); conv[3] = skip [cout, cin, 1, 1], w NULL when cin == cout.
+     * L_TPOOL: conv[0] = conv [cout, stride·cin, 1, 1] rearranged to [stride][cout][cin]
+     *         so that part k (the k-th frame's channels) is a contiguous 1×1 conv.
+     * L_TGROW: conv[0] = conv [stride·cin, cin, 1, 1]; cout = cin. */
+    lp_conv2d conv[4];
+    float *own[7]; /* owned f32 weight copies */
+} layer;
+
+typedef struct {
+    layer *l;
+    int n;
+    int in_c, out_c;
+    int tdown, tup; /* products of the TPool / TGrow strides */
+} net;
+
+struct lp_taehv {
+    net enc, dec;
+};
+
+/* Upstream layer sequences, one letter per index:
+ * C conv 3×3 (bias)   S conv 3×3 stride 2 (no bias)   N conv 3×3 (no bias)
+ * R ReLU   K Clamp   M MemBlock   P TPool   G TGrow   U Upsample ×2 */
+static const char ENC_LAYOUT[] = "CRPSMMMPSMMMPSMMMC";
+static const char DEC_LAYOUT[] = "KCRMMMUGNMMMUGNMMMUGNRC";
+
+static void net_free(net *n) {
+    for (int i = 0; i < n->n; i++)
+        for (int j = 0; j < 7; j++) free(n->l[i].own[j]);
+    free(n->l);
+    n->l = NULL;
+}
+
+void lp_taehv_free(lp_taehv *m) {
+    if (!m) return;
+    net_free(&m->enc);
+    net_free(&m->dec);
+    free(m);
+}
+
+typedef struct {
+    const lp_tensor_file *f;
+    const char *prefix, *net;
+    int index;
+} loader;
+
+static lp_status tensor_name(const loader *ld, const char *suffix, char *buf, size_t len) {
+    int r = snprintf(buf, len, "%s%s.%d.%s", ld->prefix, ld->net, ld->index, suffix);
+    if (r < 0 || (size_t)r >= len) return lp_fail(LP_ERR_ARG, "taehv: weight name prefix '%s' is too long", ld->prefix);
+    return LP_OK;
+}
+
+/* Finds the tensor prefix+net.index.suffix and checks its shape against want
+ * (ndim entries, -1 = any). */
+static lp_status find(const loader *ld, const char *suffix, int ndim, const int64_t *want, const lp_tensor **out) {
+    char name[512];
+    LP_TRY(tensor_name(ld, suffix, name, sizeof name));
+    const lp_tensor *t;
+    LP_TRY(lp_tensor_file_get(ld->f, name, &t));
+    int ok = t->ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++) ok = want[d] < 0 || want[d] == t->shape[d];
+    if (!ok) {
+        char got[128], exp[128];
+        size_t p = 0;
+        exp[p++] = '[';
+        for (int d = 0; d < ndim && p < sizeof exp - 24; d++) {
+            if (want[d] < 0) p += (size_t)snprintf(exp + p, sizeof exp - p, "%s*", d ? ", " : "");
+            else p += (size_t)snprintf(exp + p, sizeof exp - p, "%s%lld", d ? ", " : "", (long long)want[d]);
+        }
+        snprintf(exp + p, sizeof exp - p, "]");
+        return lp_fail(LP_ERR_SHAPE, "taehv: tensor '%s' in %s has shape %s, expected %s", name,
+                       lp_tensor_file_path(ld->f), lp_shape_str(t, got, sizeof got), exp);
+    }
+    *out = t;
+    return LP_OK;
+}
+
+static lp_status to_f32(const lp_tensor *t, float **dst) {
+    int64_t n = lp_tensor_numel(t);
+    *dst = malloc((size_t)n * sizeof **dst);
+    if (!*dst) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory copying '%s'", t->name);
+    return lp_tensor_read_f32(t, 0, n, *dst);
+}
+
+static float **free_slot(layer *L) {
+    for (int j = 0; j < 7; j++)
+        if (!L->own[j]) return &L->own[j];
+    return NULL; /* unreachable: at most 7 tensors per layer */
+}
+
+/* Loads weight [cout, cin, k, k] (cout or cin -1: taken from the file) and, if
+ * has_bias, bias [cout] into cv. */
+static lp_status load_conv(const loader *ld, layer *L, const char *wname, const char *bname, int cout, int cin, int k,
+                           int stride, lp_conv2d *cv) {
+    const lp_tensor *w;
+    LP_TRY(find(ld, wname, 4, (const int64_t[]){cout, cin, k, k}, &w));
+    if (w->shape[0] < 1 || w->shape[1] < 1 || w->shape[0] > 1 << 16 || w->shape[1] > 1 << 16) {
+        char name[512];
+        LP_TRY(tensor_name(ld, wname, name, sizeof name));
+        return lp_fail(LP_ERR_SHAPE, "taehv: tensor '%s' has implausible channel counts", name);
+    }
+    *cv = (lp_conv2d){.cout = (int)w->shape[0], .cin = (int)w->shape[1], .k = k, .stride = stride};
+    float **slot = free_slot(L);
+    LP_TRY(to_f32(w, slot));
+    cv->w = *slot;
+    if (bname) {
+        const lp_tensor *b;
+        LP_TRY(find(ld, bname, 1, (const int64_t[]){cv->cout}, &b));
+        slot = free_slot(L);
+        LP_TRY(to_f32(b, slot));
+        cv->b = *slot;
+    }
+    return LP_OK;
+}
+
+/* Loads one layer whose input has c channels; sets L->cout. */
+static lp_status load_layer(const loader *ld, char letter, int c, layer *L) {
+    L->cin = L->cout = c;
+    L->stride = 1;
+    switch (letter) {
+    case 'C':
+    case 'S':
+    case 'N':
+        L->kind = L_CONV;
+        L->stride = letter == 'S' ? 2 : 1;
+        LP_TRY(load_conv(ld, L, "weight", letter == 'C' ? "bias" : NULL, -1, c, 3, L->stride, &L->conv[0]));
+        L->cout = L->conv[0].cout;
+        return LP_OK;
+    case 'R': L->kind = L_RELU; return LP_OK;
+    case 'K': L->kind = L_CLAMP; return LP_OK;
+    case 'U': L->kind = L_UPSAMPLE; return LP_OK;
+    case 'M': {
+        L->kind = L_MEM;
+        LP_TRY(load_conv(ld, L, "conv.0.weight", "conv.0.bias", -1, 2 * c, 3, 1, &L->conv[0]));
+        int n = L->cout = L->conv[0].cout;
+        LP_TRY(load_conv(ld, L, "conv.2.weight", "conv.2.bias", n, n, 3, 1, &L->conv[1]));
+        LP_TRY(load_conv(ld, L, "conv.4.weight", "conv.4.bias", n, n, 3, 1, &L->conv[2]));
+        if (n != c) LP_TRY(load_conv(ld, L, "skip.weight", NULL, n, c, 1, 1, &L->conv[3]));
+        return LP_OK;
+    }
+    case 'P': {
+        L->kind = L_TPOOL;
+        lp_conv2d cv;
+        LP_TRY(load_conv(ld, L, "conv.weight", NULL, -1, -1, 1, 1, &cv));
+        char name[512];
+        LP_TRY(tensor_name(ld, "conv.weight", name, sizeof name));
+        if (cv.cin % c != 0)
+            return lp_fail(LP_ERR_SHAPE, "taehv: TPool tensor '%s' has %d input channels, not a multiple of %d", name,
+                           cv.cin, c);
+        L->stride = cv.cin / c;
+        L->cout = cv.cout;
+        float **slot = free_slot(L);
+        *slot = malloc((size_t)cv.cout * cv.cin * sizeof **slot);
+        if (!*slot) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for '%s'", name);
+        for (int k = 0; k < L->stride; k++)
+            for (int o = 0; o < cv.cout; o++)
+                memcpy(*slot + ((size_t)k * cv.cout + o) * c, cv.w + (size_t)o * cv.cin + (size_t)k * c,
+                       (size_t)c * sizeof **slot);
+        L->conv[0] = (lp_conv2d){.w = *slot, .cin = c, .cout = cv.cout, .k = 1, .stride = 1};
+        return LP_OK;
+    }
+    case 'G': {
+        L->kind = L_TGROW;
+        LP_TRY(load_conv(ld, L, "conv.weight", NULL, -1, c, 1, 1, &L->conv[0]));
+        if (L->conv[0].cout % c != 0) {
+            char name[512];
+            LP_TRY(tensor_name(ld, "conv.weight", name, sizeof name));
+            return lp_fail(LP_ERR_SHAPE, "taehv: TGrow tensor '%s' has %d output channels, not a multiple of %d",
+                           name, L->conv[0].cout, c);
+        }
+        L->stride = L->conv[0].cout / c;
+        return LP_OK;
+    }
+    default: return lp_fail(LP_ERR_ARG, "taehv: bad layout letter '%c'", letter);
+    }
+}
+
+/* Loads a whole sequence; in_c < 0 takes the input channels from the first conv. */
+static lp_status load_net(const lp_tensor_file *f, const char *prefix, const char *name, const char *layout,
+                          int in_c, net *n) {
+    n->n = (int)strlen(layout);
+    n->l = calloc((size_t)n->n, sizeof *n->l);
+    if (!n->l) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
+    n->tdown = n->tup = 1;
+    int c = in_c;
+    if (c < 0) {
+        /* the decoder's first conv follows the Clamp: its weight names the latent channels */
+        const lp_tensor *w;
+        loader ld = {f, prefix, name, 1};
+        LP_TRY(find(&ld, "weight", 4, (const int64_t[]){-1, -1, 3, 3}, &w));
+        if (w->shape[1] < 1 || w->shape[1] > 1 << 16)
+            return lp_fail(LP_ERR_SHAPE, "taehv: tensor '%s' has implausible input channels", w->name);
+        c = (int)w->shape[1];
+    }
+    n->in_c = c;
+    for (int i = 0; i < n->n; i++) {
+        loader ld = {f, prefix, name, i};
+        layer *L = &n->l[i];
+        L->index = i;
+        LP_TRY(load_layer(&ld, layout[i], c, L));
+        if (L->kind == L_TPOOL) n->tdown *= L->stride;
+        if (L->kind == L_TGROW) n->tup *= L->stride;
+        if (n->tdown > 64 || n->tup > 64)
+            return lp_fail(LP_ERR_SHAPE, "taehv: %s.%d: implausible time stride %d", name, i, L->stride);
+        c = L->cout;
+    }
+    n->out_c = c;
+    return LP_OK;
+}
+
+lp_status lp_taehv_load(const lp_tensor_file *f, const char *prefix, lp_taehv **out) {
+    *out = NULL;
+    if (!prefix) prefix = "";
+    lp_taehv *m = calloc(1, sizeof *m);
+    if (!m) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
+    lp_status s = load_net(f, prefix, "encoder", ENC_LAYOUT, 3, &m->enc);
+    if (s == LP_OK) s = load_net(f, prefix, "decoder", DEC_LAYOUT, -1, &m->dec);
+    if (s == LP_OK && m->dec.in_c != m->enc.out_c)
+        s = lp_fail(LP_ERR_SHAPE, "taehv: %s: the encoder emits %d latent channels but the decoder takes %d",
+                    lp_tensor_file_path(f), m->enc.out_c, m->dec.in_c);
+    if (s == LP_OK && m->dec.out_c != 3)
+        s = lp_fail(LP_ERR_UNSUPPORTED, "taehv: %s: the decoder emits %d channels; only patch size 1 (3) is supported",
+                    lp_tensor_file_path(f), m->dec.out_c);
+    if (s != LP_OK) {
+        lp_taehv_free(m);
+        return s;
+    }
+    *out = m;
+    return LP_OK;
+}
+
+int lp_taehv_latent_channels(const lp_taehv *m) { return m->enc.out_c; }
+int lp_taehv_time_downscale(const lp_taehv *m) { return m->enc.tdown; }
+int lp_taehv_time_upscale(const lp_taehv *m) { return m->dec.tup; }
+
+/* ---- streaming engine ----
+ * A frame enters layer 0 and runs down the list; a TPool that has not yet seen
+ * `stride` frames stops it, a TGrow runs the rest of the list once per output
+ * frame, in time order, so each MemBlock sees its frames in time order.
+ * Buffers: two ping-pong slots for layer outputs (a layer writes the slot its
+ * input is not in), two temporaries inside MemBlocks, one im2col scratch, and
+ * per-layer state (MemBlock: previous input; TPool: running sum; TGrow: output
+ * frames). An Upsample is not materialised: it marks the frame as pending ×2,
+ * which TGrow's 1×1 conv preserves and the next 3×3 conv reads through. */
+
+typedef struct {
+    int c, h, w, up; /* stored shape; up = pending nearest upsample factor */
+} fshape;
+
+typedef struct {
+    const net *net;
+    lp_pool *pool;
+    fshape *in;        /* [n + 1]: input shape of each layer; in[n] is the output */
+    signed char *dst;  /* [n]: output slot of each layer, -1 = its state buffer */
+    float *slot[2], *tmp[2], *scratch;
+    float **state;     /* [n] */
+    size_t *state_n;   /* [n] floats */
+    int *count;        /* [n] TPool: frames summed so far */
+    int64_t n_in, n_emitted;
+    int trim, clamp;   /* frames to drop at the start; clamp the output to [0, 1] */
+    float *out;        /* output sink of the current push */
+    int out_cap, out_n;
+    double flops;
+} stream;
+
+static void stream_free(stream *st) {
+    if (st->state)
+        for (int i = 0; i < st->net->n; i++) free(st->state[i]);
+    free(st->state);
+    free(st->state_n);
+    free(st->count);
+    free(st->in);
+    free(st->dst);
+    for (int j = 0; j < 2; j++) {
+        free(st->slot[j]);
+        free(st->tmp[j]);
+    }
+    free(st->scratch);
+}
+
+static size_t numel(const fshape *s) { return (size_t)s->c * s->h * s->w; }
+static void grow(size_t *have, size_t want) { if (want > *have) *have = want; }
+
+/* Walks the layers once with shapes only, assigning slots and sizing buffers. */
+static lp_status stream_init(stream *st, const net *n, int c, int h, int w, lp_pool *pool) {
+    memset(st, 0, sizeof *st);
+    st->net = n;
+    st->pool = pool;
+    if (h < 1 || w < 1 || h > 1 << 15 || w > 1 << 15)
+        return lp_fail(LP_ERR_ARG, "taehv: unsupported frame size %dx%d", w, h);
+    st->in = calloc((size_t)n->n + 1, sizeof *st->in);
+    st->dst = calloc((size_t)n->n, sizeof *st->dst);
+    st->state = calloc((size_t)n->n, sizeof *st->state);
+    st->state_n = calloc((size_t)n->n, sizeof *st->state_n);
+    st->count = calloc((size_t)n->n, sizeof *st->count);
+    if (!st->in || !st->dst || !st->state || !st->state_n || !st->count)
+        return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
+    size_t slot_n[2] = {0, 0}, tmp_n = 0, scratch_n = 0;
+    fshape s = {c, h, w, 1};
+    int cur = -1; /* slot holding the current frame, -1 = elsewhere */
+    for (int i = 0; i < n->n; i++) {
+        const layer *L = &n->l[i];
+        st->in[i] = s;
+        int other = cur == 0 ? 1 : 0;
+        lp_conv_in ci = {NULL, s.c, NULL, 0, s.h, s.w, s.up};
+        if (L->kind == L_MEM || L->kind == L_TPOOL) {
+            if (s.up != 1)
+                return lp_fail(LP_ERR_UNSUPPORTED, "taehv: layer %d needs an upsampled input materialised", L->index);
+        }
+        switch (L->kind) {
+        case L_CONV:
+            grow(&scratch_n, lp_conv2d_scratch_floats(&L->conv[0], &ci));
+            lp_conv2d_out_size(&L->conv[0], &ci, &s.h, &s.w);
+            s.c = L->cout;
+            s.up = 1;
+            st->dst[i] = (signed char)other;
+            break;
+        case L_RELU:
+        case L_CLAMP: st->dst[i] = (signed char)(cur >= 0 ? cur : 0); break;
+        case L_UPSAMPLE:
+            st->dst[i] = (signed char)cur;
+            if (s.up != 1)
+                return lp_fail(LP_ERR_UNSUPPORTED, "taehv: layer %d: two upsamples in a row", L->index);
+            s.up = 2;
+            break;
+        case L_MEM: {
+            st->state_n[i] = numel(&s);
+            lp_conv_in cat = {NULL, s.c, NULL, s.c, s.h, s.w, 1};
+            grow(&scratch_n, lp_conv2d_scratch_floats(&L->conv[0], &cat));
+            lp_conv_in mid = {NULL, L->cout, NULL, 0, s.h, s.w, 1};
+            grow(&scratch_n, lp_conv2d_scratch_floats(&L->conv[1], &mid));
+            s.c = L->cout;
+            grow(&tmp_n, numel(&s));
+            st->dst[i] = (signed char)other;
+            break;
+        }
+        case L_TPOOL:
+            s.c = L->cout;
+            st->state_n[i] = numel(&s);
+            st->dst[i] = -1;
+            break;
+        case L_TGROW:
+            st->state_n[i] = numel(&s) * (size_t)L->stride;
+            st->dst[i] = -1;
+            break;
+        }
+        if (st->dst[i] >= 0) grow(&slot_n[st->dst[i]], numel(&s));
+        cur = st->dst[i];
+    }
+    if (s.up != 1) return lp_fail(LP_ERR_UNSUPPORTED, "taehv: the last layer leaves an upsample pending");
+    st->in[n->n] = s;
+    for (int j = 0; j < 2; j++) {
+        if (slot_n[j] && !(st->slot[j] = malloc(slot_n[j] * sizeof(float))))
+            return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for %zu activations", slot_n[j]);
+        if (tmp_n && !(st->tmp[j] = malloc(tmp_n * sizeof(float))))
+            return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for %zu activations", tmp_n);
+    }
+    if (scratch_n && !(st->scratch = malloc(scratch_n * sizeof(float))))
+        return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for %zu im2col floats", scratch_n);
+    for (int i = 0; i < n->n; i++)
+        if (st->state_n[i] && !(st->state[i] = calloc(st->state_n[i], sizeof(float))))
+            return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for %zu state floats", st->state_n[i]);
+    return LP_OK;
+}
+
+static void stream_reset(stream *st) {
+    for (int i = 0; i < st->net->n; i++) {
+        if (st->state[i]) memset(st->state[i], 0, st->state_n[i] * sizeof(float));
+        st->count[i] = 0;
+    }
+    st->n_in = st->n_emitted = 0;
+}
+
+static lp_status conv(stream *st, const lp_conv2d *cv, const lp_conv_in *in, float *out, int accumulate) {
+    st->flops += lp_conv2d_flops(cv, in);
+    return lp_conv2d_forward(st->pool, cv, in, out, accumulate, st->scratch);
+}
+
+/* MemBlock (spec: relu(convs(cat[x, past]) + skip(x)), convs = conv→ReLU→conv→ReLU→conv);
+ * then past = x. */
+static lp_status memblock(stream *st, int i, const float *x, float *out) {
+    const layer *L = &st->net->l[i];
+    const fshape *s = &st->in[i];
+    size_t nout = (size_t)L->cout * s->h * s->w;
+    float *past = st->state[i], *t0 = st->tmp[0], *t1 = st->tmp[1];
+    LP_TRY(conv(st, &L->conv[0], &(lp_conv_in){x, s->c, past, s->c, s->h, s->w, 1}, t0, 0));
+    lp_relu(st->pool, t0, (int64_t)nout);
+    LP_TRY(conv(st, &L->conv[1], &(lp_conv_in){t0, L->cout, NULL, 0, s->h, s->w, 1}, t1, 0));
+    lp_relu(st->pool, t1, (int64_t)nout);
+    LP_TRY(conv(st, &L->conv[2], &(lp_conv_in){t1, L->cout, NULL, 0, s->h, s->w, 1}, out, 0));
+    if (L->conv[3].w) LP_TRY(conv(st, &L->conv[3], &(lp_conv_in){x, s->c, NULL, 0, s->h, s->w, 1}, out, 1));
+    else lp_add_inplace(st->pool, out, x, (int64_t)nout);
+    lp_relu(st->pool, out, (int64_t)nout);
+    memcpy(past, x, st->state_n[i] * sizeof *past);
+    return LP_OK;
+}
+
+static lp_status emit(stream *st, const float *x) {
+    if (++st->n_emitted <= st->trim) return LP_OK;
+    if (st->out_n >= st->out_cap) return lp_fail(LP_ERR_ARG, "taehv: output buffer too small");
+    size_t n = numel(&st->in[st->net->n]);
+    float *d = st->out + (size_t)st->out_n++ * n;
+    if (st->clamp) lp_clamp01(st->pool, d, x, (int64_t)n);
+    else memcpy(d, x, n * sizeof *d);
+    return LP_OK;
+}
+
+/* Runs frame x (shape in[i]) through layers i.. and emits what comes out. */
+static lp_status run(stream *st, int i, const float *x) {
+    const net *n = st->net;
+    for (; i < n->n; i++) {
+        const layer *L = &n->l[i];
+        const fshape *s = &st->in[i];
+        float *dst = st->dst[i] >= 0 ? st->slot[st->dst[i]] : st->state[i];
+        lp_conv_in in = {x, s->c, NULL, 0, s->h, s->w, s->up};
+        switch (L->kind) {
+        case L_CONV: LP_TRY(conv(st, &L->conv[0], &in, dst, 0)); break;
+        case L_RELU:
+            if (dst != x) memcpy(dst, x, numel(s) * sizeof *dst);
+            lp_relu(st->pool, dst, (int64_t)numel(s));
+            break;
+        case L_CLAMP: lp_tanh_clamp(st->pool, dst, x, (int64_t)numel(s)); break;
+        case L_UPSAMPLE: continue; /* only marks the frame: in[i + 1].up == 2 */
+        case L_MEM: LP_TRY(memblock(st, i, x, dst)); break;
+        case L_TPOOL: {
+            /* the k-th frame of the group meets weight columns [k·C, (k+1)·C) */
+            lp_conv2d part = L->conv[0];
+            part.w += (size_t)st->count[i] * part.cout * part.cin;
+            LP_TRY(conv(st, &part, &in, dst, st->count[i] > 0));
+            if (++st->count[i] < L->stride) return LP_OK;
+            st->count[i] = 0;
+            break;
+        }
+        case L_TGROW: {
+            /* a 1×1 conv commutes with the pending nearest upsample: run it at the stored size */
+            in.up = 1;
+            LP_TRY(conv(st, &L->conv[0], &in, dst, 0));
+            size_t fr = numel(&st->in[i + 1]);
+            for (int k = 0; k < L->stride; k++) LP_TRY(run(st, i + 1, dst + (size_t)k * fr));
+            return LP_OK;
+        }
+        }
+        x = dst;
+    }
+    return emit(st, x);
+}
+
+/* Frames emitted by the stream for n more inputs, given its total time ratio. */
+static int64_t emitted_after(const stream *st, int64_t n_in) {
+    int64_t e = n_in * st->net->tup / st->net->tdown - st->trim;
+    return e > 0 ? e : 0;
+}
+
+static int stream_count(const stream *st, int n) {
+    return (int)(emitted_after(st, st->n_in + n) - emitted_after(st, st->n_in));
+}
+
+static lp_status stream_push(stream *st, const float *in, int n, float *out, int max_out, int *n_out) {
+    *n_out = 0;
+    if (n < 0 || (n > 0 && !in) || max_out < 0)
+        return lp_fail(LP_ERR_ARG, "taehv: bad push arguments (n=%d, max_out=%d)", n, max_out);
+    if (n > (1 << 24)) return lp_fail(LP_ERR_ARG, "taehv: too many frames in one push (%d)", n);
+    int want = stream_count(st, n);
+    if (want > max_out)
+        return lp_fail(LP_ERR_ARG, "taehv: pushing %d frames emits %d, but the output has room for %d", n, want,
+                       max_out);
+    if (want > 0 && !out) return lp_fail(LP_ERR_ARG, "taehv: output buffer is NULL");
+    st->out = out;
+    st->out_cap = max_out;
+    st->out_n = 0;
+    size_t fr = numel(&st->in[0]);
+    lp_status s = LP_OK;
+    for (int t = 0; t < n && s == LP_OK; t++) {
+        s = run(st, 0, in + (size_t)t * fr);
+        st->n_in++;
+    }
+    *n_out = st->out_n;
+    st->out = NULL;
+    return s;
+}
+
+/* ---- encoder ---- */
+
+struct lp_taehv_encoder {
+    stream s;
+    float *last; /* the last frame pushed, for flush padding */
+};
+
+lp_status lp_taehv_encoder_create(const lp_taehv *m, int height, int width, lp_pool *pool, lp_taehv_encoder **out) {
+    *out = NULL;
+    lp_taehv_encoder *e = calloc(1, sizeof *e);
+    if (!e) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
+    lp_status s = stream_init(&e->s, &m->enc, m->enc.in_c, height, width, pool);
+    if (s == LP_OK && !(e->last = malloc(numel(&e->s.in[0]) * sizeof *e->last)))
+        s = lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
+    if (s != LP_OK) {
+        lp_taehv_encoder_free(e);
+        return s;
+    }
+    e->s.clamp = 0;
+    *out = e;
+    return LP_OK;
+}
+
+void lp_taehv_encoder_free(lp_taehv_encoder *e) {
+    if (!e) return;
+    stream_free(&e->s);
+    free(e->last);
+    free(e);
+}
+
+void lp_taehv_encoder_latent_shape(const lp_taehv_encoder *e, int *c, int *h, int *w) {
+    const fshape *s = &e->s.in[e->s.net->n];
+    *c = s->c;
+    *h = s->h;
+    *w = s->w;
+}
+
+int lp_taehv_encoder_count(const lp_taehv_encoder *e, int n) { return stream_count(&e->s, n); }
+
+lp_status lp_taehv_encoder_push(lp_taehv_encoder *e, const float *frames, int n, float *latents, int max_latents,
+                                int *n_latents) {
+    LP_TRY(stream_push(&e->s, frames, n, latents, max_latents, n_latents));
+    if (n > 0) memcpy(e->last, frames + (size_t)(n - 1) * numel(&e->s.in[0]), numel(&e->s.in[0]) * sizeof *e->last);
+    return LP_OK;
+}
+
+lp_status lp_taehv_encoder_flush(lp_taehv_encoder *e, float *latents, int max_latents, int *n_latents) {
+    *n_latents = 0;
+    int td = e->s.net->tdown;
+    int pad = e->s.n_in > 0 ? (int)((td - e->s.n_in % td) % td) : 0;
+    if (stream_count(&e->s, pad) > max_latents)
+        return lp_fail(LP_ERR_ARG, "taehv: flush emits a latent frame, but the output has room for %d", max_latents);
+    for (int k = 0; k < pad; k++) {
+        int got;
+        LP_TRY(stream_push(&e->s, e->last, 1, latents + (size_t)*n_latents * numel(&e->s.in[e->s.net->n]),
+                           max_latents - *n_latents, &got));
+        *n_latents += got;
+    }
+    return LP_OK;
+}
+
+void lp_taehv_encoder_reset(lp_taehv_encoder *e) { stream_reset(&e->s); }
+double lp_taehv_encoder_flops(const lp_taehv_encoder *e) { return e->s.flops; }
+
+/* ---- decoder ---- */
+
+struct lp_taehv_decoder {
+    stream s;
+};
+
+lp_taehv_decoder_opts lp_taehv_decoder_defaults(void) { return (lp_taehv_decoder_opts){.trim = 0, .clamp = 1}; }
+
+lp_status lp_taehv_decoder_create(const lp_taehv *m, int lat_h, int lat_w, const lp_taehv_decoder_opts *opts,
+                                  lp_pool *pool, lp_taehv_decoder **out) {
+    *out = NULL;
+    lp_taehv_decoder_opts o = opts ? *opts : lp_taehv_decoder_defaults();
+    lp_taehv_decoder *d = calloc(1, sizeof *d);
+    if (!d) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
+    lp_status s = stream_init(&d->s, &m->dec, m->dec.in_c, lat_h, lat_w, pool);
+    if (s != LP_OK) {
+        lp_taehv_decoder_free(d);
+        return s;
+    }
+    d->s.trim = o.trim ? m->dec.tup - 1 : 0;
+    d->s.clamp = o.clamp != 0;
+    *out = d;
+    return LP_OK;
+}
+
+void lp_taehv_decoder_free(lp_taehv_decoder *d) {
+    if (!d) return;
+    stream_free(&d->s);
+    free(d);
+}
+
+void lp_taehv_decoder_frame_shape(const lp_taehv_decoder *d, int *c, int *h, int *w) {
+    const fshape *s = &d->s.in[d->s.net->n];
+    *c = s->c;
+    *h = s->h;
+    *w = s->w;
+}
+
+int lp_taehv_decoder_count(const lp_taehv_decoder *d, int n) { return stream_count(&d->s, n); }
+
+lp_status lp_taehv_decoder_push(lp_taehv_decoder *d, const float *latents, int n, float *frames, int max_frames,
+                                int *n_frames) {
+    return stream_push(&d->s, latents, n, frames, max_frames, n_frames);
+}
+
+void lp_taehv_decoder_reset(lp_taehv_decoder *d) { stream_reset(&d->s); }
+double lp_taehv_decoder_flops(const lp_taehv_decoder *d) { return d->s.flops; }
