@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# End-to-end tests of `lipar edit` (issue 7): frame counts, sizes and rates of
+# the output, stats JSON, side-by-side output, piping to ffprobe, a prompt
+# change mid-stream, SIGINT, and the errors for bad input. Uses the sample
+# clips of ../shared/data, else those of Debian's opencv-doc; skips (77)
+# without them or without ffprobe.
+set -u
+BUILD=${BUILD:-build}
+LIPAR=$PWD/$BUILD/lipar
+SHARED=${LIPAR_SHARED:-../shared}
+DATA=$SHARED/data
+OPENCV=/usr/share/doc/opencv-doc/examples/data
+if [ -f "$DATA/vtest_768x576.avi" ]; then
+    VTEST=$DATA/vtest_768x576.avi MEGA=$DATA/megamind_720x528.avi TREE=$DATA/tree_320x240.avi
+elif [ -f "$OPENCV/vtest.avi" ]; then
+    VTEST=$OPENCV/vtest.avi MEGA=$OPENCV/Megamind.avi TREE=$OPENCV/tree.avi
+else
+    echo "  (skipping CLI tests: no sample clips in $DATA or $OPENCV)"; exit 77
+fi
+command -v ffprobe >/dev/null || { echo "  (skipping CLI tests: ffprobe not installed)"; exit 77; }
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); echo "  ok    $1"; }
+bad() { fail=$((fail+1)); echo "  FAIL  $1"; [ -f "$T/log" ] && sed 's/^/        /' "$T/log" | tail -n 20; }
+probe() { # frames,width,height,rate of a video
+    ffprobe -v error -count_frames -select_streams v:0 \
+        -show_entries stream=nb_read_frames,width,height,r_frame_rate -of csv=p=0 "$1" 2>/dev/null
+}
+json_ok() { # well-formed JSON with N chunk records
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+n = int(sys.argv[2])
+assert len(d["chunks"]) == n, (len(d["chunks"]), n)
+for c in d["chunks"]:
+    assert set(c["seconds"]) == {"encode", "mask", "dit", "decode", "total"}
+    assert len(c["kept"]) == 3 and all(0 <= k <= 1 for k in c["kept"])
+PY
+}
+SMALL="--size 160x96 --quiet"
+
+# 1. frame count, size and rate after resampling, for each clip (40 input frames = 4 chunks, the last partial)
+for clip in "$VTEST" "$MEGA" "$TREE"; do
+    name=$(basename "$clip")
+    if "$LIPAR" edit "$clip" -p "a watercolor painting" -o "$T/o.mp4" $SMALL --max-frames 40 --stats "$T/s.json" \
+        --side-by-side "$T/sbs.mp4" >"$T/log" 2>&1 \
+       && [ "$(probe "$T/o.mp4")" = "160,96,16/1,40" ] && [ "$(probe "$T/sbs.mp4")" = "480,96,16/1,40" ] \
+       && json_ok "$T/s.json" 4 2>>"$T/log"; then ok "edit $name: 40 frames 160x96 at 16 fps, stats, side-by-side"
+    else bad "edit $name (got: $(probe "$T/o.mp4"))"; fi
+done
+
+# 2. the whole-clip frame count follows the 16 fps resampling (tree: 444 frames at 15 fps, mostly repeats)
+expect=$(ffprobe -v error -select_streams v:0 -show_entries stream=r_frame_rate,duration -of csv=p=0 "$MEGA" | head -n1)
+if "$LIPAR" edit "$MEGA" -p "x" -o "$T/m.mp4" $SMALL >"$T/log" 2>&1; then
+    frames=$(probe "$T/m.mp4" | cut -d, -f4)
+    # 270 frames at 24 fps = 11.25 s -> 180 frames at 16 fps
+    if [ "$frames" = 180 ]; then ok "Megamind whole clip: 180 frames at 16 fps ($expect)"; else bad "Megamind: $frames frames"; fi
+else bad "Megamind whole clip"; fi
+
+# 3. -o - pipes y4m into ffprobe
+if "$LIPAR" edit "$TREE" -p "x" -o - $SMALL --max-frames 24 2>"$T/log" | probe - >"$T/p" && [ "$(cat "$T/p")" = "160,96,16/1,24" ]; then
+    ok "-o - piped into ffprobe"
+else bad "-o - pipe (got: $(cat "$T/p" 2>/dev/null))"; fi
+
+# 4. a prompt change at frame 20 takes effect from the chunk holding it (chunk 1: frames 12-23)
+if "$LIPAR" edit "$VTEST" -p "first" --prompt-at "20:second prompt" -o "$T/c.mp4" $SMALL --max-frames 36 \
+    --stats "$T/c.json" >"$T/log" 2>&1 && python3 - "$T/c.json" <<'PY' 2>>"$T/log"
+import json, sys
+v = [c["prompt_version"] for c in json.load(open(sys.argv[1]))["chunks"]]
+assert v == [0, 1, 1], v
+PY
+then ok "prompt change mid-stream swaps the text cache from the next chunk"; else bad "prompt change"; fi
+
+# 5. SIGINT finishes the current chunk and leaves a playable file
+"$LIPAR" edit "$VTEST" -p "x" -o "$T/i.mp4" $SMALL >"$T/log" 2>&1 &
+pid=$!
+sleep 4; kill -INT $pid; wait $pid; rc=$?
+n=$(probe "$T/i.mp4" | cut -d, -f4)
+if [ "$rc" = 130 ] && [ -n "$n" ] && [ "$n" -gt 0 ]; then ok "SIGINT: exit 130, playable file with $n frames"
+else bad "SIGINT (rc=$rc, frames=$n)"; fi
+
+# 6. bad input: clear error, non-zero exit, no output file left behind
+expect_error() { # description, pattern, command...
+    local what=$1 pat=$2; shift 2
+    rm -f "$T/e.mp4"
+    if "$@" >"$T/log" 2>&1; then bad "$what: exit 0"; return; fi
+    if grep -qi -- "$pat" "$T/log" && [ ! -e "$T/e.mp4" ]; then ok "$what"; else bad "$what (message)"; fi
+}
+expect_error "missing input" "cannot open\|No such file" "$LIPAR" edit "$T/nope.mp4" -p x -o "$T/e.mp4" --quiet
+echo "not a video" >"$T/text.mp4"
+expect_error "unreadable input" "$T/text.mp4" "$LIPAR" edit "$T/text.mp4" -p x -o "$T/e.mp4" --quiet
+if command -v ffmpeg >/dev/null; then
+    ffmpeg -v error -f lavfi -i anullsrc -t 1 "$T/a.wav" -y
+    expect_error "no video stream" "video" "$LIPAR" edit "$T/a.wav" -p x -o "$T/e.mp4" --quiet
+fi
+printf 'YUV4MPEG2 W64 H64 F16:1 Ip A1:1 C420jpeg\n' >"$T/empty.y4m"
+expect_error "zero frames" "frame" "$LIPAR" edit "$T/empty.y4m" -p x -o "$T/e.mp4" --quiet
+expect_error "size not a multiple of 16" "multiple" "$LIPAR" edit "$TREE" -p x -o "$T/e.mp4" --size 100x100 --quiet
+expect_error "missing prompt file" "prompt file" "$LIPAR" edit "$TREE" --prompt-file "$T/none.txt" -o "$T/e.mp4" --quiet
+G=$SHARED/golden
+if [ -f "$G/sf_dit_t2v_window.safetensors" ]; then
+    expect_error "weights that do not match (text width)" "text encoder" "$LIPAR" edit "$TREE" -p x -o "$T/e.mp4" --quiet \
+        --dit "$G/sf_dit_t2v_window.safetensors" --vae-weights "$G/taehv_w21.safetensors" \
+        --text-encoder "$G/umt5_tiny.safetensors" --tokenizer "$G/spm_unigram_600.model"
+    expect_error "weights that do not match (VAE file)" "missing\|VAE" "$LIPAR" edit "$TREE" -p x -o "$T/e.mp4" --quiet \
+        --dit "$G/sf_dit_t2v.safetensors" --vae-weights "$G/wan_vae.safetensors" \
+        --text-encoder "$G/umt5_tiny.safetensors" --tokenizer "$G/spm_unigram_600.model"
+fi
+echo "$pass passed, $fail failed, 0 skipped"
+[ "$fail" -eq 0 ]
