@@ -71,6 +71,29 @@ lp_status lp_tf_finish(lp_tensor_file *f) {
     return LP_OK;
 }
 
+/* Detects the format of f->map and parses it; closes f on failure. */
+static lp_status parse_mapped(lp_tensor_file *f, const char *path, lp_tensor_file **out) {
+    lp_status s;
+    if (!f->path) {
+        s = lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
+    } else if (f->map_len >= 4 && !memcmp(f->map, "PK\x03\x04", 4)) {
+        f->format = LP_FORMAT_TORCH_ZIP;
+        s = lp_torch_zip_parse(f);
+    } else if (f->map_len >= 9 && f->map[8] == '{') {
+        f->format = LP_FORMAT_SAFETENSORS;
+        s = lp_safetensors_parse(f);
+    } else {
+        s = lp_fail(LP_ERR_FORMAT, "%s: neither safetensors nor a PyTorch zip checkpoint (%zu bytes)", path, f->map_len);
+    }
+    if (s == LP_OK) s = lp_tf_finish(f);
+    if (s != LP_OK) {
+        lp_tensor_file_close(f);
+        return s;
+    }
+    *out = f;
+    return LP_OK;
+}
+
 lp_status lp_tensor_file_open(const char *path, lp_tensor_file **out) {
     *out = NULL;
     int fd = open(path, O_RDONLY);
@@ -97,25 +120,26 @@ lp_status lp_tensor_file_open(const char *path, lp_tensor_file **out) {
         f->map = m;
     }
     close(fd);
-    lp_status s;
-    if (!f->path) {
-        s = lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
-    } else if (f->map_len >= 4 && !memcmp(f->map, "PK\x03\x04", 4)) {
-        f->format = LP_FORMAT_TORCH_ZIP;
-        s = lp_torch_zip_parse(f);
-    } else if (f->map_len >= 9 && f->map[8] == '{') {
-        f->format = LP_FORMAT_SAFETENSORS;
-        s = lp_safetensors_parse(f);
-    } else {
-        s = lp_fail(LP_ERR_FORMAT, "%s: neither safetensors nor a PyTorch zip checkpoint (%zu bytes)", path, f->map_len);
+    return parse_mapped(f, path, out);
+}
+
+lp_status lp_tensor_file_open_memory(const void *data, size_t len, const char *name, lp_tensor_file **out) {
+    *out = NULL;
+    lp_tensor_file *f = calloc(1, sizeof *f);
+    if (!f) return lp_fail(LP_ERR_NOMEM, "%s: out of memory", name);
+    f->path = strdup(name);
+    f->map_len = len;
+    if (len > 0) { /* an anonymous mapping, so that close() treats both alike */
+        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+            lp_tensor_file_close(f);
+            return lp_fail(LP_ERR_NOMEM, "%s: cannot map %zu bytes: %s", name, len, strerror(errno));
+        }
+        memcpy(m, data, len);
+        mprotect(m, len, PROT_READ);
+        f->map = m;
     }
-    if (s == LP_OK) s = lp_tf_finish(f);
-    if (s != LP_OK) {
-        lp_tensor_file_close(f);
-        return s;
-    }
-    *out = f;
-    return LP_OK;
+    return parse_mapped(f, name, out);
 }
 
 void lp_tensor_file_close(lp_tensor_file *f) {

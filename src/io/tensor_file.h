@@ -12,6 +12,9 @@ typedef enum { LP_FORMAT_SAFETENSORS, LP_FORMAT_TORCH_ZIP } lp_file_format;
 
 /* Opens path, detecting the format from its first bytes. */
 lp_status lp_tensor_file_open(const char *path, lp_tensor_file **out);
+/* The same for len bytes at data, which are copied (the caller keeps data);
+ * name stands for the path in messages and lp_tensor_file_path. */
+lp_status lp_tensor_file_open_memory(const void *data, size_t len, const char *name, lp_tensor_file **out);
 void lp_tensor_file_close(lp_tensor_file *f);
 
 const char *lp_tensor_file_path(const lp_tensor_file *f);
