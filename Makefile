@@ -17,12 +17,30 @@ CC ?= gcc
 PKGS := libavformat libavcodec libswscale libavutil
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CFLAGS := -std=c11 -Wall -Wextra -Werror $(OPT) -D_GNU_SOURCE -pthread -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread $(PKG_CFLAGS) $(SANFLAGS) $(EXTRA_CFLAGS)
-LDLIBS := $(PKG_LIBS) -lopenblas -lpthread -lm
+CFLAGS = -std=c11 -Wall -Wextra -Werror $(OPT) -D_GNU_SOURCE -pthread $(CUDA_DEF) -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread $(PKG_CFLAGS) $(SANFLAGS) $(EXTRA_CFLAGS)
+LDLIBS = $(PKG_LIBS) -lopenblas $(CUDA_LIBS) -lpthread -lm
 LDFLAGS := $(SANFLAGS)
 
 LIB_SRC := $(shell find src -name '*.c' | sort)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+
+# The CUDA backend is built when nvcc is found (not in the sanitizer build);
+# CUDA=0 turns it off.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+ifeq ($(SAN),1)
+CUDA := 0
+endif
+CUDA ?= $(if $(NVCC),1,0)
+ifeq ($(CUDA),1)
+CUDA_HOME ?= $(abspath $(dir $(NVCC))/..)
+CU_SRC := $(shell find src -name '*.cu' | sort)
+CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
+LIB_OBJ += $(CU_OBJ)
+NVCCFLAGS := -O3 -std=c++17 -lineinfo -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80 \
+	-Xcompiler -Wall,-Wextra,-fPIC -Iinclude $(EXTRA_NVCCFLAGS)
+CUDA_DEF := -DLP_HAVE_CUDA
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
+endif
 TOOL_SRC := $(shell find tools -name '*.c' | sort)
 TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(filter-out tests/test_util.c,$(wildcard tests/test_*.c))
@@ -42,6 +60,10 @@ $(BUILD)/liblipar.a: $(LIB_OBJ)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/lipar: $(TOOL_OBJ) $(BUILD)/liblipar.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

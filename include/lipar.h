@@ -53,6 +53,7 @@ typedef struct {
     const char *text_encoder_path; /* umT5-XXL weights (.pth / safetensors) */
     const char *tokenizer_path;    /* spiece.model */
     const char *prompt_embedding;  /* a file from `lipar encode-prompt`, instead of the text encoder */
+    const char *backend;           /* where the DiT runs: "cpu" (default) or "cuda" */
     int threads;                   /* CPU threads, 0 = all cores */
 } lipar_model_options;
 

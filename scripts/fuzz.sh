@@ -22,9 +22,12 @@ for t in safetensors zip pickle; do
     echo "== building fuzz_$t"
     $CC $FLAGS -o "$OUT/fuzz_$t" "fuzz/fuzz_$t.c" $SRC -lm
 done
+echo "== building fuzz_protobuf"
+$CC $FLAGS -o "$OUT/fuzz_protobuf" fuzz/fuzz_protobuf.c src/model/tokenizer.c src/io/protobuf.c src/base/status.c -lm
 
 # Seed corpora.
-mkdir -p "$WORK/safetensors" "$WORK/zip" "$WORK/pickle"
+mkdir -p "$WORK/safetensors" "$WORK/zip" "$WORK/pickle" "$WORK/protobuf"
+[ -f "$SHARED/golden/spm_unigram_600.model" ] && cp "$SHARED/golden/spm_unigram_600.model" "$WORK/protobuf/"
 if [ -d "$SHARED/golden" ] && command -v python3 >/dev/null; then
     python3 - "$SHARED" "$WORK" <<'PY'
 import io, json, os, pickle, struct, sys, types, zipfile
@@ -116,10 +119,10 @@ fi
 echo "seeds: $(ls "$WORK/safetensors" | wc -l) safetensors, $(ls "$WORK/zip" | wc -l) zip, $(ls "$WORK/pickle" | wc -l) pickle"
 
 status=0
-for t in safetensors zip pickle; do
+for t in safetensors zip pickle protobuf; do
     echo "== fuzz_$t for ${SECONDS_PER}s"
     mkdir -p "$WORK/corpus_$t"
-    if "$OUT/fuzz_$t" -max_total_time="$SECONDS_PER" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    if "$OUT/fuzz_$t" -max_total_time="$SECONDS_PER" -timeout=10 -rss_limit_mb=2048 -max_len=$([ "$t" = protobuf ] && echo 262144 || echo 65536) \
         -print_final_stats=1 -artifact_prefix="$OUT/crash_$t-" "$WORK/corpus_$t" "$WORK/$t" >"$OUT/fuzz_$t.log" 2>&1; then
         runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$OUT/fuzz_$t.log" | grep -o '[0-9]*$' || true)
         cov=$(grep -o 'cov: [0-9]*' "$OUT/fuzz_$t.log" | tail -1 || true)

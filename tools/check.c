@@ -18,9 +18,10 @@ lp_status check_umt5_encoder(lp_check_ctx *c, const lp_tensor_file *golden);
 static const struct {
     const char *kind;
     lp_check_fn fn;
+    int any_backend; /* runs on --backend cuda too (else CPU only) */
 } kinds[] = {
-    {"sf_dit_t2v", check_sf_dit_t2v},
-    {"lipar_edit_output", check_lipar_edit_output},
+    {"sf_dit_t2v", check_sf_dit_t2v, 1},
+    {"lipar_edit_output", check_lipar_edit_output, 1},
     {"umt5_encoder", check_umt5_encoder},
     {"lipar_mask", check_lipar_mask},
     {"taehv", check_taehv},
@@ -167,10 +168,17 @@ int lp_check_main(int argc, char **argv) {
     }
     const char *kind = lp_tensor_file_meta(g, "kind");
     lp_check_fn fn = NULL;
+    int any_backend = 0;
     for (size_t i = 0; kind && i < sizeof kinds / sizeof *kinds; i++)
-        if (!strcmp(kinds[i].kind, kind)) fn = kinds[i].fn;
+        if (!strcmp(kinds[i].kind, kind)) {
+            fn = kinds[i].fn;
+            any_backend = kinds[i].any_backend;
+        }
     int rc;
-    if (!kind) {
+    if (fn && !any_backend && strcmp(c.backend, "cpu")) {
+        fprintf(stderr, "lipar check: kind '%s' runs on the CPU backend only\n", kind);
+        rc = 1;
+    } else if (!kind) {
         fprintf(stderr, "lipar check: %s has no __metadata__.kind\n", c.golden_path);
         rc = 1;
     } else if (!fn) {

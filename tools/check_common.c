@@ -28,9 +28,7 @@ lp_status lp_check_dit_model(lp_check_ctx *c, const lp_tensor_file *w_source, lp
     su->frames_per_chunk = (int)fpc;
     su->latent_h = (int)lh;
     su->latent_w = (int)lw;
-    if (strcmp(c->backend, "cpu"))
-        return lp_fail(LP_ERR_UNSUPPORTED, "backend '%s' is not built in; available: cpu", c->backend);
-    LP_TRY(lp_backend_cpu_create(c->threads, &su->be));
+    LP_TRY(lp_backend_create(c->backend, c->threads, &su->be));
     const lp_tensor_file *wf = w_source;
     if (c->weights_path) {
         LP_TRY(lp_tensor_file_open(c->weights_path, &su->weights_file));

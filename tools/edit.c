@@ -66,7 +66,7 @@ static void usage(FILE *f) {
             "  --side-by-side FILE input | edited | keep-mask overlay\n"
             "  --stats FILE.json   per-chunk kept fractions, stage times, FPS\n"
             "  --plot FILE.svg|png kept fraction and per-chunk latency over time\n"
-            "  --quiet             no progress display;  --threads N\n");
+            "  --quiet             no progress display;  --threads N;  --backend cpu|cuda (the DiT's)\n");
 }
 
 static int parse_size(const char *s, int *w, int *h) {
@@ -261,6 +261,7 @@ static int parse_args(int argc, char **argv, edit_args *a) {
         else if (!strcmp(k, "--plot")) { NEEDV(); a->plot = v; }
         else if (!strcmp(k, "--quiet") || !strcmp(k, "-q")) a->quiet = 1;
         else if (!strcmp(k, "--threads")) { NEEDV(); a->mo.threads = atoi(v); }
+        else if (!strcmp(k, "--backend")) { NEEDV(); a->mo.backend = v; }
         else if (k[0] == '-' && k[1]) {
             fprintf(stderr, "lipar edit: unknown option '%s'\n", k);
             return 2;

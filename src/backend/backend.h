@@ -1,8 +1,13 @@
 /* The table of ops that model code calls. Model code never includes a backend
  * header directly and contains no #ifdef per backend: it calls through an
- * lp_backend. Activation buffers are f32 row-major [rows, dim] in the backend's
- * memory; weights are lp_tensor views in their stored dtype (f32/f16/bf16),
- * converted inside the op. */
+ * lp_backend. Activation buffers are f32 row-major [rows, dim] in the
+ * backend's memory (host memory for the CPU, device memory for CUDA), made by
+ * be->alloc; weights are lp_tensor views of host memory in their stored dtype
+ * (f32/f16/bf16), which a backend converts inside the op or uploads once on
+ * first use (keyed by the view's data pointer, which must stay valid and
+ * unchanged while the backend lives). Small index and position arrays are
+ * always host arrays. Ops run in order; results are visible to the host after
+ * be->download. */
 #ifndef LP_BACKEND_H
 #define LP_BACKEND_H
 
@@ -23,8 +28,35 @@ typedef struct {
 
 struct lp_backend {
     const char *name;
-    lp_pool *pool;
-    void *impl; /* backend-private state (scratch buffers) */
+    lp_pool *pool;   /* CPU threads (also used by CPU-side work of other backends) */
+    void *impl;      /* backend-private state */
+
+    /* ---- memory ---- */
+    /* A zero-filled buffer of bytes in the backend's memory; NULL (error set) on failure. */
+    void *(*alloc)(const lp_backend *be, size_t bytes);
+    void (*release)(const lp_backend *be, void *p);
+    /* host → backend and backend → host copies (download waits for pending ops). */
+    lp_status (*upload)(const lp_backend *be, void *dst, const void *src, size_t bytes);
+    lp_status (*download)(const lp_backend *be, void *dst, const void *src, size_t bytes);
+    /* Within the backend's memory; the ranges may overlap (memmove semantics). */
+    lp_status (*copy)(const lp_backend *be, void *dst, const void *src, size_t bytes);
+    /* dst[dst_idx[i]] = src[src_idx[i]] for i < n, rows of row_floats floats;
+     * a NULL index array means the identity (i). Index arrays are host arrays. */
+    lp_status (*copy_rows)(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
+                           const int32_t *src_idx, int64_t n, int64_t row_floats);
+    /* tokens[i][(c·2 + q)·2 + r] = x[f][c][2y+q][2x+r] for token idx[i] = f·(H/2)(W/2) + y·(W/2) + x
+     * (the Conv3d patch layout (c, q, r)); x [F, C, H, W]. */
+    lp_status (*patchify)(const lp_backend *be, float *tokens, const float *x, const int32_t *idx, int64_t n, int C,
+                          int H, int W);
+    /* The inverse for the head's layout (q, r, c): x[f][c][2y+q][2x+r] = tokens[i][(q·2 + r)·C + c];
+     * pixels of tokens not listed are left untouched. */
+    lp_status (*unpatchify)(const lp_backend *be, float *x, const float *tokens, const int32_t *idx, int64_t n,
+                            int C, int H, int W);
+    /* y[i] = a[i] + b[i] for i < n (y may alias a or b). */
+    void (*add)(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
+    /* Waits until every op issued so far is done. */
+    void (*synchronize)(const lp_backend *be);
+    void (*destroy)(lp_backend *be);
 
     /* y[M,N] = x[M,K] · Wᵀ + b, W a PyTorch Linear weight [N, K] (any float
      * dtype), b [N] or NULL. x and y must not overlap. */
@@ -57,6 +89,13 @@ struct lp_backend {
 /* The CPU backend (OpenBLAS GEMMs, lp_pool for the rest). nthreads <= 0: all
  * cores. */
 lp_status lp_backend_cpu_create(int nthreads, lp_backend **out);
+/* The CUDA backend on device 0 (bf16 tensor-core GEMMs and attention, f32
+ * activations); LP_ERR_UNSUPPORTED when lipar was built without CUDA or no
+ * GPU is usable. nthreads is for its CPU pool. */
+lp_status lp_backend_cuda_create(int nthreads, lp_backend **out);
+/* "cpu" or "cuda". */
+lp_status lp_backend_create(const char *name, int nthreads, lp_backend **out);
+/* be->destroy(be); NULL is a no-op. */
 void lp_backend_destroy(lp_backend *be);
 
 #endif

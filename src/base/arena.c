@@ -8,12 +8,20 @@ lp_status lp_arena_init(lp_arena *a, size_t bytes) {
     a->size = lp_arena_round(bytes);
     a->used = a->peak = 0;
     a->base = a->size ? aligned_alloc(64, a->size) : NULL;
+    a->owned = 1;
     if (a->size && !a->base) return lp_fail(LP_ERR_NOMEM, "cannot reserve %zu bytes of scratch memory", a->size);
     return LP_OK;
 }
 
+void lp_arena_wrap(lp_arena *a, void *base, size_t bytes) {
+    a->base = base;
+    a->size = bytes & ~(size_t)63;
+    a->used = a->peak = 0;
+    a->owned = 0;
+}
+
 void lp_arena_release(lp_arena *a) {
-    free(a->base);
+    if (a->owned) free(a->base);
     a->base = NULL;
     a->size = a->used = 0;
 }

@@ -12,9 +12,13 @@
 typedef struct {
     unsigned char *base;
     size_t size, used, peak;
+    int owned; /* base was allocated by lp_arena_init */
 } lp_arena;
 
 lp_status lp_arena_init(lp_arena *a, size_t bytes);
+/* An arena over memory the caller owns (e.g. a backend buffer of `bytes`
+ * bytes, 64-byte aligned); lp_arena_release does not free it. */
+void lp_arena_wrap(lp_arena *a, void *base, size_t bytes);
 void lp_arena_release(lp_arena *a);
 /* NULL (and an error recorded) if the arena cannot hold n more bytes. */
 void *lp_arena_alloc(lp_arena *a, size_t n);

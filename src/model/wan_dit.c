@@ -16,7 +16,20 @@ struct lp_dit {
     const lp_tensor_file *file;
 };
 
+/* An f32 copy of a small tensor in the backend's memory. */
+static lp_status to_backend_f32(lp_backend *be, const lp_tensor *t, float **out) {
+    int64_t n = lp_tensor_numel(t);
+    float *host = malloc((size_t)n * sizeof *host);
+    if (!host) return lp_fail(LP_ERR_NOMEM, "out of memory copying '%s'", t->name);
+    lp_status s = lp_tensor_read_f32(t, 0, n, host);
+    if (s == LP_OK && !(*out = be->alloc(be, (size_t)n * sizeof *host))) s = LP_ERR_NOMEM;
+    if (s == LP_OK) s = be->upload(be, *out, host, (size_t)n * sizeof *host);
+    free(host);
+    return s;
+}
+
 struct lp_dit_cache {
+    lp_backend *be;
     lp_dit_cache_config cc;
     int dim, layers, text_len;
     int64_t frame_tokens;     /* (H/2)·(W/2) */
@@ -28,7 +41,11 @@ struct lp_dit_cache {
     int64_t local_end;        /* tokens held */
     int chunk_frame;          /* start_frame of the chunk the last call worked on (-1: none) */
     int64_t chunk_local_start; /* first slot of that chunk */
-    lp_arena scratch;
+    lp_arena scratch;         /* activations, over scratch_base in the backend's memory */
+    void *scratch_base;
+    /* host arrays of a call's plan, for max_frames frames of tokens */
+    int32_t *h_idx, *h_pos, *h_pos_all, *h_fill_dst, *h_fill_src;
+    float *h_sinus;
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -66,20 +83,13 @@ static lp_status get_vector(const loader *L, const char *name, int64_t n, const 
     return get_shaped(L, name, 1, s, out);
 }
 
-static lp_status copy_f32(const lp_tensor *t, float **out) {
-    int64_t n = lp_tensor_numel(t);
-    *out = malloc((size_t)n * sizeof **out);
-    if (!*out) return lp_fail(LP_ERR_NOMEM, "out of memory copying '%s'", t->name);
-    return lp_tensor_read_f32(t, 0, n, *out);
-}
-
-static lp_status load_block(const loader *L, const lp_dit_config *c, int i, lp_dit_block_weights *b) {
+static lp_status load_block(const loader *L, lp_backend *be, const lp_dit_config *c, int i, lp_dit_block_weights *b) {
     char base[128];
     int64_t D = c->dim;
 #define BLK(s) (snprintf(base, sizeof base, "blocks.%d.%s", i, s), base)
     int64_t ms[3] = {1, 6, D};
     LP_TRY(get_shaped(L, BLK("modulation"), 3, ms, &b->modulation));
-    LP_TRY(copy_f32(b->modulation, &b->modulation_f32));
+    LP_TRY(to_backend_f32(be, b->modulation, &b->modulation_f32));
     LP_TRY(get_linear(L, BLK("self_attn.q"), D, D, &b->sa_q_w, &b->sa_q_b));
     LP_TRY(get_linear(L, BLK("self_attn.k"), D, D, &b->sa_k_w, &b->sa_k_b));
     LP_TRY(get_linear(L, BLK("self_attn.v"), D, D, &b->sa_v_w, &b->sa_v_b));
@@ -159,11 +169,11 @@ static lp_status load(const loader *L, lp_dit *m, int num_heads, int text_len) {
     const lp_tensor *hm;
     int64_t hs[3] = {1, 2, D};
     LP_TRY(get_shaped(L, "head.modulation", 3, hs, &hm));
-    LP_TRY(copy_f32(hm, &w->head_modulation_f32));
+    LP_TRY(to_backend_f32(m->be, hm, &w->head_modulation_f32));
     if (c->num_layers == 0) return lp_fail(LP_ERR_MISSING, "%s: no DiT blocks found", lp_tensor_file_path(L->f));
     w->blocks = calloc((size_t)c->num_layers, sizeof *w->blocks);
     if (!w->blocks) return lp_fail(LP_ERR_NOMEM, "out of memory loading the DiT");
-    for (int i = 0; i < c->num_layers; i++) LP_TRY(load_block(L, c, i, &w->blocks[i]));
+    for (int i = 0; i < c->num_layers; i++) LP_TRY(load_block(L, m->be, c, i, &w->blocks[i]));
     return LP_OK;
 }
 
@@ -187,9 +197,9 @@ lp_status lp_dit_load(const lp_tensor_file *f, const char *prefix, int num_heads
 void lp_dit_free(lp_dit *m) {
     if (!m) return;
     if (m->w.blocks)
-        for (int i = 0; i < m->cfg.num_layers; i++) free(m->w.blocks[i].modulation_f32);
+        for (int i = 0; i < m->cfg.num_layers; i++) m->be->release(m->be, m->w.blocks[i].modulation_f32);
     free(m->w.blocks);
-    free(m->w.head_modulation_f32);
+    m->be->release(m->be, m->w.head_modulation_f32);
     free(m);
 }
 
@@ -206,30 +216,32 @@ int64_t lp_dit_latent_elems(const lp_dit *m, const lp_dit_cache *c, int F) {
 
 /* ------------------------------------------------------------------ cache */
 
-static float **alloc_per_block(int layers, size_t floats) {
+static float **alloc_per_block(lp_backend *be, int layers, size_t floats) {
     float **p = calloc((size_t)layers, sizeof *p);
     if (!p) return NULL;
     for (int i = 0; i < layers; i++)
-        if (!(p[i] = calloc(floats ? floats : 1, sizeof(float)))) return p; /* caller checks the last */
+        if (!(p[i] = be->alloc(be, (floats ? floats : 1) * sizeof(float)))) return p; /* caller checks each */
     return p;
 }
 
-static void free_per_block(float **p, int layers) {
+static void free_per_block(lp_backend *be, float **p, int layers) {
     if (!p) return;
-    for (int i = 0; i < layers; i++) free(p[i]);
+    for (int i = 0; i < layers; i++)
+        if (p[i]) be->release(be, p[i]);
     free(p);
 }
 
 /* Scratch floats for a call over up to n tokens (see lp_dit_forward). */
-static size_t scratch_bytes(const lp_dit_config *c, int64_t n, int max_frames) {
+static size_t scratch_bytes(const lp_dit_config *c, int64_t n, int max_frames, int H, int W) {
     size_t D = (size_t)c->dim, N = (size_t)n, F = (size_t)max_frames;
     size_t b = 0;
+    b += lp_arena_round(F * (size_t)c->in_dim * (size_t)H * (size_t)W * 4);  /* latents in */
+    b += lp_arena_round(F * (size_t)c->out_dim * (size_t)H * (size_t)W * 4); /* flow out */
     b += 7 * lp_arena_round(N * D * 4);                        /* x, xn, q, k, v, att, y */
     b += lp_arena_round(N * (size_t)c->ffn_dim * 4);           /* ffn hidden */
     b += lp_arena_round(N * (size_t)c->in_dim * 4 * 4);        /* patches */
     b += lp_arena_round(N * (size_t)c->out_dim * 4 * 4);       /* head out */
     b += 2 * lp_arena_round(N * D * 4);                        /* rebuilt chunk K, V */
-    b += 2 * lp_arena_round(N * 3 * 4) + lp_arena_round(N * 4); /* positions (kept, all), index */
     b += lp_arena_round(F * (size_t)c->freq_dim * 4) + 3 * lp_arena_round(F * D * 4) + 2 * lp_arena_round(F * 6 * D * 4);
     b += 2 * lp_arena_round(F * D * 4);                        /* head shift/scale */
     return b + 4096;
@@ -253,26 +265,42 @@ lp_status lp_dit_cache_create(const lp_dit *m, const lp_dit_cache_config *cc, lp
     const lp_dit_config *c = &m->cfg;
     lp_dit_cache *k = calloc(1, sizeof *k);
     if (!k) return lp_fail(LP_ERR_NOMEM, "out of memory creating the DiT cache");
+    k->be = m->be;
     k->cc = *cc;
     k->frame_tokens = ft;
     k->dim = c->dim;
     k->layers = c->num_layers;
     k->text_len = c->text_len;
     size_t D = (size_t)c->dim;
-    k->k = alloc_per_block(c->num_layers, (size_t)cc->capacity * D);
-    k->v = alloc_per_block(c->num_layers, (size_t)cc->capacity * D);
-    k->ck = alloc_per_block(c->num_layers, (size_t)c->text_len * D);
-    k->cv = alloc_per_block(c->num_layers, (size_t)c->text_len * D);
-    k->last_k = alloc_per_block(c->num_layers, (size_t)ft * D);
-    k->last_v = alloc_per_block(c->num_layers, (size_t)ft * D);
+    k->k = alloc_per_block(m->be, c->num_layers, (size_t)cc->capacity * D);
+    k->v = alloc_per_block(m->be, c->num_layers, (size_t)cc->capacity * D);
+    k->ck = alloc_per_block(m->be, c->num_layers, (size_t)c->text_len * D);
+    k->cv = alloc_per_block(m->be, c->num_layers, (size_t)c->text_len * D);
+    k->last_k = alloc_per_block(m->be, c->num_layers, (size_t)ft * D);
+    k->last_v = alloc_per_block(m->be, c->num_layers, (size_t)ft * D);
     int ok = k->k && k->v && k->ck && k->cv && k->last_k && k->last_v;
     for (int i = 0; ok && i < c->num_layers; i++)
         ok = k->k[i] && k->v[i] && k->ck[i] && k->cv[i] && k->last_k[i] && k->last_v[i];
     lp_status s = ok ? LP_OK
                      : lp_fail(LP_ERR_NOMEM, "out of memory allocating a KV cache of %lld tokens x %d layers",
                                (long long)cc->capacity, c->num_layers);
-    if (s == LP_OK)
-        s = lp_arena_init(&k->scratch, scratch_bytes(c, (int64_t)cc->max_frames * ft, cc->max_frames));
+    if (s == LP_OK) {
+        size_t N = (size_t)cc->max_frames * (size_t)ft;
+        k->h_idx = malloc(N * sizeof(int32_t));
+        k->h_pos = malloc(3 * N * sizeof(int32_t));
+        k->h_pos_all = malloc(3 * N * sizeof(int32_t));
+        k->h_fill_dst = malloc(N * sizeof(int32_t));
+        k->h_fill_src = malloc(N * sizeof(int32_t));
+        k->h_sinus = malloc((size_t)cc->max_frames * (size_t)c->freq_dim * sizeof(float));
+        if (!k->h_idx || !k->h_pos || !k->h_pos_all || !k->h_fill_dst || !k->h_fill_src || !k->h_sinus)
+            s = lp_fail(LP_ERR_NOMEM, "out of memory for the DiT call plan");
+    }
+    if (s == LP_OK) {
+        size_t bytes = scratch_bytes(c, (int64_t)cc->max_frames * ft, cc->max_frames, cc->latent_h, cc->latent_w);
+        k->scratch_base = m->be->alloc(m->be, bytes);
+        if (!k->scratch_base) s = LP_ERR_NOMEM;
+        else lp_arena_wrap(&k->scratch, k->scratch_base, bytes);
+    }
     if (s != LP_OK) {
         lp_dit_cache_free(k);
         return s;
@@ -284,13 +312,19 @@ lp_status lp_dit_cache_create(const lp_dit *m, const lp_dit_cache_config *cc, lp
 
 void lp_dit_cache_free(lp_dit_cache *c) {
     if (!c) return;
-    free_per_block(c->k, c->layers);
-    free_per_block(c->v, c->layers);
-    free_per_block(c->ck, c->layers);
-    free_per_block(c->cv, c->layers);
-    free_per_block(c->last_k, c->layers);
-    free_per_block(c->last_v, c->layers);
-    lp_arena_release(&c->scratch);
+    free_per_block(c->be, c->k, c->layers);
+    free_per_block(c->be, c->v, c->layers);
+    free_per_block(c->be, c->ck, c->layers);
+    free_per_block(c->be, c->cv, c->layers);
+    free_per_block(c->be, c->last_k, c->layers);
+    free_per_block(c->be, c->last_v, c->layers);
+    if (c->scratch_base) c->be->release(c->be, c->scratch_base);
+    free(c->h_idx);
+    free(c->h_pos);
+    free(c->h_pos_all);
+    free(c->h_fill_dst);
+    free(c->h_fill_src);
+    free(c->h_sinus);
     free(c);
 }
 
@@ -308,15 +342,16 @@ lp_status lp_dit_set_prompt(lp_dit *m, lp_dit_cache *c, const float *context, in
     lp_backend *be = m->be;
     if (L < 0 || L > cfg->text_len)
         return lp_fail(LP_ERR_SHAPE, "prompt context has %d rows, the model takes at most %d", L, cfg->text_len);
-    size_t T = (size_t)cfg->text_len, D = (size_t)cfg->dim;
-    float *ctx = calloc(T * (size_t)cfg->text_dim, sizeof *ctx);
-    float *h = malloc(T * D * sizeof *h), *e = malloc(T * D * sizeof *e);
+    size_t T = (size_t)cfg->text_len, D = (size_t)cfg->dim, ctx_bytes = T * (size_t)cfg->text_dim * sizeof(float);
+    float *host = calloc(T * (size_t)cfg->text_dim, sizeof *host); /* rows past L stay zero */
+    float *ctx = be->alloc(be, ctx_bytes), *h = be->alloc(be, T * D * sizeof *h), *e = be->alloc(be, T * D * sizeof *e);
     lp_status s = LP_OK;
-    if (!ctx || !h || !e) {
+    if (!host || !ctx || !h || !e) {
         s = lp_fail(LP_ERR_NOMEM, "out of memory encoding the prompt context");
         goto out;
     }
-    memcpy(ctx, context, (size_t)L * (size_t)cfg->text_dim * sizeof *ctx); /* rows past L stay zero */
+    memcpy(host, context, (size_t)L * (size_t)cfg->text_dim * sizeof *host);
+    if ((s = be->upload(be, ctx, host, ctx_bytes)) != LP_OK) goto out;
     /* text_embedding: Linear → GELU(tanh) → Linear */
     if ((s = be->linear(be, h, ctx, (int64_t)T, m->w.text0_w, m->w.text0_b)) != LP_OK) goto out;
     be->gelu_tanh(be, h, (int64_t)(T * D));
@@ -327,11 +362,13 @@ lp_status lp_dit_set_prompt(lp_dit *m, lp_dit_cache *c, const float *context, in
         be->rms_norm(be, c->ck[i], (int64_t)T, (int64_t)D, b->ca_norm_k, cfg->eps);
         if ((s = be->linear(be, c->cv[i], e, (int64_t)T, b->ca_v_w, b->ca_v_b)) != LP_OK) goto out;
     }
+    be->synchronize(be);
     c->prompt_set = 1;
 out:
-    free(ctx);
-    free(h);
-    free(e);
+    free(host);
+    if (ctx) be->release(be, ctx);
+    if (h) be->release(be, h);
+    if (e) be->release(be, e);
     return s;
 }
 
@@ -361,10 +398,16 @@ double lp_dit_flops(const lp_dit_config *c, int64_t n, int64_t lk) {
 typedef struct {
     int64_t n;          /* computed tokens */
     int64_t n_all;      /* tokens of the chunk */
-    int32_t *idx;       /* [n] chunk-local index of each computed token */
-    int32_t *pos;       /* [n][3] */
-    int32_t *pos_all;   /* [n_all][3] */
+    int32_t *idx;       /* [n] chunk-local index of each computed token (host) */
+    int32_t *pos;       /* [n][3] (host) */
+    int32_t *pos_all;   /* [n_all][3] (host) */
     int64_t seg_start[64], seg_count[64]; /* computed tokens of each frame */
+    /* K/V recovery (LP_KV_CHAIN / LP_KV_DUPLICATE): per frame, the pruned
+     * slots fill_dst[fill_start[f] ..] take row fill_src[..] of the saved last
+     * frame (from_last[f]) or of the rebuilt chunk (the chain) */
+    int32_t *fill_dst, *fill_src;
+    int64_t fill_start[64], fill_count[64];
+    int from_last[64];
     int64_t slot;       /* first cache slot of the chunk */
     int nranges;        /* cached key ranges attended to */
     int64_t range_begin[2], range_end[2];
@@ -391,8 +434,10 @@ static lp_status place_chunk(lp_dit_cache *c, const lp_dit_call *call, int64_t n
             int64_t rolled = c->local_end - evicted - sink;
             size_t row = (size_t)c->dim * sizeof(float);
             for (int i = 0; i < c->layers; i++) {
-                memmove(c->k[i] + sink * c->dim, c->k[i] + (sink + evicted) * c->dim, (size_t)rolled * row);
-                memmove(c->v[i] + sink * c->dim, c->v[i] + (sink + evicted) * c->dim, (size_t)rolled * row);
+                LP_TRY(c->be->copy(c->be, c->k[i] + sink * c->dim, c->k[i] + (sink + evicted) * c->dim,
+                                   (size_t)rolled * row));
+                LP_TRY(c->be->copy(c->be, c->v[i] + sink * c->dim, c->v[i] + (sink + evicted) * c->dim,
+                                   (size_t)rolled * row));
             }
             c->local_end -= evicted;
         }
@@ -426,18 +471,20 @@ static lp_status place_chunk(lp_dit_cache *c, const lp_dit_call *call, int64_t n
 }
 
 typedef struct {
-    float *x, *xn, *q, *k, *v, *att, *y, *hid, *patches, *head_out, *kfull, *vfull;
+    float *xin, *xout, *x, *xn, *q, *k, *v, *att, *y, *hid, *patches, *head_out, *kfull, *vfull;
     float *sinus, *e, *e0, *mod, *tmp, *shift, *scale;
 } buffers;
 
-static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, int64_t n, int64_t n_all, int F, buffers *b,
-                               call_plan *p) {
+static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, int64_t n, int64_t n_all, int F, int64_t HW,
+                               buffers *b) {
     size_t D = (size_t)c->dim;
 #define TAKE(ptr, count)                                                   \
     do {                                                                   \
         if (!((ptr) = lp_arena_alloc(a, (size_t)(count) * sizeof *(ptr)))) \
             return LP_ERR_NOMEM;                                           \
     } while (0)
+    TAKE(b->xin, (size_t)F * (size_t)c->in_dim * (size_t)HW);
+    TAKE(b->xout, (size_t)F * (size_t)c->out_dim * (size_t)HW);
     TAKE(b->x, n * D);
     TAKE(b->xn, n * D);
     TAKE(b->q, n * D);
@@ -450,9 +497,6 @@ static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, int64_t n, i
     TAKE(b->head_out, n * (size_t)c->out_dim * 4);
     TAKE(b->kfull, n_all * D);
     TAKE(b->vfull, n_all * D);
-    TAKE(p->pos, n * 3);
-    TAKE(p->pos_all, n_all * 3);
-    TAKE(p->idx, n);
     TAKE(b->sinus, (size_t)F * (size_t)c->freq_dim);
     TAKE(b->e, (size_t)F * D);
     TAKE(b->tmp, (size_t)F * D);
@@ -471,53 +515,42 @@ static lp_status write_chunk_kv(lp_dit *m, lp_dit_cache *c, int layer, const lp_
     lp_backend *be = m->be;
     const lp_dit_config *cfg = &m->cfg;
     int64_t D = cfg->dim, hw = c->frame_tokens;
-    float *ck = c->k[layer] + p->slot * D, *cv = c->v[layer] + p->slot * D;
-    if (call->kv_policy == LP_KV_DENSE || call->kv_policy == LP_KV_KEPT_ONLY) {
-        memcpy(ck, b->k, (size_t)(p->n * D) * sizeof *ck);
-        memcpy(cv, b->v, (size_t)(p->n * D) * sizeof *cv);
-        be->rope3d(be, ck, p->n, cfg->num_heads, cfg->head_dim, p->pos);
-        if (call->save_last_frame) {
-            if (p->n != p->n_all)
-                return lp_fail(LP_ERR_ARG, "DiT: saving the last frame needs every token of it");
-            memcpy(c->last_k[layer], b->k + (p->n_all - hw) * D, (size_t)(hw * D) * sizeof(float));
-            memcpy(c->last_v[layer], b->v + (p->n_all - hw) * D, (size_t)(hw * D) * sizeof(float));
-        }
-        return LP_OK;
-    }
-    /* rebuild every token of the chunk, un-rotated */
-    int64_t j = 0;
     size_t row = (size_t)D * sizeof(float);
-    for (int64_t t = 0; t < p->n_all; t++) {
-        float *dk = b->kfull + t * D, *dv = b->vfull + t * D;
-        if (j < p->n && p->idx[j] == t) {
-            memcpy(dk, b->k + j * D, row);
-            memcpy(dv, b->v + j * D, row);
-            j++;
-            continue;
+    float *ck = c->k[layer] + p->slot * D, *cv = c->v[layer] + p->slot * D;
+    const float *src_k = b->k, *src_v = b->v; /* what goes into the slots (un-rotated) */
+    int64_t rows = p->n;
+    const int32_t *pos = p->pos;
+    if (call->kv_policy == LP_KV_CHAIN || call->kv_policy == LP_KV_DUPLICATE) {
+        /* rebuild every token of the chunk: kept rows from this call, pruned
+         * rows frame by frame from the saved last frame or the frame before */
+        LP_TRY(be->copy_rows(be, b->kfull, p->idx, b->k, NULL, p->n, D));
+        LP_TRY(be->copy_rows(be, b->vfull, p->idx, b->v, NULL, p->n, D));
+        for (int f = 0; f < call->n_frames; f++) {
+            if (!p->fill_count[f]) continue;
+            const int32_t *dst = p->fill_dst + p->fill_start[f], *src = p->fill_src + p->fill_start[f];
+            if (p->from_last[f] && !c->has_last)
+                return lp_fail(LP_ERR_ARG,
+                               "DiT: a pruned token in frame %d of the chunk at frame %d has no previous frame to "
+                               "recover from",
+                               f, call->start_frame);
+            LP_TRY(be->copy_rows(be, b->kfull, dst, p->from_last[f] ? c->last_k[layer] : b->kfull, src,
+                                 p->fill_count[f], D));
+            LP_TRY(be->copy_rows(be, b->vfull, dst, p->from_last[f] ? c->last_v[layer] : b->vfull, src,
+                                 p->fill_count[f], D));
         }
-        int64_t f = t / hw, s = t % hw;
-        const float *sk, *sv;
-        if (f == 0 || call->kv_policy == LP_KV_DUPLICATE) {
-            if (!c->has_last)
-                return lp_fail(LP_ERR_ARG, "DiT: a pruned token in frame %lld of the chunk at frame %d has no "
-                                           "previous frame to recover from",
-                               (long long)f, call->start_frame);
-            sk = c->last_k[layer] + s * D;
-            sv = c->last_v[layer] + s * D;
-        } else { /* chain: the same patch one frame earlier, already rebuilt */
-            sk = b->kfull + (t - hw) * D;
-            sv = b->vfull + (t - hw) * D;
-        }
-        memcpy(dk, sk, row);
-        memcpy(dv, sv, row);
+        src_k = b->kfull;
+        src_v = b->vfull;
+        rows = p->n_all;
+        pos = p->pos_all;
     }
     if (call->save_last_frame) {
-        memcpy(c->last_k[layer], b->kfull + (p->n_all - hw) * D, (size_t)(hw * D) * sizeof(float));
-        memcpy(c->last_v[layer], b->vfull + (p->n_all - hw) * D, (size_t)(hw * D) * sizeof(float));
+        if (rows != p->n_all) return lp_fail(LP_ERR_ARG, "DiT: saving the last frame needs every token of it");
+        LP_TRY(be->copy(be, c->last_k[layer], src_k + (p->n_all - hw) * D, (size_t)hw * row));
+        LP_TRY(be->copy(be, c->last_v[layer], src_v + (p->n_all - hw) * D, (size_t)hw * row));
     }
-    memcpy(ck, b->kfull, (size_t)(p->n_all * D) * sizeof *ck);
-    memcpy(cv, b->vfull, (size_t)(p->n_all * D) * sizeof *cv);
-    be->rope3d(be, ck, p->n_all, cfg->num_heads, cfg->head_dim, p->pos_all);
+    LP_TRY(be->copy(be, ck, src_k, (size_t)rows * row));
+    LP_TRY(be->copy(be, cv, src_v, (size_t)rows * row));
+    be->rope3d(be, ck, rows, cfg->num_heads, cfg->head_dim, pos);
     return LP_OK;
 }
 
@@ -583,12 +616,22 @@ static lp_status block_forward(lp_dit *m, lp_dit_cache *c, int layer, const lp_d
     return LP_OK;
 }
 
-/* Builds the token list and positions of the call. */
-static lp_status plan_tokens(const lp_dit_call *call, int h, int w, call_plan *p) {
+/* Builds the token list, positions and recovery lists of the call. */
+static void plan_tokens(const lp_dit_call *call, int h, int w, call_plan *p) {
     int F = call->n_frames;
     int64_t hw = (int64_t)h * w;
     p->n_all = F * hw;
-    int64_t n = 0;
+    int64_t n = 0, nf = 0;
+    for (int f = 0; f < F; f++) {
+        p->fill_start[f] = nf;
+        p->from_last[f] = f == 0 || call->kv_policy == LP_KV_DUPLICATE;
+        for (int64_t s = 0; call->keep && s < hw; s++)
+            if (!call->keep[f * hw + s]) {
+                p->fill_dst[nf] = (int32_t)(f * hw + s);
+                p->fill_src[nf++] = (int32_t)(p->from_last[f] ? s : (f - 1) * hw + s);
+            }
+        p->fill_count[f] = nf - p->fill_start[f];
+    }
     for (int f = 0; f < F; f++) {
         p->seg_start[f] = n;
         for (int64_t s = 0; s < hw; s++) {
@@ -605,7 +648,6 @@ static lp_status plan_tokens(const lp_dit_call *call, int h, int w, call_plan *p
         p->seg_count[f] = n - p->seg_start[f];
     }
     p->n = n;
-    return LP_OK;
 }
 
 lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, const float *x, float *flow) {
@@ -622,7 +664,12 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
     buffers b;
     call_plan p;
     memset(&p, 0, sizeof p);
-    lp_status s = alloc_buffers(&c->scratch, cfg, F * hw, F * hw, F, &b, &p);
+    p.idx = c->h_idx;
+    p.pos = c->h_pos;
+    p.pos_all = c->h_pos_all;
+    p.fill_dst = c->h_fill_dst;
+    p.fill_src = c->h_fill_src;
+    lp_status s = alloc_buffers(&c->scratch, cfg, F * hw, F * hw, F, HW, &b);
     if (s != LP_OK) goto out;
     plan_tokens(call, h, w, &p);
     int64_t n = p.n;
@@ -631,60 +678,51 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
                     (long long)p.n_all);
         goto out;
     }
-    if ((s = place_chunk(c, call, call->kv_policy == LP_KV_KEPT_ONLY ? n : p.n_all, &p)) != LP_OK) goto out;
-    if (n == 0 && call->kv_policy == LP_KV_KEPT_ONLY) goto out; /* nothing computed, nothing written */
     if (call->save_last_frame && call->kv_policy == LP_KV_KEPT_ONLY) {
         s = lp_fail(LP_ERR_ARG, "DiT: a kept-only call cannot save a full last frame");
         goto out;
     }
+    if ((s = place_chunk(c, call, call->kv_policy == LP_KV_KEPT_ONLY ? n : p.n_all, &p)) != LP_OK) goto out;
+    if (n == 0 && call->kv_policy == LP_KV_KEPT_ONLY) goto out; /* nothing computed, nothing written */
 
     /* 1. patchify the computed tokens: each input vector is (c, q, r) */
-    for (int64_t i = 0; i < n; i++) {
-        int64_t t = p.idx[i], f = t / hw, s2 = t % hw, r = s2 / w, col = s2 % w;
-        float *dst = b.patches + i * C * 4;
-        for (int ch = 0; ch < C; ch++)
-            for (int q = 0; q < 2; q++)
-                for (int rr = 0; rr < 2; rr++)
-                    dst[ch * 4 + q * 2 + rr] = x[(f * C + ch) * HW + (2 * r + q) * W + 2 * col + rr];
-    }
+    size_t lat_bytes = (size_t)(F * C * HW) * sizeof(float);
+    if ((s = be->upload(be, b.xin, x, lat_bytes)) != LP_OK) goto out;
+    if ((s = be->patchify(be, b.patches, b.xin, p.idx, n, C, H, W)) != LP_OK) goto out;
     if ((s = be->linear(be, b.x, b.patches, n, &m->w.patch_w, m->w.patch_b)) != LP_OK) goto out;
 
     /* 2. time embedding per frame: e = time_embedding(sinusoid), e0 = time_projection(e) */
-    for (int f = 0; f < F; f++) time_sinusoid(cfg->freq_dim, (double)call->timesteps[f], b.sinus + f * cfg->freq_dim);
+    for (int f = 0; f < F; f++) time_sinusoid(cfg->freq_dim, (double)call->timesteps[f], c->h_sinus + f * cfg->freq_dim);
+    if ((s = be->upload(be, b.sinus, c->h_sinus, (size_t)F * (size_t)cfg->freq_dim * sizeof(float))) != LP_OK) goto out;
     if ((s = be->linear(be, b.tmp, b.sinus, F, m->w.time0_w, m->w.time0_b)) != LP_OK) goto out;
     be->silu(be, b.tmp, F * D);
     if ((s = be->linear(be, b.e, b.tmp, F, m->w.time2_w, m->w.time2_b)) != LP_OK) goto out;
-    memcpy(b.tmp, b.e, (size_t)(F * D) * sizeof(float));
+    if ((s = be->copy(be, b.tmp, b.e, (size_t)(F * D) * sizeof(float))) != LP_OK) goto out;
     be->silu(be, b.tmp, F * D);
     if ((s = be->linear(be, b.e0, b.tmp, F, m->w.tproj_w, m->w.tproj_b)) != LP_OK) goto out;
 
     /* 4. blocks; modulation = block.modulation + e0[f] */
     for (int l = 0; l < cfg->num_layers; l++) {
-        const float *bm = m->w.blocks[l].modulation_f32;
         for (int f = 0; f < F; f++)
-            for (int64_t i = 0; i < 6 * D; i++) b.mod[f * 6 * D + i] = bm[i] + b.e0[f * 6 * D + i];
+            be->add(be, b.mod + f * 6 * D, m->w.blocks[l].modulation_f32, b.e0 + f * 6 * D, 6 * D);
         if ((s = block_forward(m, c, l, call, &p, &b, b.mod)) != LP_OK) goto out;
     }
     if (call->save_last_frame) c->has_last = 1;
 
     /* 7. head: LN(x)·(1+scale)+shift with (head.modulation + e[f]), then unpatchify (q, r, c) */
     const float *hm = m->w.head_modulation_f32;
-    for (int f = 0; f < F; f++)
-        for (int64_t i = 0; i < D; i++) {
-            b.shift[f * D + i] = hm[i] + b.e[f * D + i];
-            b.scale[f * D + i] = hm[D + i] + b.e[f * D + i];
-        }
+    for (int f = 0; f < F; f++) {
+        be->add(be, b.shift + f * D, hm, b.e + f * D, D);
+        be->add(be, b.scale + f * D, hm + D, b.e + f * D, D);
+    }
     be->layer_norm(be, b.xn, b.x, n, D, NULL, NULL, cfg->eps);
     modulate_frames(be, b.xn, &p, F, D, b.shift, D, b.scale, D);
     if ((s = be->linear(be, b.head_out, b.xn, n, m->w.head_w, m->w.head_b)) != LP_OK) goto out;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t t = p.idx[i], f = t / hw, s2 = t % hw, r = s2 / w, col = s2 % w;
-        const float *src = b.head_out + i * Co * 4;
-        for (int q = 0; q < 2; q++)
-            for (int rr = 0; rr < 2; rr++)
-                for (int ch = 0; ch < Co; ch++)
-                    flow[(f * Co + ch) * HW + (2 * r + q) * W + 2 * col + rr] = src[(q * 2 + rr) * Co + ch];
-    }
+    /* pixels of pruned tokens keep the caller's values */
+    size_t out_bytes = (size_t)(F * Co * HW) * sizeof(float);
+    if ((s = be->upload(be, b.xout, flow, out_bytes)) != LP_OK) goto out;
+    if ((s = be->unpatchify(be, b.xout, b.head_out, p.idx, n, Co, H, W)) != LP_OK) goto out;
+    s = be->download(be, flow, b.xout, out_bytes);
 out:
     if (s == LP_ERR_NOMEM && !*lp_last_error()) lp_fail(LP_ERR_NOMEM, "DiT: out of scratch memory");
     lp_arena_reset(&c->scratch, mark);

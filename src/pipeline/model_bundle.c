@@ -127,7 +127,7 @@ lipar_status lipar_model_load(const lipar_model_options *o, lipar_model **out) {
     *out = NULL;
     lipar_model *m = calloc(1, sizeof *m);
     if (!m) return (lipar_status)lp_fail(LP_ERR_NOMEM, "out of memory");
-    lp_status s = lp_backend_cpu_create(o->threads, &m->be);
+    lp_status s = lp_backend_create(o->backend ? o->backend : "cpu", o->threads, &m->be);
     if (s == LP_OK) {
         const char *kind = o->vae_kind ? o->vae_kind : "taehv";
         if (!strcmp(kind, "taehv")) m->vae_kind = LP_VAE_TAEHV;

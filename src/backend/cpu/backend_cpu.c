@@ -14,6 +14,17 @@ lp_status lp_cpu_reserve(float **buf, size_t *len, size_t n) {
     return LP_OK;
 }
 
+static void cpu_destroy(lp_backend *be) {
+    lp_cpu_state *st = be->impl;
+    if (st) {
+        free(st->scratch);
+        free(st->scores);
+        free(st);
+    }
+    lp_pool_destroy(be->pool);
+    free(be);
+}
+
 lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     *out = NULL;
     lp_backend *be = calloc(1, sizeof *be);
@@ -41,18 +52,17 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->silu = lp_cpu_silu;
     be->rope3d = lp_cpu_rope3d;
     be->attention = lp_cpu_attention;
+    be->alloc = lp_cpu_alloc;
+    be->release = lp_cpu_release;
+    be->upload = lp_cpu_copy;
+    be->download = lp_cpu_copy;
+    be->copy = lp_cpu_copy;
+    be->copy_rows = lp_cpu_copy_rows;
+    be->patchify = lp_cpu_patchify;
+    be->unpatchify = lp_cpu_unpatchify;
+    be->add = lp_cpu_add;
+    be->synchronize = lp_cpu_synchronize;
+    be->destroy = cpu_destroy;
     *out = be;
     return LP_OK;
-}
-
-void lp_backend_destroy(lp_backend *be) {
-    if (!be) return;
-    lp_cpu_state *st = be->impl;
-    if (st) {
-        free(st->scratch);
-        free(st->scores);
-        free(st);
-    }
-    lp_pool_destroy(be->pool);
-    free(be);
 }

@@ -26,6 +26,18 @@ void lp_cpu_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int 
 lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale);
 
+void *lp_cpu_alloc(const lp_backend *be, size_t bytes);
+void lp_cpu_release(const lp_backend *be, void *p);
+lp_status lp_cpu_copy(const lp_backend *be, void *dst, const void *src, size_t bytes);
+lp_status lp_cpu_copy_rows(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
+                           const int32_t *src_idx, int64_t n, int64_t row);
+lp_status lp_cpu_patchify(const lp_backend *be, float *tokens, const float *x, const int32_t *idx, int64_t n, int C,
+                          int H, int W);
+lp_status lp_cpu_unpatchify(const lp_backend *be, float *x, const float *tokens, const int32_t *idx, int64_t n, int C,
+                            int H, int W);
+void lp_cpu_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
+void lp_cpu_synchronize(const lp_backend *be);
+
 /* Converts n elements of a float tensor starting at element off into dst,
  * in parallel on be's pool. */
 lp_status lp_cpu_to_f32(const lp_backend *be, const lp_tensor *t, int64_t off, int64_t n, float *dst);

@@ -1,0 +1,80 @@
+/* Internals shared by the CUDA backend's translation units (.cu files).
+ * C-compatible declarations; the .cu files are compiled as CUDA C++ with C
+ * linkage for everything declared here. */
+#ifndef LP_CUDA_INTERNAL_H
+#define LP_CUDA_INTERNAL_H
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "../backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lp_cuda_weight_cache lp_cuda_weight_cache;
+
+typedef struct {
+    int device;
+    cudaStream_t stream;          /* every op is issued on this stream, in order */
+    void *cublaslt;               /* cublasLtHandle_t */
+    void *workspace;              /* cuBLASLt workspace */
+    size_t workspace_bytes;
+    lp_cuda_weight_cache *weights; /* device copies of host lp_tensor views, keyed by data pointer */
+    /* scratch: a bf16 copy of GEMM inputs, and a ring for small host arrays
+     * (indices, positions) uploaded for one op */
+    void *act_bf16;
+    size_t act_bf16_bytes;
+    char *ring;                   /* device */
+    char *ring_host;              /* pinned host staging of the same size */
+    size_t ring_bytes, ring_pos;
+    lp_status sticky;             /* first asynchronous failure, reported by the next status-returning op */
+} lp_cuda_state;
+
+static inline lp_cuda_state *lp_cuda(const lp_backend *be) { return (lp_cuda_state *)be->impl; }
+
+/* Records e (with what) as the sticky error when it is not cudaSuccess;
+ * returns the lp_status for it. */
+lp_status lp_cuda_check(const lp_backend *be, cudaError_t e, const char *what);
+/* Checks the last launch (cudaGetLastError) after a kernel launch. */
+lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel);
+/* Copies n bytes of host data into the upload ring and returns its device
+ * address (valid for ops issued before the ring wraps around, i.e. for the
+ * op that follows); NULL with an error set if n exceeds the ring. */
+void *lp_cuda_stage(const lp_backend *be, const void *host, size_t n);
+
+/* The device copy of a host weight view: bf16 for matrices (as_bf16 = 1),
+ * f32 for vectors (as_bf16 = 0). Uploaded on first use, then cached. NULL
+ * with an error set on failure. */
+const void *lp_cuda_weight(const lp_backend *be, const lp_tensor *t, int as_bf16);
+
+/* Op implementations (see backend.h for each contract). */
+lp_status lp_cuda_linear(const lp_backend *be, float *y, const float *x, int64_t M, const lp_tensor *W,
+                         const lp_tensor *b);
+void lp_cuda_layer_norm(const lp_backend *be, float *y, const float *x, int64_t rows, int64_t dim, const lp_tensor *w,
+                        const lp_tensor *b, float eps);
+void lp_cuda_rms_norm(const lp_backend *be, float *x, int64_t rows, int64_t dim, const lp_tensor *w, float eps);
+void lp_cuda_modulate(const lp_backend *be, float *x, int64_t rows, int64_t dim, const float *shift,
+                      const float *scale);
+void lp_cuda_gated_add(const lp_backend *be, float *x, const float *y, int64_t rows, int64_t dim, const float *gate);
+void lp_cuda_gelu_tanh(const lp_backend *be, float *x, int64_t n);
+void lp_cuda_silu(const lp_backend *be, float *x, int64_t n);
+void lp_cuda_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos);
+lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
+                            const lp_kv_range *ranges, int nranges, float scale);
+lp_status lp_cuda_copy_rows(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
+                            const int32_t *src_idx, int64_t n, int64_t row_floats);
+lp_status lp_cuda_patchify(const lp_backend *be, float *tokens, const float *x, const int32_t *idx, int64_t n, int C,
+                           int H, int W);
+lp_status lp_cuda_unpatchify(const lp_backend *be, float *x, const float *tokens, const int32_t *idx, int64_t n,
+                             int C, int H, int W);
+void lp_cuda_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
+/* f32 → bf16 conversion of n elements (for GEMM inputs). */
+void lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
