@@ -22,10 +22,10 @@ static const struct {
 } kinds[] = {
     {"sf_dit_t2v", check_sf_dit_t2v, 1},
     {"lipar_edit_output", check_lipar_edit_output, 1},
-    {"umt5_encoder", check_umt5_encoder},
-    {"lipar_mask", check_lipar_mask},
-    {"taehv", check_taehv},
-    {"wan_vae", check_wan_vae},
+    {"umt5_encoder", check_umt5_encoder, 0},
+    {"lipar_mask", check_lipar_mask, 0},
+    {"taehv", check_taehv, 0},
+    {"wan_vae", check_wan_vae, 0},
     /* more kinds are registered here */
 };
 
