@@ -6,6 +6,10 @@
  *   bench_dit prune [--keep 0.30,0.60 ...same size options]
  *     time per chunk (3 steps + context pass) for `none` vs `lipar` at each kept
  *     fraction, next to the FLOP reduction predicted from the kept fraction.
+ *   bench_dit loop [--backend cuda --layers 30 --frames 96 --keep-file MASK | --keep a,b]
+ *     the streaming editing loop (steps 400,300,250, sink 1 + window 6) over
+ *     --frames frames without pruning, then with LIPAR at each mask: DiT FPS,
+ *     achieved TFLOP/s and the speed-up.
  *
  * Prints one table; every figure is the median of --reps runs. */
 #include <cblas.h>
@@ -19,10 +23,11 @@
 #include "../src/pipeline/edit.h"
 
 typedef struct {
-    int dim, ffn, heads, layers, h, w, reps;
+    int dim, ffn, heads, layers, h, w, reps, frames;
     lp_dtype dtype;
     double keeps[8];
     int nkeeps;
+    const char *backend, *keep_file;
 } opts;
 
 static double now(void) {
@@ -74,7 +79,7 @@ static lp_status make_model(const opts *o, lp_prune_strategy strategy, model *m)
     memset(m, 0, sizeof *m);
     lp_dit_config cfg = {.dim = o->dim, .ffn_dim = o->ffn, .num_layers = o->layers, .in_dim = 16, .out_dim = 16,
                          .text_dim = 4096, .freq_dim = 256};
-    LP_TRY(lp_backend_cpu_create(0, &m->be));
+    LP_TRY(lp_backend_create(o->backend, 0, &m->be));
     LP_TRY(lp_dit_random_weights(&cfg, o->dtype, 1234, &m->wf));
     LP_TRY(lp_dit_load(m->wf, "", o->heads, 512, m->be, &m->dit));
     lp_dit_cache_config cc;
@@ -186,12 +191,100 @@ static int run_prune(const opts *o) {
     return 0;
 }
 
+/* The keep-mask of latent frame t (wrapping over the file's frames; frame 0 of
+ * the video all kept), from a lipar_mask golden file's out.keep or a random
+ * mask keeping fraction k. */
+static void loop_mask(const opts *o, const lp_tensor *file_keep, double k, int t, uint8_t *keep, int64_t hw) {
+    if (t == 0 || k >= 1.0) {
+        memset(keep, 1, (size_t)hw);
+        return;
+    }
+    if (file_keep) {
+        int64_t T = file_keep->shape[0];
+        int64_t src = 1 + (t - 1) % (T - 1); /* skip the file's all-keep frame 0 */
+        memcpy(keep, (const uint8_t *)file_keep->data + src * hw, (size_t)hw);
+        return;
+    }
+    (void)o;
+    for (int64_t i = 0; i < hw; i++)
+        keep[i] = (double)(((uint64_t)(t * hw + i) * 2654435761u) % 1000003u) / 1000003.0 < k;
+}
+
+/* The streaming editing loop over --frames output frames (4 per latent frame,
+ * chunks of 3 latent frames), timed per chunk after one warm-up chunk. */
+static int run_loop(const opts *o) {
+    int F = 3, chunks = o->frames / 12;
+    int64_t hw = (int64_t)(o->h / 2) * (o->w / 2);
+    if (chunks < 2) {
+        fprintf(stderr, "bench_dit loop: --frames must be at least 24\n");
+        return 2;
+    }
+    lp_tensor_file *kf = NULL;
+    const lp_tensor *file_keep = NULL;
+    if (o->keep_file) {
+        if (lp_tensor_file_open(o->keep_file, &kf) != LP_OK || lp_tensor_file_get(kf, "out.keep", &file_keep) != LP_OK)
+            return die("keep file");
+        if (file_keep->ndim != 3 || file_keep->shape[1] * file_keep->shape[2] != hw || file_keep->shape[0] < 2) {
+            fprintf(stderr, "bench_dit: %s: out.keep does not fit a %dx%d latent grid\n", o->keep_file, o->h, o->w);
+            return 1;
+        }
+    }
+    printf("| backend | mask | kept | chunk ms (median) | DiT FPS | TFLOP/s | speed-up |\n|---|---|---|---|---|---|---|\n");
+    double base = 0;
+    for (int ki = -1; ki < (file_keep ? 1 : o->nkeeps); ki++) {
+        lp_prune_strategy strategy = ki < 0 ? LP_PRUNE_NONE : LP_PRUNE_LIPAR;
+        double k = ki < 0 ? 1.0 : file_keep ? 0.5 : o->keeps[ki];
+        model m;
+        if (make_model(o, strategy, &m) != LP_OK) return die("model");
+        lp_denoise_plan plan;
+        int steps[3] = {400, 300, 250};
+        lp_denoise_plan_init(&plan, steps, 3, 5.0f, 0.0f);
+        lp_edit_state st;
+        lp_edit_state_init(&st, 16, o->h, o->w);
+        int64_t n = lp_dit_latent_elems(m.dit, m.cache, F);
+        float *x = noise_latents(n);
+        uint8_t *keep = malloc((size_t)(F * hw));
+        lp_prng_noise pn = {99};
+        double t[64], flops = 0, kept_sum = 0;
+        int timed = 0;
+        for (int c = 0; c < chunks && c < 64; c++) {
+            for (int f = 0; f < F; f++) loop_mask(o, file_keep, k, c * F + f, keep + f * hw, hw);
+            int64_t kept = 0;
+            for (int64_t i = 0; i < F * hw; i++) kept += keep[i];
+            lp_edit_chunk_stats cs;
+            if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, c * F, F, x, strategy == LP_PRUNE_NONE ? NULL : keep,
+                              lp_prng_noise_fn, &pn, &cs) != LP_OK)
+                return die("chunk");
+            if (c == 0) continue; /* warm-up */
+            t[timed++] = cs.dit_seconds;
+            int64_t keys = (int64_t)((c + 1) * F < 7 ? (c + 1) * F : 7) * hw;
+            int64_t q = strategy == LP_PRUNE_NONE ? F * hw : kept;
+            flops += 3 * lp_dit_flops(lp_dit_get_config(m.dit), q, keys) +
+                     lp_dit_flops(lp_dit_get_config(m.dit), q, keys); /* 3 steps + context pass */
+            kept_sum += (double)kept / (double)(F * hw);
+        }
+        double total = 0;
+        for (int i = 0; i < timed; i++) total += t[i];
+        double med = median(t, timed);
+        if (ki < 0) base = med;
+        printf("| %s | %s | %.3f | %.1f | %.1f | %.1f | %.2fx |\n", o->backend,
+               ki < 0 ? "none" : file_keep ? o->keep_file : "random", kept_sum / timed, 1e3 * med, 12.0 / med,
+               flops / total / 1e12, base / med);
+        free(x);
+        free(keep);
+        lp_edit_state_free(&st);
+        free_model(&m);
+    }
+    lp_tensor_file_close(kf);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     opts o = {.dim = 1536, .ffn = 8960, .heads = 12, .layers = 4, .h = 60, .w = 104, .reps = 3, .dtype = LP_BF16,
-              .keeps = {0.30, 0.60}, .nkeeps = 2};
-    if (argc < 2 || (strcmp(argv[1], "forward") && strcmp(argv[1], "prune"))) {
-        fprintf(stderr, "usage: bench_dit forward|prune [--dim N --ffn N --heads N --layers N --h N --w N --reps N "
-                        "--dtype bf16|f32 --keep a,b,...]\n");
+              .keeps = {0.30, 0.60}, .nkeeps = 2, .frames = 96, .backend = "cpu"};
+    if (argc < 2 || (strcmp(argv[1], "forward") && strcmp(argv[1], "prune") && strcmp(argv[1], "loop"))) {
+        fprintf(stderr, "usage: bench_dit forward|prune|loop [--dim N --ffn N --heads N --layers N --h N --w N --reps N "
+                        "--dtype bf16|f32 --keep a,b,... --backend cpu|cuda --frames N --keep-file GOLDEN_MASK]\n");
         return 2;
     }
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -204,6 +297,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--w")) o.w = atoi(v);
         else if (!strcmp(a, "--reps")) o.reps = atoi(v) < 1 ? 1 : atoi(v) > 16 ? 16 : atoi(v);
         else if (!strcmp(a, "--dtype")) o.dtype = !strcmp(v, "f32") ? LP_F32 : LP_BF16;
+        else if (!strcmp(a, "--backend")) o.backend = v;
+        else if (!strcmp(a, "--frames")) o.frames = atoi(v);
+        else if (!strcmp(a, "--keep-file")) o.keep_file = v;
         else if (!strcmp(a, "--keep")) {
             o.nkeeps = 0;
             for (char *p = (char *)v; *p && o.nkeeps < 8;) {
@@ -215,5 +311,6 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    if (!strcmp(argv[1], "loop")) return run_loop(&o);
     return strcmp(argv[1], "forward") ? run_prune(&o) : run_forward(&o);
 }
