@@ -7,11 +7,11 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "../backend.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "../backend.h"
 
 typedef struct lp_cuda_weight_cache lp_cuda_weight_cache;
 

@@ -1,0 +1,731 @@
+/* The CUDA backend core: device state, memory ops, the upload ring for small
+ * host arrays, the device cache of host weight views, and the linear layer
+ * through cuBLASLt (bf16 tensor cores, fp32 accumulation and output).
+ *
+ * Error model: a CUDA failure seen by lp_cuda_check (and any failure of
+ * lp_cuda_stage or lp_cuda_weight, whose callers may be ops returning void)
+ * becomes the backend's sticky error: its message is kept, and every later
+ * status-returning op of this file reports it again. Synchronous failures
+ * that the caller gets back directly (alloc returning NULL, shape errors,
+ * cuBLASLt errors of linear) are not sticky. */
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The project's C headers have no extern "C" guards of their own, and
+ * cuda_internal.h includes backend.h outside its extern "C" block. */
+extern "C" {
+#include "../backend.h"
+}
+#include "cuda_internal.h"
+
+#define WORKSPACE_BYTES ((size_t)32 << 20) /* cuBLASLt workspace (the size NVIDIA advises for Hopper) */
+#define RING_BYTES ((size_t)4 << 20)       /* upload ring, device + pinned host */
+#define RING_ALIGN 256                     /* every staged array starts on this boundary */
+#define PLAN_SLOTS 64                      /* cached GEMM plans, replaced round robin */
+#define COPY_MAX_PIECES 16                 /* overlapping copies in more pieces go through a bounce buffer */
+#define CONVERT_THREADS 256
+
+/* ---------------------------------------------------------------------------
+ * Private state */
+
+/* One cached GEMM configuration, keyed by (M, N, K, bias or not, alignment
+ * of y); op == NULL marks an empty slot. */
+typedef struct {
+    int64_t M, N, K;
+    int bias;
+    uint32_t align_y;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t w, x, y; /* y is both C and D */
+    cublasLtMatmulAlgo_t algo;
+} gemm_plan;
+
+/* A device copy of a host weight view, keyed by (host data pointer, as_bf16). */
+typedef struct {
+    const void *host; /* NULL: empty slot */
+    int as_bf16;
+    lp_dtype dtype;   /* of the host data it was made from */
+    int64_t numel;
+    void *dev;        /* bf16 or f32 [numel] */
+} weight_entry;
+
+/* Open addressing with linear probing; cap is a power of two and count stays
+ * <= cap / 2, so a probe always reaches an empty slot. */
+struct lp_cuda_weight_cache {
+    weight_entry *slots;
+    size_t cap, count;
+};
+
+typedef struct {
+    lp_cuda_state st; /* first member: be->impl points here */
+    lp_cuda_weight_cache cache;
+    gemm_plan plans[PLAN_SLOTS];
+    int next_plan;
+    int max_blocks;        /* grid size cap for grid-stride kernels */
+    char sticky_msg[512];  /* the message of st.sticky */
+} cuda_impl;
+
+static cuda_impl *impl_of(const lp_backend *be) { return (cuda_impl *)be->impl; }
+
+/* ---------------------------------------------------------------------------
+ * Errors */
+
+/* Makes the failure just recorded by lp_fail (status s) the sticky error,
+ * unless there already is one; returns s. */
+static lp_status set_sticky(const lp_backend *be, lp_status s) {
+    cuda_impl *im = impl_of(be);
+    if (im->st.sticky == LP_OK) {
+        im->st.sticky = s;
+        snprintf(im->sticky_msg, sizeof im->sticky_msg, "%s", lp_last_error());
+    }
+    return s;
+}
+
+/* LP_OK, or the sticky error again with its message (other files of the
+ * backend may set st.sticky directly, without one). */
+static lp_status sticky_status(const lp_backend *be) {
+    cuda_impl *im = impl_of(be);
+    if (im->st.sticky == LP_OK) return LP_OK;
+    if (!im->sticky_msg[0])
+        return lp_fail(im->st.sticky, "an earlier CUDA operation failed (%s; its message was reported then)",
+                       lp_status_name(im->st.sticky));
+    return lp_fail(im->st.sticky, "an earlier CUDA operation failed: %s", im->sticky_msg);
+}
+
+static lp_status status_of(cudaError_t e) {
+    switch (e) {
+    case cudaErrorMemoryAllocation:
+        return LP_ERR_NOMEM;
+    case cudaErrorNoDevice:
+    case cudaErrorInsufficientDriver:
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorUnsupportedPtxVersion:
+    case cudaErrorInvalidDevice:
+        return LP_ERR_UNSUPPORTED;
+    default:
+        return LP_ERR_IO; /* the device or driver failed */
+    }
+}
+
+lp_status lp_cuda_check(const lp_backend *be, cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return LP_OK;
+    cudaGetLastError(); /* clear a non-sticky runtime error so the next launch check does not see it again */
+    lp_fail(status_of(e), "CUDA error in %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+    return set_sticky(be, status_of(e));
+}
+
+lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel) {
+    return lp_cuda_check(be, cudaGetLastError(), kernel);
+}
+
+static lp_status lt_check(cublasStatus_t s, const char *what) {
+    if (s == CUBLAS_STATUS_SUCCESS) return LP_OK;
+    lp_status code = s == CUBLAS_STATUS_ALLOC_FAILED     ? LP_ERR_NOMEM
+                     : s == CUBLAS_STATUS_NOT_SUPPORTED ? LP_ERR_UNSUPPORTED
+                                                        : LP_ERR_IO;
+    return lp_fail(code, "cuBLASLt: %s failed: %s", what, cublasLtGetStatusString(s));
+}
+
+/* cudaMalloc of max(bytes, 1) bytes into *p; on failure *p = NULL and an
+ * error naming what (out of memory included, with the size). Not sticky. */
+static lp_status device_alloc(void **p, size_t bytes, const char *what) {
+    *p = NULL;
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
+    if (e == cudaSuccess) return LP_OK;
+    *p = NULL;
+    cudaGetLastError();
+    return lp_fail(status_of(e), "CUDA: cannot allocate %zu bytes of device memory for %s: %s", bytes, what,
+                   cudaGetErrorString(e));
+}
+
+/* ---------------------------------------------------------------------------
+ * Conversion kernels (weights of any float dtype, and GEMM inputs) */
+
+__device__ __forceinline__ float load_f32(const float *p) { return *p; }
+__device__ __forceinline__ float load_f32(const double *p) { return (float)*p; }
+__device__ __forceinline__ float load_f32(const __half *p) { return __half2float(*p); }
+__device__ __forceinline__ float load_f32(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store_f32(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store_f32(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+/* dst[i] = src[i] for i < n, through f32 (round to nearest even into bf16). */
+template <typename In, typename Out>
+static __global__ void convert_kernel(Out *__restrict__ dst, const In *__restrict__ src, int64_t n) {
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        store_f32(dst + i, load_f32(src + i));
+}
+
+struct __align__(8) bf16x4 {
+    __nv_bfloat162 lo, hi;
+};
+
+/* The same for f32 → bf16 with 16-byte loads and 8-byte stores; src must be
+ * 16-byte and dst 8-byte aligned. The n % 4 tail goes to the first threads. */
+static __global__ void f32_to_bf16_vec4_kernel(__nv_bfloat16 *__restrict__ dst, const float *__restrict__ src,
+                                               int64_t n) {
+    int64_t n4 = n / 4, stride = (int64_t)gridDim.x * blockDim.x;
+    int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const float4 *s4 = (const float4 *)src;
+    bf16x4 *d4 = (bf16x4 *)dst;
+    for (int64_t i = tid; i < n4; i += stride) {
+        float4 v = s4[i];
+        bf16x4 o;
+        o.lo = __floats2bfloat162_rn(v.x, v.y);
+        o.hi = __floats2bfloat162_rn(v.z, v.w);
+        d4[i] = o;
+    }
+    if (tid < n - 4 * n4) dst[4 * n4 + tid] = __float2bfloat16_rn(src[4 * n4 + tid]);
+}
+
+static unsigned grid_for(const cuda_impl *im, int64_t n) {
+    int64_t blocks = (n + CONVERT_THREADS - 1) / CONVERT_THREADS;
+    return (unsigned)(blocks < im->max_blocks ? blocks : im->max_blocks);
+}
+
+/* Launches the conversion of n elements on the stream (nothing for n = 0)
+ * and returns the launch status. */
+template <typename In, typename Out>
+static cudaError_t launch_convert(const cuda_impl *im, Out *dst, const In *src, int64_t n) {
+    if (n <= 0) return cudaSuccess;
+    convert_kernel<In, Out><<<grid_for(im, n), CONVERT_THREADS, 0, im->st.stream>>>(dst, src, n);
+    return cudaGetLastError();
+}
+
+/* Converts n elements of dtype `from` at device address src into dst (bf16
+ * when to_bf16, else f32). from must be F32, F64, F16 or BF16. */
+static cudaError_t convert_any(const cuda_impl *im, void *dst, int to_bf16, const void *src, lp_dtype from, int64_t n) {
+    if (to_bf16) {
+        __nv_bfloat16 *d = (__nv_bfloat16 *)dst;
+        switch (from) {
+        case LP_F32: return launch_convert(im, d, (const float *)src, n);
+        case LP_F64: return launch_convert(im, d, (const double *)src, n);
+        case LP_F16: return launch_convert(im, d, (const __half *)src, n);
+        default: return launch_convert(im, d, (const __nv_bfloat16 *)src, n);
+        }
+    }
+    float *d = (float *)dst;
+    switch (from) {
+    case LP_F32: return launch_convert(im, d, (const float *)src, n);
+    case LP_F64: return launch_convert(im, d, (const double *)src, n);
+    case LP_F16: return launch_convert(im, d, (const __half *)src, n);
+    default: return launch_convert(im, d, (const __nv_bfloat16 *)src, n);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Memory ops */
+
+static void *cuda_alloc(const lp_backend *be, size_t bytes) {
+    void *p = NULL;
+    if (device_alloc(&p, bytes, "a backend buffer") != LP_OK) return NULL;
+    if (lp_cuda_check(be, cudaMemsetAsync(p, 0, bytes, lp_cuda(be)->stream), "cudaMemsetAsync (alloc)") != LP_OK) {
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_release(const lp_backend *be, void *p) {
+    if (!p) return;
+    /* ops still in flight on the stream may use p */
+    if (lp_cuda_check(be, cudaStreamSynchronize(lp_cuda(be)->stream), "cudaStreamSynchronize (release)") != LP_OK)
+        return;
+    lp_cuda_check(be, cudaFree(p), "cudaFree (release)");
+}
+
+static lp_status cuda_upload(const lp_backend *be, void *dst, const void *src, size_t bytes) {
+    LP_TRY(sticky_status(be));
+    if (!bytes) return LP_OK;
+    cudaStream_t s = lp_cuda(be)->stream;
+    LP_TRY(lp_cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (upload)"));
+    /* the caller may reuse src as soon as we return */
+    return lp_cuda_check(be, cudaStreamSynchronize(s), "cudaStreamSynchronize (upload)");
+}
+
+static lp_status cuda_download(const lp_backend *be, void *dst, const void *src, size_t bytes) {
+    LP_TRY(sticky_status(be));
+    cudaStream_t s = lp_cuda(be)->stream;
+    if (bytes)
+        LP_TRY(lp_cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s),
+                             "cudaMemcpyAsync (download)"));
+    return lp_cuda_check(be, cudaStreamSynchronize(s), "cudaStreamSynchronize (download)");
+}
+
+static lp_status copy_d2d(const lp_backend *be, char *dst, const char *src, size_t bytes) {
+    return lp_cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, lp_cuda(be)->stream),
+                         "cudaMemcpyAsync (device copy)");
+}
+
+/* memmove on device memory. cudaMemcpy is undefined on overlapping ranges, so
+ * an overlapping copy at distance d goes in pieces of at most d bytes, each
+ * reading bytes that no earlier piece has overwritten: front to back when
+ * dst < src, back to front when dst > src. When that takes many pieces (a
+ * small shift of a large range) it goes through a stream-ordered bounce
+ * buffer instead, if one can be had. */
+static lp_status cuda_copy(const lp_backend *be, void *dst, const void *src, size_t bytes) {
+    LP_TRY(sticky_status(be));
+    char *d = (char *)dst;
+    const char *s = (const char *)src;
+    if (!bytes || d == s) return LP_OK;
+    size_t dist = d > s ? (size_t)(d - s) : (size_t)(s - d);
+    if (dist >= bytes) return copy_d2d(be, d, s, bytes);
+    cudaStream_t stream = lp_cuda(be)->stream;
+    if ((bytes + dist - 1) / dist > COPY_MAX_PIECES) {
+        void *tmp = NULL;
+        if (cudaMallocAsync(&tmp, bytes, stream) == cudaSuccess) {
+            cudaError_t e = cudaMemcpyAsync(tmp, s, bytes, cudaMemcpyDeviceToDevice, stream);
+            if (e == cudaSuccess) e = cudaMemcpyAsync(d, tmp, bytes, cudaMemcpyDeviceToDevice, stream);
+            cudaError_t f = cudaFreeAsync(tmp, stream);
+            return lp_cuda_check(be, e != cudaSuccess ? e : f, "overlapping device copy through a bounce buffer");
+        }
+        cudaGetLastError(); /* no bounce buffer: fall back to pieces */
+    }
+    if (d < s) {
+        for (size_t off = 0; off < bytes; off += dist)
+            LP_TRY(copy_d2d(be, d + off, s + off, bytes - off < dist ? bytes - off : dist));
+    } else {
+        for (size_t end = bytes; end > 0;) {
+            size_t n = end < dist ? end : dist;
+            end -= n;
+            LP_TRY(copy_d2d(be, d + end, s + end, n));
+        }
+    }
+    return LP_OK;
+}
+
+static void cuda_synchronize(const lp_backend *be) {
+    lp_cuda_check(be, cudaStreamSynchronize(lp_cuda(be)->stream), "cudaStreamSynchronize");
+}
+
+void *lp_cuda_stage(const lp_backend *be, const void *host, size_t n) {
+    lp_cuda_state *st = lp_cuda(be);
+    if (n > st->ring_bytes) {
+        lp_fail(LP_ERR_ARG, "CUDA: %zu bytes of host data exceed the %zu-byte upload ring", n, st->ring_bytes);
+        set_sticky(be, LP_ERR_ARG);
+        return NULL;
+    }
+    if (n > st->ring_bytes - st->ring_pos) {
+        /* wrap: earlier ops may still read the old device bytes, and earlier
+         * copies may still read the old pinned host bytes */
+        if (lp_cuda_check(be, cudaStreamSynchronize(st->stream), "cudaStreamSynchronize (upload ring wrap)") != LP_OK)
+            return NULL;
+        st->ring_pos = 0;
+    }
+    size_t pos = st->ring_pos;
+    if (n) {
+        memcpy(st->ring_host + pos, host, n);
+        cudaError_t e = cudaMemcpyAsync(st->ring + pos, st->ring_host + pos, n, cudaMemcpyHostToDevice, st->stream);
+        if (lp_cuda_check(be, e, "cudaMemcpyAsync (upload ring)") != LP_OK)
+            return NULL;
+    }
+    /* ring_bytes and pos are multiples of RING_ALIGN, so this stays <= ring_bytes */
+    st->ring_pos = pos + (n + RING_ALIGN - 1) / RING_ALIGN * RING_ALIGN;
+    return st->ring + pos;
+}
+
+/* ---------------------------------------------------------------------------
+ * Weight cache */
+
+static size_t hash_key(const void *host, int as_bf16) {
+    uint64_t h = (uint64_t)(uintptr_t)host ^ (uint64_t)as_bf16;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return (size_t)h;
+}
+
+/* The slot holding the key, or the empty slot where it would go. */
+static weight_entry *cache_slot(const lp_cuda_weight_cache *c, const void *host, int as_bf16) {
+    size_t mask = c->cap - 1;
+    for (size_t i = hash_key(host, as_bf16) & mask;; i = (i + 1) & mask) {
+        weight_entry *e = &c->slots[i];
+        if (!e->host || (e->host == host && e->as_bf16 == as_bf16)) return e;
+    }
+}
+
+static lp_status cache_grow(lp_cuda_weight_cache *c) {
+    size_t cap = c->cap ? c->cap * 2 : 256;
+    weight_entry *slots = (weight_entry *)calloc(cap, sizeof *slots);
+    if (!slots) return lp_fail(LP_ERR_NOMEM, "out of memory growing the CUDA weight cache to %zu entries", cap);
+    lp_cuda_weight_cache grown = {slots, cap, c->count};
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->slots[i].host) *cache_slot(&grown, c->slots[i].host, c->slots[i].as_bf16) = c->slots[i];
+    free(c->slots);
+    *c = grown;
+    return LP_OK;
+}
+
+/* *out = a new device copy of t's first numel elements as bf16 or f32
+ * (issued on the stream; t->data stays valid by contract, so no wait). */
+static lp_status weight_upload(const lp_backend *be, const lp_tensor *t, int as_bf16, int64_t numel, void **out) {
+    cuda_impl *im = impl_of(be);
+    cudaStream_t s = im->st.stream;
+    size_t in_bytes = (size_t)numel * lp_dtype_size(t->dtype);
+    size_t out_bytes = (size_t)numel * (as_bf16 ? 2 : 4);
+    char what[160];
+    snprintf(what, sizeof what, "weight '%s'", t->name ? t->name : "?");
+    void *dev = NULL;
+    LP_TRY(device_alloc(&dev, out_bytes, what));
+    cudaError_t e;
+    if (t->dtype == (as_bf16 ? LP_BF16 : LP_F32)) {
+        e = cudaMemcpyAsync(dev, t->data, out_bytes, cudaMemcpyHostToDevice, s);
+    } else { /* upload as stored, convert on the device */
+        void *raw = NULL;
+        e = cudaMallocAsync(&raw, in_bytes, s);
+        if (e == cudaSuccess) {
+            e = cudaMemcpyAsync(raw, t->data, in_bytes, cudaMemcpyHostToDevice, s);
+            if (e == cudaSuccess) e = convert_any(im, dev, as_bf16, raw, t->dtype, numel);
+            cudaError_t f = cudaFreeAsync(raw, s);
+            if (e == cudaSuccess) e = f;
+        }
+    }
+    if (e != cudaSuccess) {
+        cudaFree(dev);
+        return lp_cuda_check(be, e, what);
+    }
+    *out = dev;
+    return LP_OK;
+}
+
+/* Records a failure of lp_cuda_weight as sticky (void ops cannot report it). */
+static const void *weight_fail(const lp_backend *be, lp_status s) {
+    set_sticky(be, s);
+    return NULL;
+}
+
+const void *lp_cuda_weight(const lp_backend *be, const lp_tensor *t, int as_bf16) {
+    cuda_impl *im = impl_of(be);
+    lp_cuda_weight_cache *c = &im->cache;
+    as_bf16 = as_bf16 != 0;
+    int64_t numel = lp_tensor_numel(t);
+    if (t->data) {
+        weight_entry *hit = cache_slot(c, t->data, as_bf16);
+        if (hit->host && hit->dtype == t->dtype && hit->numel >= numel) return hit->dev;
+    }
+    /* slow path: first use (or a view of the same bytes with a different
+     * dtype or more elements, which replaces the old copy) */
+    const char *name = t->name ? t->name : "?";
+    if (!t->data || numel <= 0)
+        return weight_fail(be, lp_fail(LP_ERR_ARG, "CUDA: weight '%s' has no data", name));
+    if (t->dtype != LP_F32 && t->dtype != LP_F16 && t->dtype != LP_BF16 && t->dtype != LP_F64)
+        return weight_fail(be, lp_fail(LP_ERR_UNSUPPORTED, "CUDA: weight '%s': dtype %s is not supported for weights",
+                                       name, lp_dtype_name(t->dtype)));
+    if ((uint64_t)numel > (uint64_t)t->nbytes / lp_dtype_size(t->dtype))
+        return weight_fail(be, lp_fail(LP_ERR_FORMAT, "CUDA: weight '%s' has %lld elements but only %zu bytes", name,
+                                       (long long)numel, t->nbytes));
+    weight_entry *e = cache_slot(c, t->data, as_bf16);
+    if (!e->host && (c->count + 1) * 2 > c->cap) {
+        lp_status s = cache_grow(c);
+        if (s != LP_OK) return weight_fail(be, s);
+        e = cache_slot(c, t->data, as_bf16);
+    }
+    void *dev = NULL;
+    lp_status s = weight_upload(be, t, as_bf16, numel, &dev);
+    if (s != LP_OK) return weight_fail(be, s);
+    if (e->host) { /* replace a stale copy that ops in flight may still read */
+        if (lp_cuda_check(be, cudaStreamSynchronize(im->st.stream), "cudaStreamSynchronize (weight cache)") != LP_OK) {
+            cudaFree(dev);
+            return NULL;
+        }
+        cudaFree(e->dev);
+    } else {
+        c->count++;
+    }
+    e->host = t->data;
+    e->as_bf16 = as_bf16;
+    e->dtype = t->dtype;
+    e->numel = numel;
+    e->dev = dev;
+    return dev;
+}
+
+/* ---------------------------------------------------------------------------
+ * Linear layer */
+
+/* The largest power of two <= 256 that divides the address. */
+static uint32_t alignment_of(const void *p) {
+    uint32_t a = 256;
+    while (a > 1 && (uintptr_t)p % a) a >>= 1;
+    return a;
+}
+
+static void plan_clear(gemm_plan *p) {
+    if (p->w) cublasLtMatrixLayoutDestroy(p->w);
+    if (p->x) cublasLtMatrixLayoutDestroy(p->x);
+    if (p->y) cublasLtMatrixLayoutDestroy(p->y);
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    memset(p, 0, sizeof *p);
+}
+
+/* Builds the descriptors of y = x·Wᵀ (+ b) and picks an algorithm.
+ *
+ * cuBLASLt is column-major. A row-major [R, C] array with row stride C is
+ * the column-major C×R matrix of its transpose, with leading dimension C. So:
+ *   W row-major [N, K]  = column-major K×N, ld K   (A, used transposed: op(A) is N×K)
+ *   x row-major [M, K]  = column-major K×M, ld K   (B, not transposed)
+ *   y row-major [M, N]  = column-major N×M, ld N   (C and D)
+ * and D(N×M) = Aᵀ(N×K) · B(K×M) is yᵀ = W·xᵀ, i.e. y = x·Wᵀ. The bias
+ * epilogue adds bias[i] to row i of D (length = rows of D = N), which is
+ * column i of y for every token, as Linear does. */
+static lp_status plan_build(const lp_backend *be, gemm_plan *p, int64_t M, int64_t N, int64_t K, const float *bias,
+                            uint32_t align_y) {
+    lp_cuda_state *st = lp_cuda(be);
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    p->M = M;
+    p->N = N;
+    p->K = K;
+    p->bias = bias != NULL;
+    p->align_y = align_y;
+    lp_status s = lt_check(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor");
+    if (s == LP_OK)
+        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transA");
+    if (s == LP_OK)
+        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transB");
+    if (s == LP_OK && bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        int32_t bias_type = CUDA_R_32F;
+        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
+                     "bias epilogue");
+        if (s == LP_OK)
+            s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                        sizeof bias_type),
+                         "bias type");
+        /* the heuristic reads the bias pointer's alignment (cache entries are cudaMalloc'd: 256) */
+        if (s == LP_OK)
+            s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+                         "bias pointer");
+    }
+    if (s == LP_OK)
+        s = lt_check(cublasLtMatrixLayoutCreate(&p->w, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K), "layout of W");
+    if (s == LP_OK)
+        s = lt_check(cublasLtMatrixLayoutCreate(&p->x, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K), "layout of x");
+    if (s == LP_OK)
+        s = lt_check(cublasLtMatrixLayoutCreate(&p->y, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N), "layout of y");
+    if (s == LP_OK) {
+        cublasLtMatmulPreference_t pref = NULL;
+        s = lt_check(cublasLtMatmulPreferenceCreate(&pref), "matmul preference");
+        uint64_t ws = st->workspace_bytes;
+        if (s == LP_OK)
+            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                              sizeof ws),
+                         "workspace preference");
+        /* W, x (in act_bf16) and the bias are cudaMalloc'd; y may be a row of a larger buffer */
+        if (s == LP_OK)
+            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                              &align_y, sizeof align_y),
+                         "alignment preference");
+        if (s == LP_OK)
+            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                              &align_y, sizeof align_y),
+                         "alignment preference");
+        cublasLtMatmulHeuristicResult_t res;
+        int found = 0;
+        if (s == LP_OK)
+            s = lt_check(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)st->cublaslt, p->op, p->w, p->x, p->y, p->y,
+                                                        pref, 1, &res, &found),
+                         "algorithm heuristic");
+        if (s == LP_OK && (found < 1 || res.state != CUBLAS_STATUS_SUCCESS))
+            s = lp_fail(LP_ERR_UNSUPPORTED, "cuBLASLt: no bf16 GEMM algorithm for M=%lld N=%lld K=%lld",
+                        (long long)M, (long long)N, (long long)K);
+        if (s == LP_OK) p->algo = res.algo;
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    }
+    if (s != LP_OK) plan_clear(p);
+    return s;
+}
+
+/* *out = the cached plan for this shape, built on first use. */
+static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K, const float *bias, uint32_t align_y,
+                          gemm_plan **out) {
+    cuda_impl *im = impl_of(be);
+    for (int i = 0; i < PLAN_SLOTS; i++) {
+        gemm_plan *p = &im->plans[i];
+        if (p->op && p->M == M && p->N == N && p->K == K && p->bias == (bias != NULL) && p->align_y == align_y) {
+            *out = p;
+            return LP_OK;
+        }
+    }
+    gemm_plan *p = &im->plans[im->next_plan];
+    im->next_plan = (im->next_plan + 1) % PLAN_SLOTS;
+    plan_clear(p);
+    *out = p;
+    return plan_build(be, p, M, N, K, bias, align_y);
+}
+
+/* x (f32 [n]) → act_bf16, growing the scratch when needed. */
+static lp_status input_to_bf16(const lp_backend *be, const float *x, size_t n) {
+    cuda_impl *im = impl_of(be);
+    lp_cuda_state *st = &im->st;
+    size_t need = n * 2;
+    if (st->act_bf16_bytes < need) {
+        /* GEMMs in flight may still read the old scratch */
+        LP_TRY(lp_cuda_check(be, cudaStreamSynchronize(st->stream), "cudaStreamSynchronize (GEMM scratch)"));
+        cudaFree(st->act_bf16);
+        size_t want = (need + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1); /* whole MiB */
+        st->act_bf16_bytes = 0;
+        LP_TRY(device_alloc(&st->act_bf16, want, "the bf16 GEMM input scratch"));
+        st->act_bf16_bytes = want;
+    }
+    __nv_bfloat16 *dst = (__nv_bfloat16 *)st->act_bf16;
+    if ((uintptr_t)x % 16 == 0) /* act_bf16 itself is 256-byte aligned */
+        f32_to_bf16_vec4_kernel<<<grid_for(im, (int64_t)(n / 4) + 1), CONVERT_THREADS, 0, st->stream>>>(dst, x,
+                                                                                                    (int64_t)n);
+    else
+        convert_kernel<float, __nv_bfloat16><<<grid_for(im, (int64_t)n), CONVERT_THREADS, 0, st->stream>>>(dst, x,
+                                                                                                        (int64_t)n);
+    return lp_cuda_check_launch(be, "f32 → bf16 conversion of the GEMM input");
+}
+
+lp_status lp_cuda_linear(const lp_backend *be, float *y, const float *x, int64_t M, const lp_tensor *W,
+                         const lp_tensor *b) {
+    if (W->ndim != 2)
+        return lp_fail(LP_ERR_SHAPE, "linear: weight '%s' must be 2-D [out, in], has %d dims", W->name, W->ndim);
+    int64_t N = W->shape[0], K = W->shape[1];
+    if (b && lp_tensor_numel(b) != N)
+        return lp_fail(LP_ERR_SHAPE, "linear: bias '%s' has %lld elements, weight '%s' has %lld outputs", b->name,
+                       (long long)lp_tensor_numel(b), W->name, (long long)N);
+    if (M < 0) return lp_fail(LP_ERR_ARG, "linear: negative row count %lld (weight '%s')", (long long)M, W->name);
+    if (N <= 0 || K <= 0)
+        return lp_fail(LP_ERR_SHAPE, "linear: weight '%s' has an empty shape [%lld, %lld]", W->name, (long long)N,
+                       (long long)K);
+    LP_TRY(sticky_status(be));
+    if (M == 0) return LP_OK;
+    if (M > INT64_MAX / 4 / K)
+        return lp_fail(LP_ERR_ARG, "linear: %lld rows of %lld inputs are too many (weight '%s')", (long long)M,
+                       (long long)K, W->name);
+    lp_cuda_state *st = lp_cuda(be);
+    const void *w = lp_cuda_weight(be, W, 1); /* bf16 [N, K] */
+    if (!w) return st->sticky;
+    const float *bias = NULL; /* f32 [N] */
+    if (b && !(bias = (const float *)lp_cuda_weight(be, b, 0))) return st->sticky;
+    LP_TRY(input_to_bf16(be, x, (size_t)M * (size_t)K));
+    gemm_plan *p;
+    LP_TRY(plan_get(be, M, N, K, bias, alignment_of(y), &p));
+    if (bias)
+        LP_TRY(lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
+                        "bias pointer"));
+    const float alpha = 1.0f, beta = 0.0f;
+    return lt_check(cublasLtMatmul((cublasLtHandle_t)st->cublaslt, p->op, &alpha, w, p->w, st->act_bf16, p->x, &beta,
+                                   y, p->y, y, p->y, &p->algo, st->workspace, st->workspace_bytes, st->stream),
+                    "matmul");
+}
+
+/* ---------------------------------------------------------------------------
+ * Creation and destruction */
+
+static void cuda_destroy(lp_backend *be) {
+    if (!be) return;
+    cuda_impl *im = impl_of(be);
+    if (im) {
+        lp_cuda_state *st = &im->st;
+        if (st->stream) cudaStreamSynchronize(st->stream);
+        for (int i = 0; i < PLAN_SLOTS; i++) plan_clear(&im->plans[i]);
+        for (size_t i = 0; i < im->cache.cap; i++)
+            if (im->cache.slots[i].host) cudaFree(im->cache.slots[i].dev);
+        free(im->cache.slots);
+        cudaFree(st->act_bf16);
+        cudaFree(st->ring);
+        cudaFreeHost(st->ring_host);
+        cudaFree(st->workspace);
+        if (st->cublaslt) cublasLtDestroy((cublasLtHandle_t)st->cublaslt);
+        if (st->stream) cudaStreamDestroy(st->stream);
+        cudaGetLastError(); /* leave no error behind for a later backend on this thread */
+        free(im);
+    }
+    lp_pool_destroy(be->pool);
+    free(be);
+}
+
+/* Stream, cuBLASLt handle, workspace, upload ring and weight cache of a new
+ * backend whose impl is zeroed. */
+static lp_status init_device(lp_backend *be) {
+    cuda_impl *im = impl_of(be);
+    lp_cuda_state *st = &im->st;
+    LP_TRY(lp_cuda_check(be, cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking),
+                         "cudaStreamCreateWithFlags"));
+    cublasLtHandle_t lt = NULL;
+    LP_TRY(lt_check(cublasLtCreate(&lt), "cublasLtCreate"));
+    st->cublaslt = lt;
+    LP_TRY(device_alloc(&st->workspace, WORKSPACE_BYTES, "the cuBLASLt workspace"));
+    st->workspace_bytes = WORKSPACE_BYTES;
+    void *ring = NULL;
+    LP_TRY(device_alloc(&ring, RING_BYTES, "the upload ring"));
+    st->ring = (char *)ring;
+    void *ring_host = NULL;
+    LP_TRY(lp_cuda_check(be, cudaHostAlloc(&ring_host, RING_BYTES, cudaHostAllocDefault),
+                         "cudaHostAlloc (upload ring)"));
+    st->ring_host = (char *)ring_host;
+    st->ring_bytes = RING_BYTES;
+    st->ring_pos = 0;
+    st->weights = &im->cache;
+    return cache_grow(&im->cache);
+}
+
+lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
+    *out = NULL;
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        cudaGetLastError();
+        return lp_fail(LP_ERR_UNSUPPORTED, "CUDA backend: no usable GPU (%s)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device found");
+    }
+    int major = 0, minor = 0, sms = 0;
+    e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    if (e == cudaSuccess) e = cudaSetDevice(0);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lp_fail(status_of(e), "CUDA backend: cannot use device 0: %s", cudaGetErrorString(e));
+    }
+    if (major < 8)
+        return lp_fail(LP_ERR_UNSUPPORTED,
+                       "CUDA backend: device 0 has compute capability %d.%d; bf16 tensor cores need 8.0 or newer",
+                       major, minor);
+    lp_backend *be = (lp_backend *)calloc(1, sizeof *be);
+    cuda_impl *im = (cuda_impl *)calloc(1, sizeof *im);
+    if (!be || !im) {
+        free(be);
+        free(im);
+        return lp_fail(LP_ERR_NOMEM, "out of memory creating the CUDA backend");
+    }
+    be->impl = &im->st;
+    im->st.device = 0;
+    im->max_blocks = (sms > 0 ? sms : 1) * 8; /* 8 blocks of 256 threads fill an SM */
+    lp_status s = lp_pool_create(nthreads, &be->pool);
+    if (s == LP_OK) s = init_device(be);
+    if (s != LP_OK) {
+        cuda_destroy(be);
+        return s;
+    }
+    be->name = "cuda";
+    be->alloc = cuda_alloc;
+    be->release = cuda_release;
+    be->upload = cuda_upload;
+    be->download = cuda_download;
+    be->copy = cuda_copy;
+    be->copy_rows = lp_cuda_copy_rows;
+    be->patchify = lp_cuda_patchify;
+    be->unpatchify = lp_cuda_unpatchify;
+    be->add = lp_cuda_add;
+    be->synchronize = cuda_synchronize;
+    be->destroy = cuda_destroy;
+    be->linear = lp_cuda_linear;
+    be->layer_norm = lp_cuda_layer_norm;
+    be->rms_norm = lp_cuda_rms_norm;
+    be->modulate = lp_cuda_modulate;
+    be->gated_add = lp_cuda_gated_add;
+    be->gelu_tanh = lp_cuda_gelu_tanh;
+    be->silu = lp_cuda_silu;
+    be->rope3d = lp_cuda_rope3d;
+    be->attention = lp_cuda_attention;
+    *out = be;
+    return LP_OK;
+}
