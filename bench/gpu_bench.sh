@@ -18,23 +18,23 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 step() { echo; echo "== $*"; }
 
 step "CUDA op parity against the CPU backend"
-"$B/tests/test_cuda_ops" 2>&1 | tee "$OUT/parity.log"
+timeout 240 "$B/tests/test_cuda_ops" 2>&1 | tee "$OUT/parity.log"
 
 step "golden checks on the CUDA backend (bf16 tolerance 2e-2)"
 for f in gpu-data/sf_dit_t2v.safetensors gpu-data/sf_dit_t2v_window.safetensors gpu-data/lipar_edit_full.safetensors \
          gpu-data/lipar_edit_direct.safetensors gpu-data/lipar_edit_window.safetensors; do
     printf '%s: ' "$(basename "$f")"
-    "$B/lipar" check "$f" --backend cuda > "$OUT/check.log" 2>&1; rc=$?
+    timeout 120 "$B/lipar" check "$f" --backend cuda > "$OUT/check.log" 2>&1; rc=$?
     tail -n 1 "$OUT/check.log"; [ $rc -eq 0 ] || grep -v " ok$" "$OUT/check.log" | head -n 5
 done
 
 step "DiT loop, lipar CUDA backend"
-"$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file gpu-data/lipar_mask_static60x104.safetensors
-"$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep 0.5,0.84 | tail -n 2
+timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file gpu-data/lipar_mask_static60x104.safetensors
+timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep 0.5,0.84 | tail -n 2
 
 step "DiT loop, PyTorch reference (bench/torch_ref.py, SDPA, bf16)"
-python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" 2>&1 | tail -n 3
-python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" --keep 0.3 2>&1 | tail -n 3
+timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" 2>&1 | tail -n 3
+timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" --keep 0.3 2>&1 | tail -n 3
 
 step "bf16 GEMM peak (torch.matmul 8192^3, median of 20)"
 python3 - <<'PY'
