@@ -59,19 +59,27 @@ TEST_UTIL_OBJ := $(BUILD)/tests/test_util.o
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test test-san deps clean
+.PHONY: all test test-san deps clean FORCE
 all: $(BUILD)/lipar $(TEST_BIN) $(BENCH_BIN)
 
-$(BUILD)/liblipar.a: $(LIB_OBJ)
+# Objects depend on the configuration, so that switching CUDA/VIDEO in one build
+# folder rebuilds what changed.
+CONFIG := CUDA=$(CUDA) VIDEO=$(VIDEO) SAN=$(SAN) EXTRA=$(EXTRA_CFLAGS)
+$(BUILD)/.config: FORCE
+	@mkdir -p $(@D)
+	@echo '$(CONFIG)' | cmp -s - $@ || echo '$(CONFIG)' > $@
+FORCE:
+
+$(BUILD)/liblipar.a: $(LIB_OBJ) $(BUILD)/.config
 	@mkdir -p $(@D)
 	rm -f $@
-	ar rcs $@ $^
+	ar rcs $@ $(LIB_OBJ)
 
-$(BUILD)/%.o: %.c Makefile
+$(BUILD)/%.o: %.c Makefile $(BUILD)/.config
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/%.cu.o: %.cu Makefile
+$(BUILD)/%.cu.o: %.cu Makefile $(BUILD)/.config
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 

@@ -106,5 +106,21 @@ if [ -f "$G/sf_dit_t2v_window.safetensors" ]; then
         --dit "$G/sf_dit_t2v.safetensors" --vae-weights "$G/wan_vae.safetensors" \
         --text-encoder "$G/umt5_tiny.safetensors" --tokenizer "$G/spm_unigram_600.model"
 fi
+# 7. weights from files (the small golden DiT, TAEHV and umT5 with the golden
+#    tokenizer), the text encoder path and the cached prompt embedding path
+if [ -f "$G/sf_dit_t2v.safetensors" ]; then
+    W="--dit $G/sf_dit_t2v.safetensors --vae-weights $G/taehv_w21.safetensors"
+    TXT="--text-encoder $G/umt5_tiny.safetensors --tokenizer $G/spm_unigram_600.model"
+    if "$LIPAR" edit "$TREE" -p "a red car on the road" -o "$T/w.mp4" $W $TXT $SMALL --max-frames 24 >"$T/log" 2>&1 \
+       && [ "$(probe "$T/w.mp4")" = "160,96,16/1,24" ]; then ok "edit with weight files (DiT, TAEHV, umT5 + tokenizer)"
+    else bad "edit with weight files"; fi
+    if "$LIPAR" encode-prompt $TXT "a red car on the road" -o "$T/emb.safetensors" >"$T/log" 2>&1 \
+       && "$LIPAR" edit "$TREE" -p "a red car on the road" -o "$T/e2.mp4" $W --prompt-embedding "$T/emb.safetensors" \
+          $SMALL --max-frames 24 >>"$T/log" 2>&1 && cmp -s "$T/w.mp4" "$T/e2.mp4"; then
+        ok "encode-prompt + --prompt-embedding gives the same video as the text encoder"
+    else bad "encode-prompt / --prompt-embedding"; fi
+    expect_error "an embedding made for another prompt" "embedding" "$LIPAR" edit "$TREE" -p "another prompt" \
+        -o "$T/e.mp4" $W --prompt-embedding "$T/emb.safetensors" --quiet
+fi
 echo "$pass passed, $fail failed, 0 skipped"
 [ "$fail" -eq 0 ]
