@@ -162,12 +162,12 @@ static int run_prune(const opts *o) {
         double t[16];
         /* chunk 0 fills the cache (its frame 0 must be whole); then timed chunks 1.. */
         for (int64_t i = 0; i < hw; i++) keep[i] = 1;
-        if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, 0, F, x, keep, lp_prng_noise_fn, &pn, NULL) != LP_OK)
+        if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, 0, F, x, keep, NULL, lp_prng_noise_fn, &pn, NULL) != LP_OK)
             return die("chunk");
         make_mask(keep, tokens, k);
         for (int r = 0; r < o->reps; r++) {
             lp_edit_chunk_stats cs;
-            if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, (r + 1) * F, F, x, keep, lp_prng_noise_fn, &pn,
+            if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, (r + 1) * F, F, x, keep, NULL, lp_prng_noise_fn, &pn,
                               &cs) != LP_OK)
                 return die("chunk");
             t[r] = cs.dit_seconds;
@@ -252,7 +252,7 @@ static int run_loop(const opts *o) {
             int64_t kept = 0;
             for (int64_t i = 0; i < F * hw; i++) kept += keep[i];
             lp_edit_chunk_stats cs;
-            if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, c * F, F, x, strategy == LP_PRUNE_NONE ? NULL : keep,
+            if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, c * F, F, x, strategy == LP_PRUNE_NONE ? NULL : keep, NULL,
                               lp_prng_noise_fn, &pn, &cs) != LP_OK)
                 return die("chunk");
             if (c == 0) continue; /* warm-up */

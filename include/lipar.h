@@ -76,7 +76,8 @@ typedef struct {
     int steps[8];           /* denoising_step_list; default {400, 300, 250} */
     int n_steps;
     float shift;            /* timestep shift, default 5 */
-    const char *strategy;   /* "lipar" (default), "mdeg", "direct", "none" */
+    const char *strategy;   /* "lipar" (default), "mdeg", "direct", "none", "tome", "importance" */
+    double prune_fraction;  /* "tome"/"importance": target fraction of tokens removed, default 0.32 */
     int full_cache;         /* with "none": the 25-frame cache of the paper's baseline instead of sink 1 + window 6 */
     float tau, tau2;        /* keep-mask thresholds, default 0.149 and 0.3 */
     int batch_mask;         /* 1: the paper's whole-clip mask (output waits for lipar_session_finish);

@@ -3,14 +3,15 @@
  *   equals `none` (window cache) bit for bit;
  * - a chunk where nothing is kept still yields output: every frame restored
  *   from the previous chunk's last frame;
- * - the `mdeg` and `direct` strategies run with a partial mask and give finite
- *   output that differs from the unpruned one only where pruned.
+ * - the `mdeg` and `direct` strategies run with a partial mask;
+ * - importance pruning and ToMe merging (spec/LIPAR.md §5).
  * Uses the small model of ../shared/golden/lipar_edit_inputs.safetensors. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../src/pipeline/edit.h"
+#include "../src/prune/alternatives.h"
 #include "../src/prune/mask.h"
 #include "test_util.h"
 
@@ -54,7 +55,8 @@ static void teardown(fixture *fx) {
 
 /* Runs `chunks` chunks of the clip with strategy and keep ([T][h][w] or NULL)
  * into out [T, C, H, W]. */
-static lp_status run(fixture *fx, lp_prune_strategy strategy, const uint8_t *keep, int chunks, float *out) {
+static lp_status run_plan(fixture *fx, lp_prune_strategy strategy, const uint8_t *keep, const int32_t *merge,
+                          int chunks, float *out) {
     lp_dit_cache_config cc;
     lp_edit_cache_defaults(strategy, 0, fx->H, fx->W, 3, &cc);
     lp_dit_cache *cache;
@@ -75,12 +77,106 @@ static lp_status run(fixture *fx, lp_prune_strategy strategy, const uint8_t *kee
         lp_prng_noise_fn(&pn, b, -1, eps, 3 * frame);
         lp_flow_add_noise(x, x, eps, fx->plan.sigmas[0], 3 * frame);
         s = lp_edit_chunk(fx->dit, cache, &st, strategy, &fx->plan, b * 3, 3, x, keep ? keep + b * 3 * hw : NULL,
+                          merge ? merge + b * 3 * hw : NULL,
                           lp_prng_noise_fn, &pn, NULL);
     }
     free(eps);
     lp_edit_state_free(&st);
     lp_dit_cache_free(cache);
     return s;
+}
+
+static lp_status run(fixture *fx, lp_prune_strategy strategy, const uint8_t *keep, int chunks, float *out) {
+    return run_plan(fx, strategy, keep, NULL, chunks, out);
+}
+
+/* Offset of element (c, q, r) of patch t in [F, C, H, W]. */
+static int64_t at(const fixture *fx, int64_t t, int c, int q, int r) {
+    int64_t w = fx->W / 2, hw = (int64_t)(fx->H / 2) * w, f = t / hw, y = (t % hw) / w, x = t % w;
+    return ((f * fx->C + c) * fx->H + 2 * y + q) * fx->W + 2 * x + r;
+}
+
+static int same_patch(const fixture *fx, const float *x, int64_t a, int64_t b) {
+    for (int c = 0; c < fx->C; c++)
+        for (int q = 0; q < 2; q++)
+            for (int r = 0; r < 2; r++)
+                if (x[at(fx, a, c, q, r)] != x[at(fx, b, c, q, r)]) return 0;
+    return 1;
+}
+
+static int test_importance(void) {
+    fixture fx;
+    if (!setup(&fx)) return lp_test_skip_shared(INPUTS);
+    int64_t hw = (int64_t)(fx.H / 2) * (fx.W / 2), frame = (int64_t)fx.C * fx.H * fx.W;
+    uint8_t *keep = malloc((size_t)(6 * hw));
+    for (int b = 0; b < 2; b++)
+        CHECK(lp_importance_mask(fx.src + b * 3 * frame, 3, fx.C, fx.H, fx.W, 0.3, b == 0, keep + b * 3 * hw) == LP_OK);
+    /* per frame: floor(0.3·hw) dropped (the video's frame 0 whole), each with a norm <= every kept one */
+    for (int f = 0; f < 6; f++) {
+        int64_t dropped = 0;
+        double max_dropped = 0, min_kept = INFINITY;
+        for (int64_t i = 0; i < hw; i++) {
+            double n = 0;
+            for (int c = 0; c < fx.C; c++)
+                for (int q = 0; q < 2; q++)
+                    for (int r = 0; r < 2; r++) {
+                        double v = fx.src[at(&fx, f * hw + i, c, q, r)];
+                        n += v * v;
+                    }
+            if (keep[f * hw + i]) min_kept = fmin(min_kept, n);
+            else {
+                dropped++;
+                max_dropped = fmax(max_dropped, n);
+            }
+        }
+        CHECK(dropped == (f == 0 ? 0 : (int64_t)(0.3 * (double)hw)), "frame %d: %lld dropped", f, (long long)dropped);
+        CHECK(f == 0 || max_dropped <= min_kept, "frame %d: a dropped patch has a larger norm than a kept one", f);
+    }
+    float *out = malloc((size_t)(6 * frame) * sizeof *out);
+    CHECK(run(&fx, LP_PRUNE_IMPORTANCE, keep, 2, out) == LP_OK, "%s", lp_last_error());
+    /* pruned patches carry the previous frame's final x0 */
+    for (int f = 1; f < 6; f++)
+        for (int64_t i = 0; i < hw; i++)
+            if (!keep[f * hw + i]) CHECK(same_patch(&fx, out, f * hw + i, (f - 1) * hw + i), "frame %d patch %lld", f, (long long)i);
+    free(out);
+    free(keep);
+    teardown(&fx);
+    return 0;
+}
+
+static int test_tome(void) {
+    fixture fx;
+    if (!setup(&fx)) return lp_test_skip_shared(INPUTS);
+    int64_t hw = (int64_t)(fx.H / 2) * (fx.W / 2), frame = (int64_t)fx.C * fx.H * fx.W, w = fx.W / 2;
+    int32_t *merge = malloc((size_t)(6 * hw) * sizeof *merge);
+    for (int b = 0; b < 2; b++)
+        CHECK(lp_tome_plan(fx.src + b * 3 * frame, 3, fx.C, fx.H, fx.W, 0.3, merge + b * 3 * hw) == LP_OK);
+    for (int b = 0; b < 2; b++) {
+        int64_t merged = 0;
+        for (int64_t t = 0; t < 3 * hw; t++) {
+            int32_t d = merge[b * 3 * hw + t];
+            if (d < 0) continue;
+            merged++;
+            int64_t ya = (t % hw) / w, xa = t % w, yb = (d % hw) / w, xb = d % w;
+            CHECK((ya + xa) % 2 == 1 && (yb + xb) % 2 == 0, "sources are odd cells, destinations even");
+            CHECK(llabs(ya - yb) <= 1 && llabs(xa - xb) <= 1 && merge[b * 3 * hw + d] < 0);
+        }
+        CHECK(merged == (int64_t)(0.3 * (double)(3 * hw)), "%lld merged", (long long)merged);
+    }
+    float *out = malloc((size_t)(6 * frame) * sizeof *out), *none = malloc((size_t)(6 * frame) * sizeof *none);
+    CHECK(run_plan(&fx, LP_PRUNE_TOME, NULL, merge, 2, out) == LP_OK, "%s", lp_last_error());
+    for (int64_t t = 0; t < 6 * hw; t++) /* outputs unmerged: a member equals its merged token */
+        if (merge[t] >= 0) CHECK(same_patch(&fx, out, t, (t / (3 * hw)) * 3 * hw + merge[t]));
+    /* with nothing merged, tome is the unpruned loop bit for bit */
+    for (int64_t t = 0; t < 6 * hw; t++) merge[t] = -1;
+    CHECK(run_plan(&fx, LP_PRUNE_TOME, NULL, merge, 2, out) == LP_OK);
+    CHECK(run(&fx, LP_PRUNE_NONE, NULL, 2, none) == LP_OK);
+    CHECK(!memcmp(out, none, (size_t)(6 * frame) * sizeof *out));
+    free(out);
+    free(none);
+    free(merge);
+    teardown(&fx);
+    return 0;
 }
 
 static int test_high_tau_equals_window(void) {
@@ -164,5 +260,7 @@ int main(void) {
     lp_test_run("lipar with nothing pruned == window, bit for bit", test_high_tau_equals_window);
     lp_test_run("a chunk with nothing kept is restored from the previous frame", test_nothing_kept_chunk);
     lp_test_run("lipar, mdeg, direct on a partial mask", test_partial_masks_all_strategies);
+    lp_test_run("importance pruning: lowest norms dropped, copied from the previous frame", test_importance);
+    lp_test_run("ToMe merging: plan, unmerged outputs, nothing merged == none", test_tome);
     return lp_test_finish();
 }

@@ -119,7 +119,7 @@ lp_status check_lipar_edit_output(lp_check_ctx *c, const lp_tensor_file *g) {
     if ((s = lp_edit_state_init(&st, C, H, W)) != LP_OK) goto out;
     golden_eps ge = {in, plan.n_steps - 1};
     for (int b = 0; b < frames / F && s == LP_OK; b++)
-        s = lp_edit_chunk(su.dit, su.cache, &st, strategy, &plan, b * F, F, x + b * F * frame, keep + b * F * hw,
+        s = lp_edit_chunk(su.dit, su.cache, &st, strategy, &plan, b * F, F, x + b * F * frame, keep + b * F * hw, NULL,
                           eps_from_golden, &ge, NULL);
     if (s != LP_OK) goto out;
     const lp_tensor *ref;

@@ -56,7 +56,9 @@ static void usage(FILE *f) {
             "  --text-encoder FILE umT5-XXL weights;  --tokenizer FILE  spiece.model\n"
             "  --prompt-embedding FILE  a file from `lipar encode-prompt` instead of the text encoder\n"
             "editing:\n"
-            "  --prune lipar|mdeg|direct|none   (default lipar);  --full-cache  25-frame cache for none\n"
+            "  --prune lipar|mdeg|direct|none|tome|importance   (default lipar)\n"
+            "  --ratio R           tome/importance: fraction of tokens removed (0.32)\n"
+            "  --full-cache        with --prune none: the paper baseline's 25-frame cache\n"
             "  --tau X --tau2 X    keep-mask thresholds (0.149, 0.3);  --mask stream|batch (stream)\n"
             "  --steps a,b,c       denoising steps (400,300,250);  --shift X (5);  --seed N (42)\n"
             "  --size WxH          multiples of 16 (832x480; the demo model defaults to 416x240)\n"
@@ -206,6 +208,14 @@ static int parse_args(int argc, char **argv, edit_args *a) {
         else if (!strcmp(k, "--prompt-embedding")) { NEEDV(); a->mo.prompt_embedding = v; }
         else if (!strcmp(k, "--prune")) { NEEDV(); a->so.strategy = v; }
         else if (!strcmp(k, "--full-cache")) a->so.full_cache = 1;
+        else if (!strcmp(k, "--ratio")) {
+            NEEDV();
+            a->so.prune_fraction = strtod(v, NULL);
+            if (!(a->so.prune_fraction >= 0 && a->so.prune_fraction < 1)) {
+                fprintf(stderr, "lipar edit: --ratio must be in [0, 1)\n");
+                return 2;
+            }
+        }
         else if (!strcmp(k, "--tau")) { NEEDV(); a->so.tau = strtof(v, NULL); }
         else if (!strcmp(k, "--tau2")) { NEEDV(); a->so.tau2 = strtof(v, NULL); }
         else if (!strcmp(k, "--mask")) {

@@ -520,9 +520,10 @@ static lp_status write_chunk_kv(lp_dit *m, lp_dit_cache *c, int layer, const lp_
     const float *src_k = b->k, *src_v = b->v; /* what goes into the slots (un-rotated) */
     int64_t rows = p->n;
     const int32_t *pos = p->pos;
-    if (call->kv_policy == LP_KV_CHAIN || call->kv_policy == LP_KV_DUPLICATE) {
+    if (call->kv_policy == LP_KV_CHAIN || call->kv_policy == LP_KV_DUPLICATE || call->kv_policy == LP_KV_MERGE) {
         /* rebuild every token of the chunk: kept rows from this call, pruned
-         * rows frame by frame from the saved last frame or the frame before */
+         * rows frame by frame from the saved last frame, the frame before, or
+         * (merging) the computed token they were merged into */
         LP_TRY(be->copy_rows(be, b->kfull, p->idx, b->k, NULL, p->n, D));
         LP_TRY(be->copy_rows(be, b->vfull, p->idx, b->v, NULL, p->n, D));
         for (int f = 0; f < call->n_frames; f++) {
@@ -624,11 +625,13 @@ static void plan_tokens(const lp_dit_call *call, int h, int w, call_plan *p) {
     int64_t n = 0, nf = 0;
     for (int f = 0; f < F; f++) {
         p->fill_start[f] = nf;
-        p->from_last[f] = f == 0 || call->kv_policy == LP_KV_DUPLICATE;
+        p->from_last[f] = (f == 0 || call->kv_policy == LP_KV_DUPLICATE) && call->kv_policy != LP_KV_MERGE;
         for (int64_t s = 0; call->keep && s < hw; s++)
             if (!call->keep[f * hw + s]) {
                 p->fill_dst[nf] = (int32_t)(f * hw + s);
-                p->fill_src[nf++] = (int32_t)(p->from_last[f] ? s : (f - 1) * hw + s);
+                p->fill_src[nf++] = call->kv_policy == LP_KV_MERGE ? call->merge_dst[f * hw + s]
+                                    : p->from_last[f]              ? (int32_t)s
+                                                                   : (int32_t)((f - 1) * hw + s);
             }
         p->fill_count[f] = nf - p->fill_start[f];
     }
@@ -676,6 +679,10 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
     if (call->kv_policy == LP_KV_DENSE && n != p.n_all) {
         s = lp_fail(LP_ERR_ARG, "DiT: the dense K/V policy needs every token (%lld of %lld kept)", (long long)n,
                     (long long)p.n_all);
+        goto out;
+    }
+    if (call->kv_policy == LP_KV_MERGE && !call->merge_dst) {
+        s = lp_fail(LP_ERR_ARG, "DiT: the merge K/V policy needs the merge targets");
         goto out;
     }
     if (call->save_last_frame && call->kv_policy == LP_KV_KEPT_ONLY) {

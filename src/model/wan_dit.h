@@ -108,6 +108,8 @@ typedef enum {
                           of frame i ≥ 1 ← frame i−1 of this call (context pass, mdeg) */
     LP_KV_DUPLICATE,   /* pruned slots of every frame ← the saved previous-chunk last
                           frame (noise-aware duplication of `full`) */
+    LP_KV_MERGE,       /* a merged token's slot ← the K/V of the token it was merged
+                          into, computed in this call (token merging) */
 } lp_kv_policy;
 
 typedef struct {
@@ -115,6 +117,8 @@ typedef struct {
     int start_frame;         /* absolute index of the chunk's first frame in the stream */
     const float *timesteps;  /* [F] per-frame timestep t (fractional, as the scheduler gives) */
     const uint8_t *keep;     /* [F·h·w] token mask (1 = compute) or NULL = all */
+    const int32_t *merge_dst; /* LP_KV_MERGE: [F·h·w] the computed token each pruned token
+                                 was merged into (−1 for computed tokens) */
     lp_kv_policy kv_policy;
     int save_last_frame;     /* store this call's rebuilt last-frame K/V (un-rotated) for the next chunk */
 } lp_dit_call;

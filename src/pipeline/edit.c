@@ -12,6 +12,8 @@ const char *lp_prune_strategy_name(lp_prune_strategy s) {
     case LP_PRUNE_LIPAR: return "lipar";
     case LP_PRUNE_MDEG: return "mdeg";
     case LP_PRUNE_DIRECT: return "direct";
+    case LP_PRUNE_TOME: return "tome";
+    case LP_PRUNE_IMPORTANCE: return "importance";
     }
     return "?";
 }
@@ -19,13 +21,14 @@ const char *lp_prune_strategy_name(lp_prune_strategy s) {
 lp_status lp_prune_strategy_parse(const char *name, lp_prune_strategy *out) {
     static const struct { const char *n; lp_prune_strategy s; } names[] = {
         {"lipar", LP_PRUNE_LIPAR}, {"full", LP_PRUNE_LIPAR}, {"mdeg", LP_PRUNE_MDEG},
-        {"direct", LP_PRUNE_DIRECT}, {"none", LP_PRUNE_NONE}};
+        {"direct", LP_PRUNE_DIRECT}, {"none", LP_PRUNE_NONE}, {"tome", LP_PRUNE_TOME},
+        {"importance", LP_PRUNE_IMPORTANCE}};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(name, names[i].n)) {
             *out = names[i].s;
             return LP_OK;
         }
-    return lp_fail(LP_ERR_ARG, "unknown pruning strategy '%s' (lipar, mdeg, direct, none)", name);
+    return lp_fail(LP_ERR_ARG, "unknown pruning strategy '%s' (lipar, mdeg, direct, none, tome, importance)", name);
 }
 
 void lp_edit_cache_defaults(lp_prune_strategy s, int full_cache, int latent_h, int latent_w, int frames_per_chunk,
@@ -74,6 +77,8 @@ static lp_kv_policy policy_for(lp_prune_strategy s, int first_chunk, int context
     case LP_PRUNE_NONE: return LP_KV_DENSE;
     case LP_PRUNE_DIRECT: return LP_KV_KEPT_ONLY;
     case LP_PRUNE_MDEG: return LP_KV_CHAIN;
+    case LP_PRUNE_TOME: return LP_KV_MERGE;
+    case LP_PRUNE_IMPORTANCE: /* LIPAR's recovery on another choice of tokens */
     case LP_PRUNE_LIPAR:
         if (context_pass) return LP_KV_CHAIN;
         return first_chunk ? LP_KV_KEPT_ONLY : LP_KV_DUPLICATE;
@@ -89,25 +94,31 @@ static double now_seconds(void) {
 
 lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_strategy strategy,
                         const lp_denoise_plan *plan, int start_frame, int F, float *x, const uint8_t *keep,
-                        lp_noise_fn noise, void *noise_ctx, lp_edit_chunk_stats *stats) {
+                        const int32_t *merge_dst, lp_noise_fn noise, void *noise_ctx, lp_edit_chunk_stats *stats) {
     const lp_dit_config *cfg = lp_dit_get_config(m);
     int64_t n = lp_dit_latent_elems(m, c, F), frame = n / F;
     int H = 0, W = 0;
     lp_dit_cache_grid(c, &H, &W);
-    int pruning = strategy != LP_PRUNE_NONE && keep != NULL;
+    int64_t hw = (int64_t)(H / 2) * (W / 2);
+    int merging = strategy == LP_PRUNE_TOME && merge_dst != NULL;
+    int pruning = strategy != LP_PRUNE_NONE && strategy != LP_PRUNE_TOME && keep != NULL;
     const uint8_t *mask = pruning ? keep : NULL;
     int first_chunk = start_frame == 0;
     float *v = malloc((size_t)n * sizeof *v), *x0 = malloc((size_t)n * sizeof *x0),
           *eps = malloc((size_t)n * sizeof *eps);
+    uint8_t *merge_keep = merging ? malloc((size_t)(F * hw)) : NULL;
     float ts[64];
     lp_status s = LP_OK;
-    if (!v || !x0 || !eps || F > 64) {
+    if (!v || !x0 || !eps || F > 64 || (merging && !merge_keep)) {
         s = lp_fail(LP_ERR_NOMEM, "out of memory editing a chunk");
         goto out;
     }
+    if (merging) { /* merged tokens are not computed */
+        for (int64_t t = 0; t < F * hw; t++) merge_keep[t] = merge_dst[t] < 0;
+        mask = merge_keep;
+    }
     memset(v, 0, (size_t)n * sizeof *v);
     lp_edit_chunk_stats local = {0};
-    int64_t hw = (int64_t)(H / 2) * (W / 2);
     local.total_tokens = F * hw;
     local.kept_tokens = local.total_tokens;
     if (mask) {
@@ -120,11 +131,16 @@ lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_
                             .start_frame = start_frame,
                             .timesteps = ts,
                             .keep = mask,
+                            .merge_dst = merging ? merge_dst : NULL,
                             .kv_policy = policy_for(strategy, first_chunk, 0)};
+        if (merging && (s = lp_merge_average(x, merge_dst, F, cfg->in_dim, H, W)) != LP_OK) goto out;
         double t0 = now_seconds();
         if ((s = lp_dit_forward(m, c, &call, x, v)) != LP_OK) goto out;
         local.dit_seconds += now_seconds() - t0;
-        if (mask) { /* §4: restore v and x_t at pruned positions */
+        if (merging) { /* outputs unmerged: every member takes its merged token's values */
+            lp_unmerge(v, merge_dst, F, cfg->in_dim, H, W);
+            lp_unmerge(x, merge_dst, F, cfg->in_dim, H, W);
+        } else if (mask) { /* §4: restore v and x_t at pruned positions */
             lp_restore_chain(v, mask, st->has_prev ? st->flow_prev : NULL, F, cfg->in_dim, H, W);
             lp_restore_chain(x, mask, st->has_prev ? st->xt_prev : NULL, F, cfg->in_dim, H, W);
             if (i + 1 == plan->n_steps) {
@@ -147,6 +163,7 @@ lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_
                        .start_frame = start_frame,
                        .timesteps = ts,
                        .keep = mask,
+                       .merge_dst = merging ? merge_dst : NULL,
                        .kv_policy = ctx_policy,
                        .save_last_frame = ctx_policy == LP_KV_CHAIN};
     double t0 = now_seconds();
@@ -158,5 +175,6 @@ out:
     free(v);
     free(x0);
     free(eps);
+    free(merge_keep);
     return s;
 }

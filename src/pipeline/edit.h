@@ -14,10 +14,12 @@ typedef enum {
     LP_PRUNE_LIPAR,    /* pruning + attention recovery + noise-aware duplication ("full") */
     LP_PRUNE_MDEG,     /* pruning + recovery without noise-aware duplication */
     LP_PRUNE_DIRECT,   /* pruning without recovery: the cache holds kept tokens only */
+    LP_PRUNE_TOME,     /* ToMe-style bipartite merging within a chunk (prune/alternatives.h) */
+    LP_PRUNE_IMPORTANCE, /* the lowest-norm tokens dropped, with LIPAR's recovery */
 } lp_prune_strategy;
 
 const char *lp_prune_strategy_name(lp_prune_strategy s);
-/* "lipar"/"full", "mdeg", "direct", "none"; else LP_ERR_ARG. */
+/* "lipar"/"full", "mdeg", "direct", "none", "tome", "importance"; else LP_ERR_ARG. */
 lp_status lp_prune_strategy_parse(const char *name, lp_prune_strategy *out);
 
 /* The KV cache settings each strategy runs with in the paper: LIPAR, mdeg and
@@ -44,10 +46,12 @@ typedef struct {
 
 /* Edits one chunk. x [F, C, H, W]: in, the SDEdit start; out, the final x0.
  * keep [F, H/2, W/2] (1 = compute) or NULL for all-keep; ignored by
- * LP_PRUNE_NONE. Noise for re-noising after step i comes from noise(ctx,
- * chunk, i). start_frame is the chunk's first frame in the stream. */
+ * LP_PRUNE_NONE and LP_PRUNE_TOME, which takes merge_dst instead
+ * (lp_tome_plan; NULL = nothing merged). Noise for re-noising after step i
+ * comes from noise(ctx, chunk, i). start_frame is the chunk's first frame in
+ * the stream. */
 lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_strategy strategy,
                         const lp_denoise_plan *plan, int start_frame, int F, float *x, const uint8_t *keep,
-                        lp_noise_fn noise, void *noise_ctx, lp_edit_chunk_stats *stats);
+                        const int32_t *merge_dst, lp_noise_fn noise, void *noise_ctx, lp_edit_chunk_stats *stats);
 
 #endif

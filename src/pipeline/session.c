@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../base/prng.h"
+#include "../prune/alternatives.h"
 #include "../prune/mask.h"
 #include "edit.h"
 #include "model_bundle.h"
@@ -41,6 +42,8 @@ struct lipar_session {
     int n_in;
     float *work;               /* [12][3][H][W] scratch for VAE conversions and decoded frames */
     float *latents, *eps;      /* one chunk's latents and noise */
+    uint8_t *keep;             /* one chunk's token mask */
+    int32_t *merge_dst;        /* one chunk's merge plan (tome) */
     /* batch mask mode: every chunk's latents until finish */
     pending_chunk *pending;
     int n_pending, cap_pending;
@@ -69,6 +72,7 @@ void lipar_session_options_default(lipar_session_options *o) {
     o->n_steps = 3;
     o->shift = 5.0f;
     o->strategy = "lipar";
+    o->prune_fraction = 0.32;
     o->tau = 0.149f;
     o->tau2 = 0.3f;
     o->seed = 42;
@@ -156,8 +160,11 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
         s->latents = malloc((size_t)s->latent_elems * sizeof(float));
         s->eps = malloc((size_t)s->latent_elems * sizeof(float));
         s->keep_history = calloc((size_t)(MASK_HISTORY * CHUNK_LATENTS * s->patches), 1);
+        s->keep = malloc((size_t)(CHUNK_LATENTS * s->patches));
+        s->merge_dst = malloc((size_t)(CHUNK_LATENTS * s->patches) * sizeof *s->merge_dst);
         s->prompt = strdup(o->prompt ? o->prompt : "");
-        if (!s->in_frames || !s->work || !s->latents || !s->eps || !s->keep_history || !s->prompt)
+        if (!s->in_frames || !s->work || !s->latents || !s->eps || !s->keep_history || !s->prompt || !s->keep ||
+            !s->merge_dst)
             st = lp_fail(LP_ERR_NOMEM, "out of memory for a %dx%d session", o->width, o->height);
     }
     if (st == LP_OK) st = encode_prompt(s, s->prompt);
@@ -187,6 +194,8 @@ void lipar_session_close(lipar_session *s) {
     free(s->out);
     free(s->stats);
     free(s->keep_history);
+    free(s->keep);
+    free(s->merge_dst);
     free(s->prompt);
     free(s);
 }
@@ -241,7 +250,8 @@ static lp_status push_stats(lipar_session *s, const lipar_chunk_stats *cs) {
 
 /* Edits the chunk whose latents are in s->latents with keep (NULL = all),
  * decodes it and queues its first `frames` output frames. */
-static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, int frames, lipar_chunk_stats *cs) {
+static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, const int32_t *merge_dst, int frames,
+                            lipar_chunk_stats *cs) {
     int chunk = s->est.chunk;
     int64_t n = s->latent_elems;
     uint8_t *hist = s->keep_history + (size_t)(chunk % MASK_HISTORY) * CHUNK_LATENTS * (size_t)s->patches;
@@ -264,7 +274,7 @@ static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, int frames, l
     lp_flow_add_noise(s->latents, s->latents, s->eps, s->plan.sigmas[0], n);
     double t0 = now_seconds();
     LP_TRY(lp_edit_chunk(s->m->dit, s->cache, &s->est, s->strategy, &s->plan, chunk * CHUNK_LATENTS, CHUNK_LATENTS,
-                         s->latents, keep, lp_prng_noise_fn, &pn, NULL));
+                         s->latents, keep, merge_dst, lp_prng_noise_fn, &pn, NULL));
     cs->seconds_dit = now_seconds() - t0;
     t0 = now_seconds();
     int got = 0;
@@ -282,6 +292,21 @@ static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, int frames, l
     return push_stats(s, cs);
 }
 
+/* The token reduction of chunk `chunk` from its clean latents (s->latents)
+ * for the per-chunk strategies: tome's merge plan (with keep = not merged, for
+ * the statistics) or importance's mask. */
+static lp_status plan_alternative(lipar_session *s, int chunk, uint8_t *keep, int32_t *merge_dst) {
+    if (s->strategy == LP_PRUNE_IMPORTANCE)
+        return lp_importance_mask(s->latents, CHUNK_LATENTS, s->C, s->lh, s->lw, s->o.prune_fraction, chunk == 0, keep);
+    LP_TRY(lp_tome_plan(s->latents, CHUNK_LATENTS, s->C, s->lh, s->lw, s->o.prune_fraction, merge_dst));
+    for (int64_t i = 0; i < CHUNK_LATENTS * s->patches; i++) keep[i] = merge_dst[i] < 0;
+    return LP_OK;
+}
+
+static int per_chunk_strategy(const lipar_session *s) {
+    return s->strategy == LP_PRUNE_TOME || s->strategy == LP_PRUNE_IMPORTANCE;
+}
+
 /* The current chunk's input is complete (n_real real frames, padded to the
  * chunk size): encode it, then edit it now (streaming mask) or keep its
  * latents for the batch mask. */
@@ -296,6 +321,12 @@ static lp_status process_input_chunk(lipar_session *s, int n_real) {
     LP_TRY(encode_chunk(s, s->in_frames, need));
     cs.seconds_encode = now_seconds() - t0;
     s->n_in = 0;
+    if (per_chunk_strategy(s)) {
+        t0 = now_seconds();
+        LP_TRY(plan_alternative(s, chunk, s->keep, s->merge_dst));
+        cs.seconds_mask = now_seconds() - t0;
+        return edit_chunk(s, s->keep, s->strategy == LP_PRUNE_TOME ? s->merge_dst : NULL, n_real, &cs);
+    }
     if (s->o.batch_mask) {
         if (s->n_pending == s->cap_pending) {
             int cap = s->cap_pending ? 2 * s->cap_pending : 16;
@@ -310,21 +341,11 @@ static lp_status process_input_chunk(lipar_session *s, int n_real) {
         s->pending[s->n_pending++] = (pending_chunk){copy, n_real};
         return LP_OK;
     }
-    uint8_t *keep = NULL;
-    if (s->strategy != LP_PRUNE_NONE) {
-        t0 = now_seconds();
-        keep = malloc((size_t)(CHUNK_LATENTS * s->patches));
-        if (!keep) return lp_fail(LP_ERR_NOMEM, "out of memory");
-        lp_status st = lp_mask_stream_push_chunk(s->mstream, s->latents, CHUNK_LATENTS, keep);
-        if (st != LP_OK) {
-            free(keep);
-            return st;
-        }
-        cs.seconds_mask = now_seconds() - t0;
-    }
-    lp_status st = edit_chunk(s, keep, n_real, &cs);
-    free(keep);
-    return st;
+    if (s->strategy == LP_PRUNE_NONE) return edit_chunk(s, NULL, NULL, n_real, &cs);
+    t0 = now_seconds();
+    LP_TRY(lp_mask_stream_push_chunk(s->mstream, s->latents, CHUNK_LATENTS, s->keep));
+    cs.seconds_mask = now_seconds() - t0;
+    return edit_chunk(s, s->keep, NULL, n_real, &cs);
 }
 
 lipar_status lipar_session_push(lipar_session *s, const float *rgb) {
@@ -354,7 +375,7 @@ static lp_status run_batch(lipar_session *s) {
         lipar_chunk_stats cs = {.chunk = i, .frames = s->pending[i].frames, .seconds_mask = mask_seconds};
         cs.first_frame = i == 0 ? 0 : chunk_frames(s, 0) + (i - 1) * 12;
         const uint8_t *k = s->strategy != LP_PRUNE_NONE ? keep + (int64_t)i * CHUNK_LATENTS * s->patches : NULL;
-        st = edit_chunk(s, k, s->pending[i].frames, &cs);
+        st = edit_chunk(s, k, NULL, s->pending[i].frames, &cs);
     }
     for (int i = 0; i < s->n_pending; i++) free(s->pending[i].latents);
     s->n_pending = 0;

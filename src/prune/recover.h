@@ -9,6 +9,15 @@
 
 #include <stdint.h>
 
+#include "../base/status.h"
+
 void lp_restore_chain(float *x, const uint8_t *keep, const float *prev, int F, int C, int H, int W);
+
+/* Token merging (prune/alternatives.h): merge_dst[t] is the token that token t
+ * was merged into (−1: not merged). lp_merge_average replaces each
+ * destination's 2×2 patch of x [F, C, H, W] by the mean over it and its
+ * sources; lp_unmerge copies each destination's patch back to its sources. */
+lp_status lp_merge_average(float *x, const int32_t *merge_dst, int F, int C, int H, int W);
+void lp_unmerge(float *x, const int32_t *merge_dst, int F, int C, int H, int W);
 
 #endif
