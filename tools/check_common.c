@@ -5,17 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Finds the weight prefix of a file: "w." (golden), "generator_ema.model."
- * (Self-Forcing checkpoint), "model.diffusion_model.", "model." or none. */
-static const char *dit_prefix(const lp_tensor_file *f) {
-    static const char *const prefixes[] = {"w.", "generator_ema.model.", "model.diffusion_model.", "model.", ""};
-    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "%spatch_embedding.weight", prefixes[i]);
-        if (lp_tensor_file_find(f, name)) return prefixes[i];
-    }
-    return "";
-}
+#include "../src/io/weights.h"
 
 lp_status lp_check_dit_model(lp_check_ctx *c, const lp_tensor_file *w_source, lp_dit_setup *su) {
     memset(su, 0, sizeof *su);
@@ -29,12 +19,11 @@ lp_status lp_check_dit_model(lp_check_ctx *c, const lp_tensor_file *w_source, lp
     su->latent_h = (int)lh;
     su->latent_w = (int)lw;
     LP_TRY(lp_backend_create(c->backend, c->threads, &su->be));
-    const lp_tensor_file *wf = w_source;
-    if (c->weights_path) {
-        LP_TRY(lp_tensor_file_open(c->weights_path, &su->weights_file));
-        wf = su->weights_file;
-    }
-    return lp_dit_load(wf, dit_prefix(wf), (int)heads, (int)text_len, su->be, &su->dit);
+    const char *prefix;
+    if (c->weights_path) LP_TRY(lp_weights_open(c->weights_path, LP_COMPONENT_DIT, &su->weights_file, &prefix));
+    else LP_TRY(lp_weights_map(w_source, LP_COMPONENT_DIT, &su->weights_file, &prefix));
+    const lp_tensor_file *wf = su->weights_file ? su->weights_file : w_source;
+    return lp_dit_load(wf, prefix, (int)heads, (int)text_len, su->be, &su->dit);
 }
 
 lp_status lp_check_dit_cache(lp_dit_setup *su, const lp_tensor_file *src, const lp_dit_cache_config *cc) {

@@ -68,6 +68,13 @@ lp_status lp_tensor_builder_add_f32(lp_tensor_file *f, const char *name, int ndi
     return LP_OK;
 }
 
+lp_status lp_tensor_builder_add_view(lp_tensor_file *f, const char *name, const lp_tensor *src) {
+    lp_tensor t = *src;
+    t.name = lp_tf_strdup(f, name, strlen(name));
+    if (!t.name) return lp_fail(LP_ERR_NOMEM, "out of memory for tensor '%s'", name);
+    return lp_tf_add(f, &t);
+}
+
 lp_status lp_tensor_builder_add_meta(lp_tensor_file *f, const char *key, const char *value) {
     return lp_tf_add_meta(f, key, strlen(key), value, strlen(value));
 }

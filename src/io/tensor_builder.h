@@ -16,6 +16,9 @@ lp_status lp_tensor_builder_add_uniform(lp_tensor_file *f, const char *name, lp_
 /* Adds an f32 tensor holding a copy of data. */
 lp_status lp_tensor_builder_add_f32(lp_tensor_file *f, const char *name, int ndim, const int64_t *shape,
                                     const float *data);
+/* Adds a tensor named name that views src's data (no copy): it is valid only
+ * while the file holding src is open. */
+lp_status lp_tensor_builder_add_view(lp_tensor_file *f, const char *name, const lp_tensor *src);
 lp_status lp_tensor_builder_add_meta(lp_tensor_file *f, const char *key, const char *value);
 /* Makes the tensors findable (sorts, rejects duplicates); call once at the end. */
 lp_status lp_tensor_builder_finish(lp_tensor_file *f);

@@ -144,6 +144,7 @@ lp_status lp_tensor_file_open_memory(const void *data, size_t len, const char *n
 
 void lp_tensor_file_close(lp_tensor_file *f) {
     if (!f) return;
+    lp_tensor_file_close(f->base);
     if (f->map) munmap((void *)f->map, f->map_len);
     for (size_t i = 0; i < f->nowned; i++) free(f->owned[i]);
     free(f->owned);

@@ -16,6 +16,7 @@ struct lp_tensor_file {
     size_t nmeta, meta_cap;
     void **owned;             /* heap blocks freed at close (names, copied data) */
     size_t nowned, owned_cap;
+    struct lp_tensor_file *base; /* file whose data the tensors view (closed with this one), or NULL */
 };
 
 /* Allocates n bytes owned by f (freed at close). */
