@@ -11,7 +11,8 @@
 #include "../src/model/taehv.h"
 #include "test_util.h"
 
-static lp_pool *pool;
+static lp_backend *be; /* the CPU backend the models run on */
+static lp_pool *pool;  /* its threads, for the conv2d.c unit tests */
 
 /* ---- conv ops vs naive ---- */
 
@@ -145,7 +146,7 @@ static int open_golden(lp_tensor_file **f, lp_taehv **m) {
     const char *path = lp_test_shared(golden_rel);
     if (!path) return lp_test_skip_shared(golden_rel);
     CHECK(lp_tensor_file_open(path, f) == LP_OK, "%s", lp_last_error());
-    CHECK(lp_taehv_load(*f, "w.", m) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_taehv_load(*f, "w.", be, m) == LP_OK, "%s", lp_last_error());
     return 0;
 }
 
@@ -165,7 +166,7 @@ static float *load(const lp_tensor_file *f, const char *name, const lp_tensor **
 static float *encode(const lp_taehv *m, const float *px, int T, int H, int W, const int *chunks, int n_chunks,
                      int *n_lat, size_t *lat_n) {
     lp_taehv_encoder *e;
-    if (lp_taehv_encoder_create(m, H, W, pool, &e) != LP_OK) return NULL;
+    if (lp_taehv_encoder_create(m, H, W, &e) != LP_OK) return NULL;
     int c, h, w, max = lp_taehv_encoder_count(e, T) + 1;
     lp_taehv_encoder_latent_shape(e, &c, &h, &w);
     *lat_n = (size_t)c * h * w;
@@ -194,7 +195,7 @@ static float *encode(const lp_taehv *m, const float *px, int T, int H, int W, co
 static float *decode(const lp_taehv *m, const float *lat, int T, int h, int w, const lp_taehv_decoder_opts *o,
                      const int *chunks, int n_chunks, int *n_frames, size_t *fr_n) {
     lp_taehv_decoder *d;
-    if (lp_taehv_decoder_create(m, h, w, o, pool, &d) != LP_OK) return NULL;
+    if (lp_taehv_decoder_create(m, h, w, o, &d) != LP_OK) return NULL;
     int c, fh, fw, max = lp_taehv_decoder_count(d, T);
     lp_taehv_decoder_frame_shape(d, &c, &fh, &fw);
     *fr_n = (size_t)c * fh * fw;
@@ -309,7 +310,7 @@ static int test_partial_clip_and_reset(void) {
     CHECK(!memcmp(a, b, 3 * ln * sizeof *a), "flush padding differs from explicit padding");
 
     lp_taehv_encoder *e;
-    CHECK(lp_taehv_encoder_create(m, H, W, pool, &e) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_taehv_encoder_create(m, H, W, &e) == LP_OK, "%s", lp_last_error());
     float *lat = malloc(3 * ln * sizeof *lat);
     int got;
     CHECK(lat);
@@ -327,7 +328,7 @@ static int test_partial_clip_and_reset(void) {
     lp_taehv_decoder *d;
     lp_taehv_decoder_opts trim = {.trim = 1, .clamp = 1};
     int c, fh, fw;
-    CHECK(lp_taehv_decoder_create(m, H / 8, W / 8, &trim, pool, &d) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_taehv_decoder_create(m, H / 8, W / 8, &trim, &d) == LP_OK, "%s", lp_last_error());
     lp_taehv_decoder_frame_shape(d, &c, &fh, &fw);
     CHECK(c == 3 && fh == H && fw == W);
     CHECK(lp_taehv_decoder_count(d, 1) == 1 && lp_taehv_decoder_count(d, 3) == 9);
@@ -339,7 +340,7 @@ static int test_partial_clip_and_reset(void) {
     lp_taehv_decoder_reset(d);
     CHECK(lp_taehv_decoder_count(d, 1) == 1, "reset does not restart trimming");
     lp_taehv_decoder_free(d);
-    CHECK(lp_taehv_decoder_create(m, 0, 4, NULL, pool, &d) == LP_ERR_ARG && !d, "empty latent accepted");
+    CHECK(lp_taehv_decoder_create(m, 0, 4, NULL, &d) == LP_ERR_ARG && !d, "empty latent accepted");
     free(px), free(padded), free(a), free(b), free(lat), free(out);
     lp_taehv_free(m);
     lp_tensor_file_close(f);
@@ -401,9 +402,9 @@ static int test_published_layout_and_errors(void) {
     snprintf(path, sizeof path, "%s/taew2_1.safetensors", lp_test_tmpdir());
     CHECK(!write_published(path, f, NULL, NULL), "cannot write %s", path);
     CHECK(lp_tensor_file_open(path, &p) == LP_OK, "%s", lp_last_error());
-    CHECK(lp_taehv_load(p, "w.", &m2) == LP_ERR_MISSING && !m2 && strstr(lp_last_error(), "w.encoder.0.weight"),
+    CHECK(lp_taehv_load(p, "w.", be, &m2) == LP_ERR_MISSING && !m2 && strstr(lp_last_error(), "w.encoder.0.weight"),
           "wrong prefix: %s", lp_last_error());
-    CHECK(lp_taehv_load(p, NULL, &m2) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_taehv_load(p, NULL, be, &m2) == LP_OK, "%s", lp_last_error());
     lp_tensor_file_close(p);
     const lp_tensor *tl;
     float *lat = load(f, "in.latents", &tl);
@@ -418,13 +419,13 @@ static int test_published_layout_and_errors(void) {
 
     CHECK(!write_published(path, f, "w.decoder.10.conv.2.bias", NULL));
     CHECK(lp_tensor_file_open(path, &p) == LP_OK, "%s", lp_last_error());
-    CHECK(lp_taehv_load(p, "", &m2) == LP_ERR_MISSING && !m2, "missing tensor accepted");
+    CHECK(lp_taehv_load(p, "", be, &m2) == LP_ERR_MISSING && !m2, "missing tensor accepted");
     CHECK(strstr(lp_last_error(), "decoder.10.conv.2.bias"), "message: %s", lp_last_error());
     lp_tensor_file_close(p);
 
     CHECK(!write_published(path, f, NULL, "w.encoder.17.bias"));
     CHECK(lp_tensor_file_open(path, &p) == LP_OK, "%s", lp_last_error());
-    CHECK(lp_taehv_load(p, "", &m2) == LP_ERR_SHAPE && !m2, "mis-shaped tensor accepted");
+    CHECK(lp_taehv_load(p, "", be, &m2) == LP_ERR_SHAPE && !m2, "mis-shaped tensor accepted");
     CHECK(strstr(lp_last_error(), "encoder.17.bias") && strstr(lp_last_error(), "[8, 2]"), "message: %s",
           lp_last_error());
     lp_tensor_file_close(p);
@@ -480,10 +481,11 @@ static int test_real_clip(void) {
 }
 
 int main(void) {
-    if (lp_pool_create(2, &pool) != LP_OK) {
+    if (lp_backend_cpu_create(2, &be) != LP_OK) {
         fprintf(stderr, "%s\n", lp_last_error());
         return 1;
     }
+    pool = be->pool;
     lp_test_run("conv2d vs naive (im2col, stride 2, concat, 1x1, upsample phases, direct, bands)", test_conv_vs_naive);
     lp_test_run("relu, tanh clamp, clamp01, add, upsample, concat", test_elementwise);
     lp_test_run("golden taehv_w21: encode, decode trimmed+clamped, untrimmed+unclamped", test_golden);
@@ -491,6 +493,6 @@ int main(void) {
     lp_test_run("partial clip flush, output overflow, reset", test_partial_clip_and_reset);
     lp_test_run("published layout (no prefix); missing / mis-shaped tensors", test_published_layout_and_errors);
     lp_test_run("real clip 832x480 through the random-weight model", test_real_clip);
-    lp_pool_destroy(pool);
+    lp_backend_destroy(be);
     return lp_test_finish();
 }

@@ -24,7 +24,7 @@ static const struct {
     {"lipar_edit_output", check_lipar_edit_output, 1},
     {"umt5_encoder", check_umt5_encoder, 0},
     {"lipar_mask", check_lipar_mask, 0},
-    {"taehv", check_taehv, 0},
+    {"taehv", check_taehv, 1},
     {"wan_vae", check_wan_vae, 0},
     /* more kinds are registered here */
 };

@@ -2,7 +2,8 @@
  * through the encoder one frame at a time (flushing a partial group) and
  * compares out.latents [1, ceil(T/4), C, H/8, W/8]; decodes in.latents
  * [1, T', C, h, w] with upstream's trimming and clamping (out.pixels) and with
- * neither (out.pixels_untrimmed_unclamped). Every size comes from the tensors. */
+ * neither (out.pixels_untrimmed_unclamped). Every size comes from the tensors.
+ * Runs on the backend of --backend (cpu or cuda). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -21,7 +22,7 @@ static lp_status expect_ntchw(const lp_tensor *t, int channels) {
     return LP_OK;
 }
 
-static lp_status check_encoder(lp_check_ctx *c, const lp_tensor_file *g, const lp_taehv *m, lp_pool *pool) {
+static lp_status check_encoder(lp_check_ctx *c, const lp_tensor_file *g, const lp_taehv *m) {
     const lp_tensor *tin, *tref;
     LP_TRY(lp_tensor_file_get(g, "in.pixels", &tin));
     LP_TRY(lp_tensor_file_get(g, "out.latents", &tref));
@@ -30,7 +31,7 @@ static lp_status check_encoder(lp_check_ctx *c, const lp_tensor_file *g, const l
     float *px = NULL, *lat = NULL;
     lp_taehv_encoder *e = NULL;
     lp_status s = lp_check_load_f32(g, "in.pixels", &px, NULL);
-    if (s == LP_OK) s = lp_taehv_encoder_create(m, H, W, pool, &e);
+    if (s == LP_OK) s = lp_taehv_encoder_create(m, H, W, &e);
     int lc, lh, lw, n_lat = 0;
     if (s == LP_OK) {
         lp_taehv_encoder_latent_shape(e, &lc, &lh, &lw);
@@ -56,7 +57,7 @@ static lp_status check_encoder(lp_check_ctx *c, const lp_tensor_file *g, const l
 }
 
 /* Decodes in.latents with opts and compares against ref_name. */
-static lp_status check_decoder(lp_check_ctx *c, const lp_tensor_file *g, const lp_taehv *m, lp_pool *pool,
+static lp_status check_decoder(lp_check_ctx *c, const lp_tensor_file *g, const lp_taehv *m,
                                const lp_taehv_decoder_opts *opts, const char *ref_name) {
     const lp_tensor *tin, *tref;
     LP_TRY(lp_tensor_file_get(g, "in.latents", &tin));
@@ -66,7 +67,7 @@ static lp_status check_decoder(lp_check_ctx *c, const lp_tensor_file *g, const l
     float *lat = NULL, *px = NULL;
     lp_taehv_decoder *d = NULL;
     lp_status s = lp_check_load_f32(g, "in.latents", &lat, NULL);
-    if (s == LP_OK) s = lp_taehv_decoder_create(m, h, w, opts, pool, &d);
+    if (s == LP_OK) s = lp_taehv_decoder_create(m, h, w, opts, &d);
     if (s == LP_OK) {
         int fc, fh, fw, n = 0, max = lp_taehv_decoder_count(d, T);
         lp_taehv_decoder_frame_shape(d, &fc, &fh, &fw);
@@ -96,15 +97,15 @@ lp_status check_taehv(lp_check_ctx *c, const lp_tensor_file *golden) {
         prefix = lp_tensor_file_find(wf, "w.encoder.0.weight") ? "w." : "";
     }
     lp_taehv *m = NULL;
-    lp_pool *pool = NULL;
-    lp_status s = lp_taehv_load(src, prefix, &m);
-    if (s == LP_OK) s = lp_pool_create(c->threads, &pool);
-    if (s == LP_OK) s = check_encoder(c, golden, m, pool);
+    lp_backend *be = NULL;
+    lp_status s = lp_backend_create(c->backend, c->threads, &be);
+    if (s == LP_OK) s = lp_taehv_load(src, prefix, be, &m);
+    if (s == LP_OK) s = check_encoder(c, golden, m);
     lp_taehv_decoder_opts upstream = {.trim = 1, .clamp = 1}, raw = {.trim = 0, .clamp = 0};
-    if (s == LP_OK) s = check_decoder(c, golden, m, pool, &upstream, "out.pixels");
-    if (s == LP_OK) s = check_decoder(c, golden, m, pool, &raw, "out.pixels_untrimmed_unclamped");
-    lp_pool_destroy(pool);
+    if (s == LP_OK) s = check_decoder(c, golden, m, &upstream, "out.pixels");
+    if (s == LP_OK) s = check_decoder(c, golden, m, &raw, "out.pixels_untrimmed_unclamped");
     lp_taehv_free(m);
+    lp_backend_destroy(be);
     lp_tensor_file_close(wf);
     return s;
 }

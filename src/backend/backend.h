@@ -26,6 +26,19 @@ typedef struct {
     int64_t n, ld;
 } lp_kv_range;
 
+/* The input of one frame's 2-D convolution: channels [0, ca) from a and
+ * [ca, ca + cb) from b (b NULL and cb 0 for a single input), each stored
+ * [c, h, w] f32 in the backend's memory, seen through a nearest ×up upsample
+ * (up 1 or 2). The convolution reads the concatenation [ca + cb, up·h, up·w]
+ * without it ever being materialised. */
+typedef struct {
+    const float *a;
+    int ca;
+    const float *b;
+    int cb;
+    int h, w, up;
+} lp_conv2d_input;
+
 struct lp_backend {
     const char *name;
     lp_pool *pool;   /* CPU threads (also used by CPU-side work of other backends) */
@@ -84,6 +97,23 @@ struct lp_backend {
      * stride heads·hd. */
     lp_status (*attention)(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale);
+
+    /* ---- small conv nets (TAEHV), one frame [c, h, w] at a time ---- */
+    /* out[cout, ho, wo] = (accumulate ? out : 0) + conv(in) + b: PyTorch Conv2d
+     * with weight w [cout, ca + cb, k, k] (k 1 or 3) and bias b [cout] (NULL
+     * for bias=False), both f32 views; zero padding k/2, stride 1 or 2, so
+     * ho = (up·h + 2·(k/2) − k)/stride + 1 and likewise wo. out must not
+     * overlap the inputs. Other shapes, strides, upsample factors or dtypes
+     * fail with LP_ERR_SHAPE / LP_ERR_ARG / LP_ERR_UNSUPPORTED. Scratch is the
+     * backend's own. */
+    lp_status (*conv2d)(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
+                        const lp_tensor *b, int stride, int accumulate);
+    /* x[i] = max(x[i], 0) for i < n, in place. */
+    void (*relu)(const lp_backend *be, float *x, int64_t n);
+    /* y[i] = tanh(x[i] / 3)·3 (TAEHV's Clamp) for i < n; y may equal x. */
+    void (*tanh_clamp)(const lp_backend *be, float *y, const float *x, int64_t n);
+    /* y[i] = min(max(x[i], 0), 1) for i < n; y may equal x. */
+    void (*clamp01)(const lp_backend *be, float *y, const float *x, int64_t n);
 };
 
 /* The CPU backend (OpenBLAS GEMMs, lp_pool for the rest). nthreads <= 0: all

@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend/cpu/conv2d.h"
-
 /* ---- layers (spec/VAE.md, TAEHV) ----
  * The encoder and the decoder are nn.Sequential lists in upstream; a layer's
  * position in the list is its weight-name index (encoder.4.conv.0.weight). */
@@ -20,6 +18,13 @@ typedef enum {
     L_UPSAMPLE, /* nearest ×2 */
 } layer_kind;
 
+/* One Conv2d: f32 views of model-owned copies (w [cout, cin, k, k], b [cout];
+ * b.data NULL for bias=False). */
+typedef struct {
+    lp_tensor w, b;
+    int cin, cout, k, stride;
+} conv_w;
+
 typedef struct {
     layer_kind kind;
     int index;  /* position in the upstream nn.Sequential */
@@ -27,12 +32,12 @@ typedef struct {
     int cin, cout;
     /* L_CONV: conv[0] weight [cout, cin, 3, 3] (+ bias [cout] where upstream has one).
      * L_MEM:  conv[0..2] = conv.0 [cout, 2·cin, 3, 3], conv.2 and conv.4 [cout, cout, 3, 3]
-     *         (all with bias [cout]); conv[3] = skip [cout, cin, 1, 1], w NULL when cin == cout.
-     * L_TPOOL: conv[0] = conv [cout, stride·cin, 1, 1] rearranged to [stride][cout][cin]
-     *         so that part k (the k-th frame's channels) is a contiguous 1×1 conv.
+     *         (all with bias [cout]); conv[3] = skip [cout, cin, 1, 1], w.data NULL when cin == cout.
+     * L_TPOOL: conv[0] = conv [cout, stride·cin, 1, 1] as stored; part[k] [cout, cin, 1, 1]
+     *         is its columns [k·cin, (k+1)·cin) (the k-th frame's channels) made contiguous.
      * L_TGROW: conv[0] = conv [stride·cin, cin, 1, 1]; cout = cin. */
-    lp_conv2d conv[4];
-    float *own[7]; /* owned f32 weight copies */
+    conv_w conv[4];
+    conv_w *part; /* L_TPOOL: [stride], model-owned */
 } layer;
 
 typedef struct {
@@ -43,7 +48,10 @@ typedef struct {
 } net;
 
 struct lp_taehv {
+    lp_backend *be;
     net enc, dec;
+    void **owned; /* weight copies, their names, TPool parts: freed with the model */
+    size_t n_owned, cap_owned;
 };
 
 /* Upstream layer sequences, one letter per index:
@@ -52,21 +60,39 @@ struct lp_taehv {
 static const char ENC_LAYOUT[] = "CRPSMMMPSMMMPSMMMC";
 static const char DEC_LAYOUT[] = "KCRMMMUGNMMMUGNMMMUGNRC";
 
-static void net_free(net *n) {
-    for (int i = 0; i < n->n; i++)
-        for (int j = 0; j < 7; j++) free(n->l[i].own[j]);
-    free(n->l);
-    n->l = NULL;
-}
-
 void lp_taehv_free(lp_taehv *m) {
     if (!m) return;
-    net_free(&m->enc);
-    net_free(&m->dec);
+    free(m->enc.l);
+    free(m->dec.l);
+    for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
     free(m);
 }
 
+/* Makes p (a fresh allocation, or NULL when it failed) owned by m; returns it,
+ * or NULL with an error set (p freed) when p is NULL or cannot be recorded. */
+static void *own(lp_taehv *m, void *p) {
+    if (p && m->n_owned == m->cap_owned) {
+        size_t cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        void **o = realloc(m->owned, cap * sizeof *o);
+        if (!o) {
+            free(p);
+            p = NULL;
+        } else {
+            m->owned = o;
+            m->cap_owned = cap;
+        }
+    }
+    if (!p) {
+        lp_fail(LP_ERR_NOMEM, "taehv: out of memory for the weights");
+        return NULL;
+    }
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
 typedef struct {
+    lp_taehv *m;
     const lp_tensor_file *f;
     const char *prefix, *net;
     int index;
@@ -103,23 +129,24 @@ static lp_status find(const loader *ld, const char *suffix, int ndim, const int6
     return LP_OK;
 }
 
-static lp_status to_f32(const lp_tensor *t, float **dst) {
+/* *v = an f32 view (same name and shape) of a model-owned copy of t. */
+static lp_status view_f32(lp_taehv *m, const lp_tensor *t, lp_tensor *v) {
     int64_t n = lp_tensor_numel(t);
-    *dst = malloc((size_t)n * sizeof **dst);
-    if (!*dst) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory copying '%s'", t->name);
-    return lp_tensor_read_f32(t, 0, n, *dst);
-}
-
-static float **free_slot(layer *L) {
-    for (int j = 0; j < 7; j++)
-        if (!L->own[j]) return &L->own[j];
-    return NULL; /* unreachable: at most 7 tensors per layer */
+    float *data = own(m, malloc((size_t)n * sizeof *data));
+    char *name = data ? own(m, strdup(t->name)) : NULL;
+    if (!name) return LP_ERR_NOMEM;
+    *v = *t;
+    v->name = name;
+    v->dtype = LP_F32;
+    v->data = data;
+    v->nbytes = (size_t)n * sizeof *data;
+    return lp_tensor_read_f32(t, 0, n, data);
 }
 
 /* Loads weight [cout, cin, k, k] (cout or cin -1: taken from the file) and, if
- * has_bias, bias [cout] into cv. */
-static lp_status load_conv(const loader *ld, layer *L, const char *wname, const char *bname, int cout, int cin, int k,
-                           int stride, lp_conv2d *cv) {
+ * bname, bias [cout] into cv. */
+static lp_status load_conv(const loader *ld, const char *wname, const char *bname, int cout, int cin, int k,
+                           int stride, conv_w *cv) {
     const lp_tensor *w;
     LP_TRY(find(ld, wname, 4, (const int64_t[]){cout, cin, k, k}, &w));
     if (w->shape[0] < 1 || w->shape[1] < 1 || w->shape[0] > 1 << 16 || w->shape[1] > 1 << 16) {
@@ -127,16 +154,30 @@ static lp_status load_conv(const loader *ld, layer *L, const char *wname, const 
         LP_TRY(tensor_name(ld, wname, name, sizeof name));
         return lp_fail(LP_ERR_SHAPE, "taehv: tensor '%s' has implausible channel counts", name);
     }
-    *cv = (lp_conv2d){.cout = (int)w->shape[0], .cin = (int)w->shape[1], .k = k, .stride = stride};
-    float **slot = free_slot(L);
-    LP_TRY(to_f32(w, slot));
-    cv->w = *slot;
+    *cv = (conv_w){.cout = (int)w->shape[0], .cin = (int)w->shape[1], .k = k, .stride = stride};
+    LP_TRY(view_f32(ld->m, w, &cv->w));
     if (bname) {
         const lp_tensor *b;
         LP_TRY(find(ld, bname, 1, (const int64_t[]){cv->cout}, &b));
-        slot = free_slot(L);
-        LP_TRY(to_f32(b, slot));
-        cv->b = *slot;
+        LP_TRY(view_f32(ld->m, b, &cv->b));
+    }
+    return LP_OK;
+}
+
+/* TPool: splits the loaded conv [cout, stride·c, 1, 1] into L->stride
+ * contiguous per-frame parts [cout, c, 1, 1]. */
+static lp_status split_tpool(lp_taehv *m, layer *L, int c) {
+    const conv_w *cv = &L->conv[0];
+    const float *w = cv->w.data;
+    float *parts = own(m, malloc((size_t)cv->cout * cv->cin * sizeof *parts));
+    if (!parts || !(L->part = own(m, calloc((size_t)L->stride, sizeof *L->part)))) return LP_ERR_NOMEM;
+    for (int k = 0; k < L->stride; k++) {
+        float *pk = parts + (size_t)k * cv->cout * c;
+        for (int o = 0; o < cv->cout; o++)
+            memcpy(pk + (size_t)o * c, w + (size_t)o * cv->cin + (size_t)k * c, (size_t)c * sizeof *pk);
+        lp_tensor v = {.name = cv->w.name, .dtype = LP_F32, .ndim = 4, .shape = {cv->cout, c, 1, 1}, .data = pk,
+                       .nbytes = (size_t)cv->cout * c * sizeof *pk};
+        L->part[k] = (conv_w){.w = v, .cin = c, .cout = cv->cout, .k = 1, .stride = 1};
     }
     return LP_OK;
 }
@@ -151,7 +192,7 @@ static lp_status load_layer(const loader *ld, char letter, int c, layer *L) {
     case 'N':
         L->kind = L_CONV;
         L->stride = letter == 'S' ? 2 : 1;
-        LP_TRY(load_conv(ld, L, "weight", letter == 'C' ? "bias" : NULL, -1, c, 3, L->stride, &L->conv[0]));
+        LP_TRY(load_conv(ld, "weight", letter == 'C' ? "bias" : NULL, -1, c, 3, L->stride, &L->conv[0]));
         L->cout = L->conv[0].cout;
         return LP_OK;
     case 'R': L->kind = L_RELU; return LP_OK;
@@ -159,37 +200,29 @@ static lp_status load_layer(const loader *ld, char letter, int c, layer *L) {
     case 'U': L->kind = L_UPSAMPLE; return LP_OK;
     case 'M': {
         L->kind = L_MEM;
-        LP_TRY(load_conv(ld, L, "conv.0.weight", "conv.0.bias", -1, 2 * c, 3, 1, &L->conv[0]));
+        LP_TRY(load_conv(ld, "conv.0.weight", "conv.0.bias", -1, 2 * c, 3, 1, &L->conv[0]));
         int n = L->cout = L->conv[0].cout;
-        LP_TRY(load_conv(ld, L, "conv.2.weight", "conv.2.bias", n, n, 3, 1, &L->conv[1]));
-        LP_TRY(load_conv(ld, L, "conv.4.weight", "conv.4.bias", n, n, 3, 1, &L->conv[2]));
-        if (n != c) LP_TRY(load_conv(ld, L, "skip.weight", NULL, n, c, 1, 1, &L->conv[3]));
+        LP_TRY(load_conv(ld, "conv.2.weight", "conv.2.bias", n, n, 3, 1, &L->conv[1]));
+        LP_TRY(load_conv(ld, "conv.4.weight", "conv.4.bias", n, n, 3, 1, &L->conv[2]));
+        if (n != c) LP_TRY(load_conv(ld, "skip.weight", NULL, n, c, 1, 1, &L->conv[3]));
         return LP_OK;
     }
     case 'P': {
         L->kind = L_TPOOL;
-        lp_conv2d cv;
-        LP_TRY(load_conv(ld, L, "conv.weight", NULL, -1, -1, 1, 1, &cv));
-        char name[512];
-        LP_TRY(tensor_name(ld, "conv.weight", name, sizeof name));
-        if (cv.cin % c != 0)
+        LP_TRY(load_conv(ld, "conv.weight", NULL, -1, -1, 1, 1, &L->conv[0]));
+        if (L->conv[0].cin % c != 0) {
+            char name[512];
+            LP_TRY(tensor_name(ld, "conv.weight", name, sizeof name));
             return lp_fail(LP_ERR_SHAPE, "taehv: TPool tensor '%s' has %d input channels, not a multiple of %d", name,
-                           cv.cin, c);
-        L->stride = cv.cin / c;
-        L->cout = cv.cout;
-        float **slot = free_slot(L);
-        *slot = malloc((size_t)cv.cout * cv.cin * sizeof **slot);
-        if (!*slot) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for '%s'", name);
-        for (int k = 0; k < L->stride; k++)
-            for (int o = 0; o < cv.cout; o++)
-                memcpy(*slot + ((size_t)k * cv.cout + o) * c, cv.w + (size_t)o * cv.cin + (size_t)k * c,
-                       (size_t)c * sizeof **slot);
-        L->conv[0] = (lp_conv2d){.w = *slot, .cin = c, .cout = cv.cout, .k = 1, .stride = 1};
-        return LP_OK;
+                           L->conv[0].cin, c);
+        }
+        L->stride = L->conv[0].cin / c;
+        L->cout = L->conv[0].cout;
+        return split_tpool(ld->m, L, c);
     }
     case 'G': {
         L->kind = L_TGROW;
-        LP_TRY(load_conv(ld, L, "conv.weight", NULL, -1, c, 1, 1, &L->conv[0]));
+        LP_TRY(load_conv(ld, "conv.weight", NULL, -1, c, 1, 1, &L->conv[0]));
         if (L->conv[0].cout % c != 0) {
             char name[512];
             LP_TRY(tensor_name(ld, "conv.weight", name, sizeof name));
@@ -204,8 +237,8 @@ static lp_status load_layer(const loader *ld, char letter, int c, layer *L) {
 }
 
 /* Loads a whole sequence; in_c < 0 takes the input channels from the first conv. */
-static lp_status load_net(const lp_tensor_file *f, const char *prefix, const char *name, const char *layout,
-                          int in_c, net *n) {
+static lp_status load_net(lp_taehv *m, const lp_tensor_file *f, const char *prefix, const char *name,
+                          const char *layout, int in_c, net *n) {
     n->n = (int)strlen(layout);
     n->l = calloc((size_t)n->n, sizeof *n->l);
     if (!n->l) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
@@ -214,7 +247,7 @@ static lp_status load_net(const lp_tensor_file *f, const char *prefix, const cha
     if (c < 0) {
         /* the decoder's first conv follows the Clamp: its weight names the latent channels */
         const lp_tensor *w;
-        loader ld = {f, prefix, name, 1};
+        loader ld = {m, f, prefix, name, 1};
         LP_TRY(find(&ld, "weight", 4, (const int64_t[]){-1, -1, 3, 3}, &w));
         if (w->shape[1] < 1 || w->shape[1] > 1 << 16)
             return lp_fail(LP_ERR_SHAPE, "taehv: tensor '%s' has implausible input channels", w->name);
@@ -222,7 +255,7 @@ static lp_status load_net(const lp_tensor_file *f, const char *prefix, const cha
     }
     n->in_c = c;
     for (int i = 0; i < n->n; i++) {
-        loader ld = {f, prefix, name, i};
+        loader ld = {m, f, prefix, name, i};
         layer *L = &n->l[i];
         L->index = i;
         LP_TRY(load_layer(&ld, layout[i], c, L));
@@ -236,13 +269,16 @@ static lp_status load_net(const lp_tensor_file *f, const char *prefix, const cha
     return LP_OK;
 }
 
-lp_status lp_taehv_load(const lp_tensor_file *f, const char *prefix, lp_taehv **out) {
+lp_status lp_taehv_load(const lp_tensor_file *f, const char *prefix, lp_backend *be, lp_taehv **out) {
     *out = NULL;
     if (!prefix) prefix = "";
+    if (!be || !be->conv2d || !be->relu || !be->tanh_clamp || !be->clamp01)
+        return lp_fail(LP_ERR_UNSUPPORTED, "taehv: the %s backend has no conv-net ops", be ? be->name : "(NULL)");
     lp_taehv *m = calloc(1, sizeof *m);
     if (!m) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
-    lp_status s = load_net(f, prefix, "encoder", ENC_LAYOUT, 3, &m->enc);
-    if (s == LP_OK) s = load_net(f, prefix, "decoder", DEC_LAYOUT, -1, &m->dec);
+    m->be = be;
+    lp_status s = load_net(m, f, prefix, "encoder", ENC_LAYOUT, 3, &m->enc);
+    if (s == LP_OK) s = load_net(m, f, prefix, "decoder", DEC_LAYOUT, -1, &m->dec);
     if (s == LP_OK && m->dec.in_c != m->enc.out_c)
         s = lp_fail(LP_ERR_SHAPE, "taehv: %s: the encoder emits %d latent channels but the decoder takes %d",
                     lp_tensor_file_path(f), m->enc.out_c, m->dec.in_c);
@@ -265,11 +301,17 @@ int lp_taehv_time_upscale(const lp_taehv *m) { return m->dec.tup; }
  * A frame enters layer 0 and runs down the list; a TPool that has not yet seen
  * `stride` frames stops it, a TGrow runs the rest of the list once per output
  * frame, in time order, so each MemBlock sees its frames in time order.
- * Buffers: two ping-pong slots for layer outputs (a layer writes the slot its
- * input is not in), two temporaries inside MemBlocks, one im2col scratch, and
- * per-layer state (MemBlock: previous input; TPool: running sum; TGrow: output
- * frames). An Upsample is not materialised: it marks the frame as pending ×2,
- * which TGrow's 1×1 conv preserves and the next 3×3 conv reads through. */
+ * Buffers, all in the backend's memory: two ping-pong slots for layer outputs
+ * (a layer writes the slot its input is not in), two temporaries inside
+ * MemBlocks, per-layer state (MemBlock: previous input; TPool: running sum;
+ * TGrow: output frames), a block of input frames and the frames it emits
+ * (a push goes through in blocks of tdown inputs, which emit at most tup
+ * frames: one upload and one download per block). An Upsample is not
+ * materialised: it marks the frame as pending ×2, which TGrow's 1×1 conv
+ * preserves and the next 3×3 conv reads through. */
+
+/* Zeros that reset copies over the MemBlock memories, at most this many floats at a time. */
+#define ZERO_FLOATS ((size_t)1 << 20)
 
 typedef struct {
     int c, h, w, up; /* stored shape; up = pending nearest upsample factor */
@@ -277,43 +319,68 @@ typedef struct {
 
 typedef struct {
     const net *net;
-    lp_pool *pool;
+    const lp_backend *be;
     fshape *in;        /* [n + 1]: input shape of each layer; in[n] is the output */
     signed char *dst;  /* [n]: output slot of each layer, -1 = its state buffer */
-    float *slot[2], *tmp[2], *scratch;
+    float *slot[2], *tmp[2];
     float **state;     /* [n] */
     size_t *state_n;   /* [n] floats */
+    float *zeros;      /* zero_n zeros */
+    size_t zero_n;
+    float *io_in;      /* block_in input frames */
+    float *io_out;     /* up to block_out output frames, io_n of them filled */
+    int block_in, block_out, io_n;
     int *count;        /* [n] TPool: frames summed so far */
     int64_t n_in, n_emitted;
     int trim, clamp;   /* frames to drop at the start; clamp the output to [0, 1] */
-    float *out;        /* output sink of the current push */
+    float *out;        /* host output sink of the current push */
     int out_cap, out_n;
     double flops;
 } stream;
 
+static void release(const lp_backend *be, float *p) {
+    if (p) be->release(be, p);
+}
+
 static void stream_free(stream *st) {
+    const lp_backend *be = st->be;
     if (st->state)
-        for (int i = 0; i < st->net->n; i++) free(st->state[i]);
+        for (int i = 0; i < st->net->n; i++) release(be, st->state[i]);
+    for (int j = 0; j < 2; j++) {
+        release(be, st->slot[j]);
+        release(be, st->tmp[j]);
+    }
+    release(be, st->zeros);
+    release(be, st->io_in);
+    release(be, st->io_out);
     free(st->state);
     free(st->state_n);
     free(st->count);
     free(st->in);
     free(st->dst);
-    for (int j = 0; j < 2; j++) {
-        free(st->slot[j]);
-        free(st->tmp[j]);
-    }
-    free(st->scratch);
 }
 
 static size_t numel(const fshape *s) { return (size_t)s->c * s->h * s->w; }
 static void grow(size_t *have, size_t want) { if (want > *have) *have = want; }
 
+/* Output size of cv on a stored [h, w] input seen through a ×up upsample. */
+static void out_size(const conv_w *cv, int h, int w, int up, int *ho, int *wo) {
+    int pad = cv->k / 2;
+    *ho = (h * up + 2 * pad - cv->k) / cv->stride + 1;
+    *wo = (w * up + 2 * pad - cv->k) / cv->stride + 1;
+}
+
+/* *p = a backend buffer of n floats (zero-filled); the backend reports failures. */
+static lp_status balloc(const lp_backend *be, size_t n, float **p) {
+    *p = be->alloc(be, n * sizeof **p);
+    return *p ? LP_OK : LP_ERR_NOMEM;
+}
+
 /* Walks the layers once with shapes only, assigning slots and sizing buffers. */
-static lp_status stream_init(stream *st, const net *n, int c, int h, int w, lp_pool *pool) {
+static lp_status stream_init(stream *st, const lp_taehv *m, const net *n, int c, int h, int w) {
     memset(st, 0, sizeof *st);
     st->net = n;
-    st->pool = pool;
+    st->be = m->be;
     if (h < 1 || w < 1 || h > 1 << 15 || w > 1 << 15)
         return lp_fail(LP_ERR_ARG, "taehv: unsupported frame size %dx%d", w, h);
     st->in = calloc((size_t)n->n + 1, sizeof *st->in);
@@ -323,22 +390,20 @@ static lp_status stream_init(stream *st, const net *n, int c, int h, int w, lp_p
     st->count = calloc((size_t)n->n, sizeof *st->count);
     if (!st->in || !st->dst || !st->state || !st->state_n || !st->count)
         return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
-    size_t slot_n[2] = {0, 0}, tmp_n = 0, scratch_n = 0;
+    size_t slot_n[2] = {0, 0}, tmp_n = 0, mem_n = 0;
     fshape s = {c, h, w, 1};
     int cur = -1; /* slot holding the current frame, -1 = elsewhere */
     for (int i = 0; i < n->n; i++) {
         const layer *L = &n->l[i];
         st->in[i] = s;
         int other = cur == 0 ? 1 : 0;
-        lp_conv_in ci = {NULL, s.c, NULL, 0, s.h, s.w, s.up};
         if (L->kind == L_MEM || L->kind == L_TPOOL) {
             if (s.up != 1)
                 return lp_fail(LP_ERR_UNSUPPORTED, "taehv: layer %d needs an upsampled input materialised", L->index);
         }
         switch (L->kind) {
         case L_CONV:
-            grow(&scratch_n, lp_conv2d_scratch_floats(&L->conv[0], &ci));
-            lp_conv2d_out_size(&L->conv[0], &ci, &s.h, &s.w);
+            out_size(&L->conv[0], s.h, s.w, s.up, &s.h, &s.w);
             s.c = L->cout;
             s.up = 1;
             st->dst[i] = (signed char)other;
@@ -351,17 +416,13 @@ static lp_status stream_init(stream *st, const net *n, int c, int h, int w, lp_p
                 return lp_fail(LP_ERR_UNSUPPORTED, "taehv: layer %d: two upsamples in a row", L->index);
             s.up = 2;
             break;
-        case L_MEM: {
+        case L_MEM:
             st->state_n[i] = numel(&s);
-            lp_conv_in cat = {NULL, s.c, NULL, s.c, s.h, s.w, 1};
-            grow(&scratch_n, lp_conv2d_scratch_floats(&L->conv[0], &cat));
-            lp_conv_in mid = {NULL, L->cout, NULL, 0, s.h, s.w, 1};
-            grow(&scratch_n, lp_conv2d_scratch_floats(&L->conv[1], &mid));
+            grow(&mem_n, st->state_n[i]);
             s.c = L->cout;
             grow(&tmp_n, numel(&s));
             st->dst[i] = (signed char)other;
             break;
-        }
         case L_TPOOL:
             s.c = L->cout;
             st->state_n[i] = numel(&s);
@@ -377,88 +438,107 @@ static lp_status stream_init(stream *st, const net *n, int c, int h, int w, lp_p
     }
     if (s.up != 1) return lp_fail(LP_ERR_UNSUPPORTED, "taehv: the last layer leaves an upsample pending");
     st->in[n->n] = s;
+    st->block_in = n->tdown;
+    st->block_out = n->tup;
+    st->zero_n = mem_n < ZERO_FLOATS ? mem_n : ZERO_FLOATS;
+    const lp_backend *be = st->be;
     for (int j = 0; j < 2; j++) {
-        if (slot_n[j] && !(st->slot[j] = malloc(slot_n[j] * sizeof(float))))
-            return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for %zu activations", slot_n[j]);
-        if (tmp_n && !(st->tmp[j] = malloc(tmp_n * sizeof(float))))
-            return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for %zu activations", tmp_n);
+        if (slot_n[j]) LP_TRY(balloc(be, slot_n[j], &st->slot[j]));
+        if (tmp_n) LP_TRY(balloc(be, tmp_n, &st->tmp[j]));
     }
-    if (scratch_n && !(st->scratch = malloc(scratch_n * sizeof(float))))
-        return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for %zu im2col floats", scratch_n);
     for (int i = 0; i < n->n; i++)
-        if (st->state_n[i] && !(st->state[i] = calloc(st->state_n[i], sizeof(float))))
-            return lp_fail(LP_ERR_NOMEM, "taehv: out of memory for %zu state floats", st->state_n[i]);
-    return LP_OK;
+        if (st->state_n[i]) LP_TRY(balloc(be, st->state_n[i], &st->state[i]));
+    if (st->zero_n) LP_TRY(balloc(be, st->zero_n, &st->zeros));
+    LP_TRY(balloc(be, (size_t)st->block_in * numel(&st->in[0]), &st->io_in));
+    return balloc(be, (size_t)st->block_out * numel(&s), &st->io_out);
 }
 
-static void stream_reset(stream *st) {
+/* Zeros the MemBlock memories (the TPool sums and TGrow frames are written
+ * before they are read) and restarts the counts. */
+static lp_status stream_reset(stream *st) {
+    const lp_backend *be = st->be;
+    lp_status s = LP_OK;
     for (int i = 0; i < st->net->n; i++) {
-        if (st->state[i]) memset(st->state[i], 0, st->state_n[i] * sizeof(float));
         st->count[i] = 0;
+        if (st->net->l[i].kind != L_MEM) continue;
+        for (size_t off = 0; off < st->state_n[i] && s == LP_OK; off += st->zero_n) {
+            size_t k = st->state_n[i] - off < st->zero_n ? st->state_n[i] - off : st->zero_n;
+            s = be->copy(be, st->state[i] + off, st->zeros, k * sizeof(float));
+        }
     }
     st->n_in = st->n_emitted = 0;
+    return s;
 }
 
-static lp_status conv(stream *st, const lp_conv2d *cv, const lp_conv_in *in, float *out, int accumulate) {
-    st->flops += lp_conv2d_flops(cv, in);
-    return lp_conv2d_forward(st->pool, cv, in, out, accumulate, st->scratch);
+/* FLOPs of cv on in as a direct convolution (2 per multiply-add). */
+static double conv_flops(const conv_w *cv, const lp_conv2d_input *in) {
+    int ho, wo;
+    out_size(cv, in->h, in->w, in->up, &ho, &wo);
+    return 2.0 * cv->cout * (double)cv->cin * cv->k * cv->k * (double)ho * wo;
+}
+
+static lp_status conv(stream *st, const conv_w *cv, const lp_conv2d_input *in, float *out, int accumulate) {
+    st->flops += conv_flops(cv, in);
+    return st->be->conv2d(st->be, out, in, &cv->w, cv->b.data ? &cv->b : NULL, cv->stride, accumulate);
 }
 
 /* MemBlock (spec: relu(convs(cat[x, past]) + skip(x)), convs = conv→ReLU→conv→ReLU→conv);
  * then past = x. */
 static lp_status memblock(stream *st, int i, const float *x, float *out) {
+    const lp_backend *be = st->be;
     const layer *L = &st->net->l[i];
     const fshape *s = &st->in[i];
-    size_t nout = (size_t)L->cout * s->h * s->w;
+    int64_t nout = (int64_t)L->cout * s->h * s->w;
     float *past = st->state[i], *t0 = st->tmp[0], *t1 = st->tmp[1];
-    LP_TRY(conv(st, &L->conv[0], &(lp_conv_in){x, s->c, past, s->c, s->h, s->w, 1}, t0, 0));
-    lp_relu(st->pool, t0, (int64_t)nout);
-    LP_TRY(conv(st, &L->conv[1], &(lp_conv_in){t0, L->cout, NULL, 0, s->h, s->w, 1}, t1, 0));
-    lp_relu(st->pool, t1, (int64_t)nout);
-    LP_TRY(conv(st, &L->conv[2], &(lp_conv_in){t1, L->cout, NULL, 0, s->h, s->w, 1}, out, 0));
-    if (L->conv[3].w) LP_TRY(conv(st, &L->conv[3], &(lp_conv_in){x, s->c, NULL, 0, s->h, s->w, 1}, out, 1));
-    else lp_add_inplace(st->pool, out, x, (int64_t)nout);
-    lp_relu(st->pool, out, (int64_t)nout);
-    memcpy(past, x, st->state_n[i] * sizeof *past);
-    return LP_OK;
+    LP_TRY(conv(st, &L->conv[0], &(lp_conv2d_input){x, s->c, past, s->c, s->h, s->w, 1}, t0, 0));
+    be->relu(be, t0, nout);
+    LP_TRY(conv(st, &L->conv[1], &(lp_conv2d_input){t0, L->cout, NULL, 0, s->h, s->w, 1}, t1, 0));
+    be->relu(be, t1, nout);
+    LP_TRY(conv(st, &L->conv[2], &(lp_conv2d_input){t1, L->cout, NULL, 0, s->h, s->w, 1}, out, 0));
+    if (L->conv[3].w.data)
+        LP_TRY(conv(st, &L->conv[3], &(lp_conv2d_input){x, s->c, NULL, 0, s->h, s->w, 1}, out, 1));
+    else be->add(be, out, out, x, nout);
+    be->relu(be, out, nout);
+    return be->copy(be, past, x, st->state_n[i] * sizeof *past);
 }
 
+/* Puts output frame x into the block's output frames (unless trimmed). */
 static lp_status emit(stream *st, const float *x) {
     if (++st->n_emitted <= st->trim) return LP_OK;
-    if (st->out_n >= st->out_cap) return lp_fail(LP_ERR_ARG, "taehv: output buffer too small");
+    if (st->out_n + st->io_n >= st->out_cap || st->io_n >= st->block_out)
+        return lp_fail(LP_ERR_ARG, "taehv: output buffer too small");
+    const lp_backend *be = st->be;
     size_t n = numel(&st->in[st->net->n]);
-    float *d = st->out + (size_t)st->out_n++ * n;
-    if (st->clamp) lp_clamp01(st->pool, d, x, (int64_t)n);
-    else memcpy(d, x, n * sizeof *d);
+    float *d = st->io_out + (size_t)st->io_n++ * n;
+    if (st->clamp) be->clamp01(be, d, x, (int64_t)n);
+    else LP_TRY(be->copy(be, d, x, n * sizeof *d));
     return LP_OK;
 }
 
-/* Runs frame x (shape in[i]) through layers i.. and emits what comes out. */
+/* Runs frame x (shape in[i], backend memory) through layers i.. and emits what comes out. */
 static lp_status run(stream *st, int i, const float *x) {
     const net *n = st->net;
+    const lp_backend *be = st->be;
     for (; i < n->n; i++) {
         const layer *L = &n->l[i];
         const fshape *s = &st->in[i];
         float *dst = st->dst[i] >= 0 ? st->slot[st->dst[i]] : st->state[i];
-        lp_conv_in in = {x, s->c, NULL, 0, s->h, s->w, s->up};
+        lp_conv2d_input in = {x, s->c, NULL, 0, s->h, s->w, s->up};
         switch (L->kind) {
         case L_CONV: LP_TRY(conv(st, &L->conv[0], &in, dst, 0)); break;
         case L_RELU:
-            if (dst != x) memcpy(dst, x, numel(s) * sizeof *dst);
-            lp_relu(st->pool, dst, (int64_t)numel(s));
+            if (dst != x) LP_TRY(be->copy(be, dst, x, numel(s) * sizeof *dst));
+            be->relu(be, dst, (int64_t)numel(s));
             break;
-        case L_CLAMP: lp_tanh_clamp(st->pool, dst, x, (int64_t)numel(s)); break;
+        case L_CLAMP: be->tanh_clamp(be, dst, x, (int64_t)numel(s)); break;
         case L_UPSAMPLE: continue; /* only marks the frame: in[i + 1].up == 2 */
         case L_MEM: LP_TRY(memblock(st, i, x, dst)); break;
-        case L_TPOOL: {
+        case L_TPOOL:
             /* the k-th frame of the group meets weight columns [k·C, (k+1)·C) */
-            lp_conv2d part = L->conv[0];
-            part.w += (size_t)st->count[i] * part.cout * part.cin;
-            LP_TRY(conv(st, &part, &in, dst, st->count[i] > 0));
+            LP_TRY(conv(st, &L->part[st->count[i]], &in, dst, st->count[i] > 0));
             if (++st->count[i] < L->stride) return LP_OK;
             st->count[i] = 0;
             break;
-        }
         case L_TGROW: {
             /* a 1×1 conv commutes with the pending nearest upsample: run it at the stored size */
             in.up = 1;
@@ -493,14 +573,24 @@ static lp_status stream_push(stream *st, const float *in, int n, float *out, int
         return lp_fail(LP_ERR_ARG, "taehv: pushing %d frames emits %d, but the output has room for %d", n, want,
                        max_out);
     if (want > 0 && !out) return lp_fail(LP_ERR_ARG, "taehv: output buffer is NULL");
+    const lp_backend *be = st->be;
     st->out = out;
     st->out_cap = max_out;
     st->out_n = 0;
-    size_t fr = numel(&st->in[0]);
+    size_t fr = numel(&st->in[0]), ofr = numel(&st->in[st->net->n]);
     lp_status s = LP_OK;
-    for (int t = 0; t < n && s == LP_OK; t++) {
-        s = run(st, 0, in + (size_t)t * fr);
-        st->n_in++;
+    for (int t = 0; t < n && s == LP_OK;) {
+        int blk = n - t < st->block_in ? n - t : st->block_in;
+        s = be->upload(be, st->io_in, in + (size_t)t * fr, (size_t)blk * fr * sizeof *in);
+        st->io_n = 0;
+        for (int j = 0; j < blk && s == LP_OK; j++) {
+            s = run(st, 0, st->io_in + (size_t)j * fr);
+            st->n_in++;
+        }
+        t += blk;
+        if (s == LP_OK && st->io_n > 0)
+            s = be->download(be, out + (size_t)st->out_n * ofr, st->io_out, (size_t)st->io_n * ofr * sizeof *out);
+        if (s == LP_OK) st->out_n += st->io_n;
     }
     *n_out = st->out_n;
     st->out = NULL;
@@ -511,14 +601,14 @@ static lp_status stream_push(stream *st, const float *in, int n, float *out, int
 
 struct lp_taehv_encoder {
     stream s;
-    float *last; /* the last frame pushed, for flush padding */
+    float *last; /* host: the last frame pushed, for flush padding */
 };
 
-lp_status lp_taehv_encoder_create(const lp_taehv *m, int height, int width, lp_pool *pool, lp_taehv_encoder **out) {
+lp_status lp_taehv_encoder_create(const lp_taehv *m, int height, int width, lp_taehv_encoder **out) {
     *out = NULL;
     lp_taehv_encoder *e = calloc(1, sizeof *e);
     if (!e) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
-    lp_status s = stream_init(&e->s, &m->enc, m->enc.in_c, height, width, pool);
+    lp_status s = stream_init(&e->s, m, &m->enc, m->enc.in_c, height, width);
     if (s == LP_OK && !(e->last = malloc(numel(&e->s.in[0]) * sizeof *e->last)))
         s = lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
     if (s != LP_OK) {
@@ -568,7 +658,7 @@ lp_status lp_taehv_encoder_flush(lp_taehv_encoder *e, float *latents, int max_la
     return LP_OK;
 }
 
-void lp_taehv_encoder_reset(lp_taehv_encoder *e) { stream_reset(&e->s); }
+lp_status lp_taehv_encoder_reset(lp_taehv_encoder *e) { return stream_reset(&e->s); }
 double lp_taehv_encoder_flops(const lp_taehv_encoder *e) { return e->s.flops; }
 
 /* ---- decoder ---- */
@@ -580,12 +670,12 @@ struct lp_taehv_decoder {
 lp_taehv_decoder_opts lp_taehv_decoder_defaults(void) { return (lp_taehv_decoder_opts){.trim = 0, .clamp = 1}; }
 
 lp_status lp_taehv_decoder_create(const lp_taehv *m, int lat_h, int lat_w, const lp_taehv_decoder_opts *opts,
-                                  lp_pool *pool, lp_taehv_decoder **out) {
+                                  lp_taehv_decoder **out) {
     *out = NULL;
     lp_taehv_decoder_opts o = opts ? *opts : lp_taehv_decoder_defaults();
     lp_taehv_decoder *d = calloc(1, sizeof *d);
     if (!d) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
-    lp_status s = stream_init(&d->s, &m->dec, m->dec.in_c, lat_h, lat_w, pool);
+    lp_status s = stream_init(&d->s, m, &m->dec, m->dec.in_c, lat_h, lat_w);
     if (s != LP_OK) {
         lp_taehv_decoder_free(d);
         return s;
@@ -616,5 +706,5 @@ lp_status lp_taehv_decoder_push(lp_taehv_decoder *d, const float *latents, int n
     return stream_push(&d->s, latents, n, frames, max_frames, n_frames);
 }
 
-void lp_taehv_decoder_reset(lp_taehv_decoder *d) { stream_reset(&d->s); }
+lp_status lp_taehv_decoder_reset(lp_taehv_decoder *d) { return stream_reset(&d->s); }
 double lp_taehv_decoder_flops(const lp_taehv_decoder *d) { return d->s.flops; }

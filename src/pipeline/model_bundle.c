@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../base/half.h"
+#include "../io/weights.h"
 #include "../model/taehv_random.h"
 #include "../model/wan_dit_random.h"
 #include "model_bundle.h"
@@ -20,13 +21,19 @@ void lipar_model_options_default(lipar_model_options *o) {
 /* Random TAEHV encoder weights give latents far smaller than real ones (std
  * ≈ 0.94 on real Wan latents), which would make every patch look static to the
  * keep-mask thresholds. The demo rescales the encoder's last convolution so
- * that a smooth synthetic clip encodes to unit standard deviation. */
+ * that a smooth synthetic clip encodes to unit standard deviation, measured on
+ * a CPU backend of its own (so that m->be, which may cache weights by address,
+ * never sees the weights before rescaling), then loads the model on m->be. */
 static lp_status calibrate_demo_encoder(lipar_model *m) {
     enum { S = 64 };
-    lp_taehv_encoder *e;
-    LP_TRY(lp_taehv_encoder_create(m->taehv, S, S, NULL, &e));
+    lp_backend *cpu = NULL;
+    lp_taehv *tm = NULL;
+    lp_taehv_encoder *e = NULL;
     float *frames = malloc(4 * 3 * S * S * sizeof *frames), lat[16 * (S / 8) * (S / 8)];
     lp_status st = frames ? LP_OK : lp_fail(LP_ERR_NOMEM, "out of memory");
+    if (st == LP_OK) st = lp_backend_cpu_create(lp_pool_size(m->be->pool), &cpu);
+    if (st == LP_OK) st = lp_taehv_load(m->vae_file, "", cpu, &tm);
+    if (st == LP_OK) st = lp_taehv_encoder_create(tm, S, S, &e);
     for (int i = 0; st == LP_OK && i < 4 * 3 * S * S; i++) {
         int t = i / (3 * S * S), c = (i / (S * S)) % 3, y = (i / S) % S, x = i % S;
         frames[i] = 0.5f + 0.25f * sinf(0.11f * (float)(x + 2 * t) + (float)c) * cosf(0.07f * (float)y + 0.5f * (float)c);
@@ -34,6 +41,8 @@ static lp_status calibrate_demo_encoder(lipar_model *m) {
     int got = 0;
     if (st == LP_OK) st = lp_taehv_encoder_push(e, frames, 4, lat, 1, &got);
     lp_taehv_encoder_free(e);
+    lp_taehv_free(tm);
+    lp_backend_destroy(cpu);
     free(frames);
     if (st != LP_OK) return st;
     double sum = 0, sq = 0, n = (double)(sizeof lat / sizeof *lat);
@@ -50,9 +59,7 @@ static lp_status calibrate_demo_encoder(lipar_model *m) {
         uint16_t *v = (uint16_t *)t->data; /* the in-memory builder owns this F16 data */
         for (int64_t i = 0; i < lp_tensor_numel(t); i++) v[i] = lp_f32_to_f16(lp_f16_to_f32(v[i]) / (float)sd);
     }
-    lp_taehv_free(m->taehv);
-    m->taehv = NULL;
-    return lp_taehv_load(m->vae_file, "", &m->taehv);
+    return lp_taehv_load(m->vae_file, "", m->be, &m->taehv);
 }
 
 /* The embedded demonstration model: the DiT, TAEHV and umT5 topologies at
@@ -64,7 +71,6 @@ static lp_status load_demo(lipar_model *m) {
     LP_TRY(lp_dit_load(m->dit_file, "", 2, 64, m->be, &m->dit));
     lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = 16, .dec_width = {64, 32, 16}};
     LP_TRY(lp_taehv_random_weights(&tc, 20260102, &m->vae_file));
-    LP_TRY(lp_taehv_load(m->vae_file, "", &m->taehv));
     LP_TRY(calibrate_demo_encoder(m));
     LP_TRY(lp_text_open_demo(64, 64, m->be->pool, &m->text));
     snprintf(m->description, sizeof m->description,
@@ -72,41 +78,22 @@ static lp_status load_demo(lipar_model *m) {
     return LP_OK;
 }
 
-/* The name prefix of the DiT tensors in a published layout. */
-static const char *dit_prefix(const lp_tensor_file *f) {
-    static const char *const prefixes[] = {"generator_ema.model.", "model.diffusion_model.", "model.", "w.", ""};
-    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "%spatch_embedding.weight", prefixes[i]);
-        if (lp_tensor_file_find(f, name)) return prefixes[i];
-    }
-    return "";
-}
-
-static const char *vae_prefix(const lp_tensor_file *f, const char *probe) {
-    static const char *const prefixes[] = {"", "w.", "model.", "vae."};
-    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "%s%s", prefixes[i], probe);
-        if (lp_tensor_file_find(f, name)) return prefixes[i];
-    }
-    return "";
-}
-
 static lp_status load_files(lipar_model *m, const lipar_model_options *o) {
     if (!o->vae_path) return lp_fail(LP_ERR_ARG, "a DiT was given without a VAE (--vae-weights)");
     if (!o->prompt_embedding && (!o->text_encoder_path || !o->tokenizer_path))
         return lp_fail(LP_ERR_ARG, "a DiT needs a text encoder and tokenizer, or a prompt embedding file");
-    LP_TRY(lp_tensor_file_open(o->dit_path, &m->dit_file));
-    LP_TRY(lp_dit_load(m->dit_file, dit_prefix(m->dit_file), 0, 512, m->be, &m->dit));
+    const char *prefix;
+    LP_TRY(lp_weights_open(o->dit_path, LP_COMPONENT_DIT, &m->dit_file, &prefix));
+    LP_TRY(lp_dit_load(m->dit_file, prefix, 0, 512, m->be, &m->dit));
     const lp_dit_config *dc = lp_dit_get_config(m->dit);
-    LP_TRY(lp_tensor_file_open(o->vae_path, &m->vae_file));
+    LP_TRY(lp_weights_open(o->vae_path, m->vae_kind == LP_VAE_TAEHV ? LP_COMPONENT_TAEHV : LP_COMPONENT_WAN_VAE,
+                           &m->vae_file, &prefix));
     int latent_channels;
     if (m->vae_kind == LP_VAE_TAEHV) {
-        LP_TRY(lp_taehv_load(m->vae_file, vae_prefix(m->vae_file, "encoder.0.weight"), &m->taehv));
+        LP_TRY(lp_taehv_load(m->vae_file, prefix, m->be, &m->taehv));
         latent_channels = lp_taehv_latent_channels(m->taehv);
     } else {
-        LP_TRY(lp_wan_vae_load(m->vae_file, vae_prefix(m->vae_file, "encoder.conv1.weight"), &m->wan));
+        LP_TRY(lp_wan_vae_load(m->vae_file, prefix, &m->wan));
         latent_channels = lp_wan_vae_config_of(m->wan)->z_dim;
     }
     if (latent_channels != dc->in_dim)

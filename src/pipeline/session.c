@@ -101,10 +101,10 @@ static lp_status open_vae(lipar_session *s) {
     lipar_model *m = s->m;
     int H = s->o.height, W = s->o.width;
     if (m->vae_kind == LP_VAE_TAEHV) {
-        LP_TRY(lp_taehv_encoder_create(m->taehv, H, W, m->be->pool, &s->tenc));
+        LP_TRY(lp_taehv_encoder_create(m->taehv, H, W, &s->tenc));
         lp_taehv_decoder_opts dopts = lp_taehv_decoder_defaults(); /* keep all 4T frames, clamp to [0, 1] */
         lp_taehv_encoder_latent_shape(s->tenc, &s->C, &s->lh, &s->lw);
-        LP_TRY(lp_taehv_decoder_create(m->taehv, s->lh, s->lw, &dopts, m->be->pool, &s->tdec));
+        LP_TRY(lp_taehv_decoder_create(m->taehv, s->lh, s->lw, &dopts, &s->tdec));
     } else {
         LP_TRY(lp_wan_vae_encoder_open(m->wan, H, W, m->be->pool, &s->wenc));
         LP_TRY(lp_wan_vae_decoder_open(m->wan, H, W, 1, m->be->pool, &s->wdec));

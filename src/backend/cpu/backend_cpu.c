@@ -19,6 +19,7 @@ static void cpu_destroy(lp_backend *be) {
     if (st) {
         free(st->scratch);
         free(st->scores);
+        free(st->conv_scratch);
         free(st);
     }
     lp_pool_destroy(be->pool);
@@ -63,6 +64,10 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->add = lp_cpu_add;
     be->synchronize = lp_cpu_synchronize;
     be->destroy = cpu_destroy;
+    be->conv2d = lp_cpu_conv2d;
+    be->relu = lp_cpu_relu;
+    be->tanh_clamp = lp_cpu_tanh_clamp;
+    be->clamp01 = lp_cpu_clamp01;
     *out = be;
     return LP_OK;
 }

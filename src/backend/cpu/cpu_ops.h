@@ -10,6 +10,8 @@ typedef struct {
     size_t scratch_len;
     float *scores;  /* attention score block */
     size_t scores_len;
+    float *conv_scratch; /* conv2d: im2col bands / phase weights (conv_ops.c) */
+    size_t conv_scratch_len;
 } lp_cpu_state;
 
 lp_status lp_cpu_linear(const lp_backend *be, float *y, const float *x, int64_t M, const lp_tensor *W,
@@ -36,6 +38,11 @@ lp_status lp_cpu_patchify(const lp_backend *be, float *tokens, const float *x, c
 lp_status lp_cpu_unpatchify(const lp_backend *be, float *x, const float *tokens, const int32_t *idx, int64_t n, int C,
                             int H, int W);
 void lp_cpu_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
+lp_status lp_cpu_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
+                        const lp_tensor *b, int stride, int accumulate);
+void lp_cpu_relu(const lp_backend *be, float *x, int64_t n);
+void lp_cpu_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n);
+void lp_cpu_clamp01(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cpu_synchronize(const lp_backend *be);
 
 /* Converts n elements of a float tensor starting at element off into dst,

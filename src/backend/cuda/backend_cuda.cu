@@ -630,6 +630,8 @@ static void cuda_destroy(lp_backend *be) {
             if (im->cache.slots[i].host) cudaFree(im->cache.slots[i].dev);
         free(im->cache.slots);
         cudaFree(st->act_bf16);
+        cudaFree(st->kv_bf16);
+        lp_cuda_conv_free(st);
         cudaFree(st->ring);
         cudaFreeHost(st->ring_host);
         cudaFree(st->workspace);
@@ -726,6 +728,10 @@ lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
     be->silu = lp_cuda_silu;
     be->rope3d = lp_cuda_rope3d;
     be->attention = lp_cuda_attention;
+    be->conv2d = lp_cuda_conv2d;
+    be->relu = lp_cuda_relu;
+    be->tanh_clamp = lp_cuda_tanh_clamp;
+    be->clamp01 = lp_cuda_clamp01;
     *out = be;
     return LP_OK;
 }

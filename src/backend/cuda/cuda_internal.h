@@ -14,6 +14,7 @@ extern "C" {
 #include "../backend.h"
 
 typedef struct lp_cuda_weight_cache lp_cuda_weight_cache;
+typedef struct lp_cuda_conv lp_cuda_conv; /* conv.cu: im2col scratch and GEMM plans */
 
 typedef struct {
     int device;
@@ -26,9 +27,12 @@ typedef struct {
      * (indices, positions) uploaded for one op */
     void *act_bf16;
     size_t act_bf16_bytes;
+    void *kv_bf16;                /* attention scratch (bf16 keys/values, split partials), grown on demand */
+    size_t kv_bf16_bytes;
     char *ring;                   /* device */
     char *ring_host;              /* pinned host staging of the same size */
     size_t ring_bytes, ring_pos;
+    lp_cuda_conv *conv;           /* conv2d state, created on first use, freed by lp_cuda_conv_free */
     lp_status sticky;             /* first asynchronous failure, reported by the next status-returning op */
 } lp_cuda_state;
 
@@ -72,6 +76,13 @@ lp_status lp_cuda_unpatchify(const lp_backend *be, float *x, const float *tokens
 void lp_cuda_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
 /* f32 → bf16 conversion of n elements (for GEMM inputs). */
 void lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src, int64_t n);
+/* conv.cu: the conv-net ops, and the release of st->conv (NULL is a no-op). */
+lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
+                         const lp_tensor *b, int stride, int accumulate);
+void lp_cuda_relu(const lp_backend *be, float *x, int64_t n);
+void lp_cuda_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n);
+void lp_cuda_clamp01(const lp_backend *be, float *y, const float *x, int64_t n);
+void lp_cuda_conv_free(lp_cuda_state *st);
 
 #ifdef __cplusplus
 }

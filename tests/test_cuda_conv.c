@@ -1,0 +1,432 @@
+/* CPU-vs-CUDA parity of the conv-net ops of the backend table (backend.h:
+ * conv2d, relu, tanh_clamp, clamp01) on random inputs, TAEHV through the CUDA
+ * backend against the golden file (../shared/golden/taehv_w21.safetensors),
+ * and an informational 832×480 TAEHV timing. The CPU backend is the
+ * reference; CUDA outputs that the op overwrites are poisoned with NaN bytes
+ * beforehand so that an element left unwritten fails. Tolerances: 2e-2 for
+ * the bf16 tensor-core convolutions and the whole model, 1e-5 for the direct
+ * fp32 convolution (cout <= 4) and tanh_clamp (another tanhf), 0 for relu and
+ * clamp01. Every case skips when the CUDA backend is unavailable (built
+ * without CUDA, or no usable GPU): the binary then exits 77. Weight views
+ * point at host buffers kept alive until both backends are destroyed, because
+ * the CUDA backend caches device copies by data pointer. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../src/backend/backend.h"
+#include "../src/base/half.h"
+#include "../src/model/taehv.h"
+#include "test_util.h"
+
+static lp_backend *cpu, *gpu;
+static int no_gpu = LP_TEST_SKIP; /* what each case returns without the CUDA backend */
+
+/* ------------------------------------------------------------------ helpers */
+
+static void **kept;
+static size_t nkept;
+
+/* A host buffer of n random floats in [−scale, scale) that lives until the
+ * end of the program (see above); NULL when out of memory. */
+static float *kept_floats(size_t n, uint32_t seed, float scale) {
+    void **k = realloc(kept, (nkept + 1) * sizeof *k);
+    if (!k) return NULL;
+    kept = k;
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    if (p) {
+        lp_test_fill(p, n, seed, scale);
+        kept[nkept++] = p;
+    }
+    return p;
+}
+
+static float *random_floats(size_t n, uint32_t seed, float scale) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    if (x) lp_test_fill(x, n, seed, scale);
+    return x;
+}
+
+/* A CUDA buffer holding n floats of h; NULL on failure (message printed). */
+static float *dev_copy(const float *h, size_t n) {
+    float *d = gpu->alloc(gpu, (n ? n : 1) * sizeof *d);
+    if (d && gpu->upload(gpu, d, h, n * sizeof *d) == LP_OK) return d;
+    printf("    cuda alloc/upload of %zu floats: %s\n", n, lp_last_error());
+    if (d) gpu->release(gpu, d);
+    return NULL;
+}
+
+/* A CUDA buffer of n floats of NaN bytes. */
+static float *dev_poison(size_t n) {
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h) return NULL;
+    memset(h, 0xff, n * sizeof *h);
+    float *d = dev_copy(h, n);
+    free(h);
+    return d;
+}
+
+static void dev_free(float *d) {
+    if (d) gpu->release(gpu, d);
+}
+
+/* Downloads n floats of d and compares them with want: prints "name
+ * rel_l2=... ok|FAIL"; a failed download or a non-finite value fails.
+ * Returns 0 when ok. */
+static int compare(const char *name, const float *d, const float *want, size_t n, double tol) {
+    float *got = malloc((n ? n : 1) * sizeof *got);
+    if (!got || !d) {
+        free(got);
+        printf("    %-60s FAIL (no buffer)\n", name);
+        return 1;
+    }
+    lp_status s = gpu->download(gpu, got, d, n * sizeof *got);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(got[i]);
+    double err = lp_rel_l2(got, want, n);
+    int ok = s == LP_OK && bad == 0 && err <= tol;
+    printf("    %-60s rel_l2=%.3e (tol %.0e) %s", name, err, tol, ok ? "ok" : "FAIL");
+    if (s != LP_OK) printf(" [%s: %s]", lp_status_name(s), lp_last_error());
+    if (bad) printf(" [%zu non-finite]", bad);
+    printf("\n");
+    free(got);
+    return !ok;
+}
+
+/* ------------------------------------------------------------------ conv2d */
+
+typedef struct {
+    int ca, cb, cout, k, stride, up, h, w, bias, accumulate;
+} conv_case;
+
+/* One convolution on both backends from the same random inputs, weights,
+ * bias and (when accumulating) initial output. */
+static int conv_case_run(const conv_case *cc, uint32_t seed) {
+    int cin = cc->ca + cc->cb, pad = cc->k / 2;
+    int ho = (cc->h * cc->up + 2 * pad - cc->k) / cc->stride + 1, wo = (cc->w * cc->up + 2 * pad - cc->k) / cc->stride + 1;
+    size_t plane = (size_t)cc->h * cc->w, na = (size_t)cc->ca * plane, nb = (size_t)cc->cb * plane;
+    size_t nw = (size_t)cc->cout * cin * cc->k * cc->k, no = (size_t)cc->cout * ho * wo;
+    char name[128];
+    snprintf(name, sizeof name, "conv2d %d+%d->%d k%d s%d up%d %dx%d%s%s", cc->ca, cc->cb, cc->cout, cc->k,
+             cc->stride, cc->up, cc->w, cc->h, cc->bias ? " bias" : "", cc->accumulate ? " accumulate" : "");
+    float *a = random_floats(na, seed, 1.0f), *b = random_floats(nb, seed + 1, 1.0f);
+    float *wt = kept_floats(nw, seed + 2, 1.0f / sqrtf((float)(cin * cc->k * cc->k))), *bias = kept_floats((size_t)cc->cout, seed + 3, 0.5f);
+    float *out = random_floats(no, seed + 4, 1.0f);
+    CHECK(a && b && wt && bias && out, "out of memory");
+    lp_tensor W = {.name = "conv.weight", .dtype = LP_F32, .ndim = 4, .shape = {cc->cout, cin, cc->k, cc->k},
+                   .data = wt, .nbytes = nw * sizeof *wt};
+    lp_tensor B = {.name = "conv.bias", .dtype = LP_F32, .ndim = 1, .shape = {cc->cout}, .data = bias,
+                   .nbytes = (size_t)cc->cout * sizeof *bias};
+    float *da = dev_copy(a, na), *db = cc->cb ? dev_copy(b, nb) : NULL;
+    float *dout = cc->accumulate ? dev_copy(out, no) : dev_poison(no);
+    int fails = 1;
+    if (da && (db || !cc->cb) && dout) {
+        lp_conv2d_input ci = {a, cc->ca, cc->cb ? b : NULL, cc->cb, cc->h, cc->w, cc->up};
+        lp_conv2d_input gi = {da, cc->ca, db, cc->cb, cc->h, cc->w, cc->up};
+        lp_status s = cpu->conv2d(cpu, out, &ci, &W, cc->bias ? &B : NULL, cc->stride, cc->accumulate);
+        if (s != LP_OK) printf("    %s: CPU: %s\n", name, lp_last_error());
+        lp_status g = s == LP_OK ? gpu->conv2d(gpu, dout, &gi, &W, cc->bias ? &B : NULL, cc->stride, cc->accumulate)
+                                 : s;
+        if (s == LP_OK && g != LP_OK) printf("    %-60s FAIL [%s: %s]\n", name, lp_status_name(g), lp_last_error());
+        if (s == LP_OK && g == LP_OK) fails = compare(name, dout, out, no, cc->cout <= 4 ? 1e-5 : 2e-2);
+    }
+    dev_free(da);
+    dev_free(db);
+    dev_free(dout);
+    free(a);
+    free(b);
+    free(out);
+    return fails;
+}
+
+static int test_conv2d(void) {
+    if (!gpu) return no_gpu;
+    static const conv_case cases[] = {
+        /* ca  cb cout k  s up   h    w bias acc */
+        {16, 0, 24, 3, 1, 1, 17, 23, 1, 0},   /* 3×3 */
+        {16, 0, 24, 3, 1, 1, 17, 23, 0, 1},   /* accumulate, no bias */
+        {16, 0, 24, 3, 1, 1, 17, 23, 1, 1},   /* accumulate with bias */
+        {12, 0, 16, 3, 2, 1, 19, 25, 0, 0},   /* stride 2, odd size */
+        {12, 0, 16, 3, 2, 1, 20, 26, 1, 0},   /* stride 2, even size */
+        {8, 8, 16, 3, 1, 1, 15, 21, 1, 0},    /* two inputs (MemBlock) */
+        {8, 8, 16, 3, 1, 1, 15, 21, 0, 1},    /* two inputs, accumulate */
+        {16, 0, 16, 3, 1, 2, 11, 13, 0, 0},   /* over a ×2 upsample */
+        {6, 5, 12, 3, 1, 2, 9, 7, 1, 1},      /* upsample, two inputs, bias, accumulate */
+        {8, 0, 16, 3, 2, 2, 9, 11, 1, 0},     /* stride 2 over an upsample */
+        {3, 0, 32, 3, 1, 1, 24, 40, 1, 0},    /* K = 27: padded to 32 (TAEHV's first conv) */
+        {5, 2, 9, 3, 2, 2, 7, 5, 0, 1},       /* K = 63, everything odd */
+        {32, 0, 64, 1, 1, 1, 19, 27, 0, 0},   /* 1×1 (TGrow) */
+        {16, 16, 16, 1, 1, 1, 13, 17, 0, 1},  /* 1×1, two inputs, accumulate (TPool parts, skip) */
+        {12, 0, 20, 1, 2, 1, 9, 13, 1, 0},    /* 1×1 stride 2 */
+        {12, 0, 20, 1, 1, 2, 9, 13, 1, 1},    /* 1×1 over an upsample */
+        {5, 0, 8, 1, 1, 1, 5, 3, 1, 0},       /* K = 5, 15 pixels */
+        {4, 0, 6, 3, 1, 1, 1, 1, 1, 0},       /* 1×1 image */
+        {128, 128, 8, 3, 1, 1, 70, 240, 1, 0}, /* an im2col of 2 bands */
+        {16, 0, 3, 3, 1, 1, 29, 37, 1, 0},    /* cout 3: direct fp32 (TAEHV's last conv) */
+        {8, 4, 4, 3, 2, 2, 9, 11, 1, 1},      /* direct, two inputs, stride 2, upsample, accumulate */
+        {6, 0, 1, 1, 1, 1, 7, 9, 0, 0},       /* direct 1×1 */
+        {3, 2, 2, 3, 1, 2, 1, 1, 0, 1},       /* direct on a 1×1 image */
+    };
+    int fails = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) fails += conv_case_run(&cases[i], 100 + 10 * (uint32_t)i);
+    return fails ? 1 : 0;
+}
+
+/* Argument errors are returned (not sticky): a valid op afterwards works. */
+static int test_conv2d_errors(void) {
+    if (!gpu) return no_gpu;
+    float *wt = kept_floats(6 * 4 * 9, 7, 0.3f);
+    float *d = gpu->alloc(gpu, 4096 * sizeof(float));
+    CHECK(wt && d, "alloc: %s", lp_last_error());
+    lp_tensor W = {.name = "w", .dtype = LP_F32, .ndim = 4, .shape = {6, 4, 3, 3}, .data = wt, .nbytes = 6 * 4 * 9 * 4};
+    lp_tensor W16 = W;
+    W16.dtype = LP_BF16;
+    lp_conv2d_input in = {d, 3, NULL, 0, 5, 5, 1}, ok_in = {d, 4, NULL, 0, 5, 5, 1}, up3 = {d, 4, NULL, 0, 5, 5, 3};
+    lp_status s1 = gpu->conv2d(gpu, d + 2048, &in, &W, NULL, 1, 0);
+    lp_status s2 = gpu->conv2d(gpu, d + 2048, &ok_in, &W16, NULL, 1, 0);
+    lp_status s3 = gpu->conv2d(gpu, d + 2048, &ok_in, &W, NULL, 3, 0);
+    lp_status s4 = gpu->conv2d(gpu, d + 2048, &up3, &W, NULL, 1, 0);
+    lp_status s5 = gpu->conv2d(gpu, d + 2048, &ok_in, &W, NULL, 1, 0);
+    float back[4];
+    lp_status s6 = gpu->download(gpu, back, d + 2048, sizeof back); /* synchronizes: the valid op ran */
+    gpu->release(gpu, d);
+    printf("    channel mismatch -> %s, bf16 weight -> %s, stride 3 -> %s, up 3 -> %s, then %s, %s\n",
+           lp_status_name(s1), lp_status_name(s2), lp_status_name(s3), lp_status_name(s4), lp_status_name(s5),
+           lp_status_name(s6));
+    CHECK(s1 == LP_ERR_SHAPE && s2 == LP_ERR_UNSUPPORTED && s3 == LP_ERR_ARG && s4 == LP_ERR_ARG && s5 == LP_OK &&
+              s6 == LP_OK,
+          "unexpected statuses");
+    return 0;
+}
+
+/* ------------------------------------------------------------- elementwise */
+
+/* relu in place, tanh_clamp and clamp01 into another buffer and in place, on
+ * n values at offset floats into the buffers (offset 1 takes the unaligned
+ * path, an odd n the tail). */
+static int ew_case(int64_t n, int offset, uint32_t seed) {
+    static const char *ops[] = {"relu", "tanh_clamp", "clamp01"};
+    size_t m = (size_t)(n + offset);
+    int fails = 0;
+    for (int op = 0; op < 3; op++)
+        for (int inplace = op == 0; inplace < 2; inplace++) {
+            char name[96];
+            snprintf(name, sizeof name, "%s n=%lld offset=%d%s", ops[op], (long long)n, offset,
+                     inplace ? " in place" : "");
+            float *x = random_floats(m, seed + (uint32_t)op, 4.0f), *want = malloc(m * sizeof *want);
+            CHECK(x && want, "out of memory");
+            memcpy(want, x, m * sizeof *want);
+            float *dx = dev_copy(x, m), *dy = inplace ? dx : dev_poison(m);
+            if (dx && dy) {
+                if (op == 0) {
+                    cpu->relu(cpu, want + offset, n);
+                    gpu->relu(gpu, dx + offset, n);
+                } else if (op == 1) {
+                    cpu->tanh_clamp(cpu, want + offset, x + offset, n);
+                    gpu->tanh_clamp(gpu, dy + offset, dx + offset, n);
+                } else {
+                    cpu->clamp01(cpu, want + offset, x + offset, n);
+                    gpu->clamp01(gpu, dy + offset, dx + offset, n);
+                }
+                fails += compare(name, dy + offset, want + offset, (size_t)n, op == 1 ? 1e-5 : 0.0);
+            } else {
+                fails++;
+            }
+            if (dy != dx) dev_free(dy);
+            dev_free(dx);
+            free(x);
+            free(want);
+        }
+    return fails;
+}
+
+static int test_elementwise(void) {
+    if (!gpu) return no_gpu;
+    int fails = 0;
+    fails += ew_case(1 << 20, 0, 300);
+    fails += ew_case(100003, 1, 310);
+    fails += ew_case(7, 0, 320);
+    return fails ? 1 : 0;
+}
+
+/* ----------------------------------------------------------------- TAEHV */
+
+static const char *golden_rel = "golden/taehv_w21.safetensors";
+/* The golden file and its model on the CUDA backend, loaded once: the backend
+ * caches weights by address, so a second model must not reuse freed ones. */
+static lp_tensor_file *golden;
+static lp_taehv *model;
+
+/* Opens the golden file and loads its model on first use; LP_TEST_SKIP
+ * without the shared folder. */
+static int open_golden(void) {
+    if (model) return 0;
+    const char *path = lp_test_shared(golden_rel);
+    if (!path) return lp_test_skip_shared(golden_rel);
+    CHECK(lp_tensor_file_open(path, &golden) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_taehv_load(golden, "w.", gpu, &model) == LP_OK, "%s", lp_last_error());
+    return 0;
+}
+
+static float *load(const lp_tensor_file *f, const char *name, const lp_tensor **t) {
+    if (lp_tensor_file_get(f, name, t) != LP_OK) return NULL;
+    int64_t n = lp_tensor_numel(*t);
+    float *x = malloc((size_t)n * sizeof *x);
+    if (x && lp_tensor_read_f32(*t, 0, n, x) != LP_OK) {
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+/* Decodes T latents one at a time with opts; returns the frames (*n of them). */
+static float *decode_all(const lp_taehv *m, const float *lat, int T, int h, int w, const lp_taehv_decoder_opts *o,
+                         int *n) {
+    lp_taehv_decoder *d;
+    if (lp_taehv_decoder_create(m, h, w, o, &d) != LP_OK) return NULL;
+    int c, fh, fw, max = lp_taehv_decoder_count(d, T);
+    lp_taehv_decoder_frame_shape(d, &c, &fh, &fw);
+    size_t fr = (size_t)c * fh * fw, ln = (size_t)lp_taehv_latent_channels(m) * h * w;
+    float *px = malloc((size_t)(max ? max : 1) * fr * sizeof *px);
+    lp_status s = px ? LP_OK : LP_ERR_NOMEM;
+    *n = 0;
+    for (int t = 0; t < T && s == LP_OK; t++) {
+        int got;
+        s = lp_taehv_decoder_push(d, lat + (size_t)t * ln, 1, px + (size_t)*n * fr, max - *n, &got);
+        *n += got;
+    }
+    lp_taehv_decoder_free(d);
+    if (s != LP_OK) {
+        printf("    decode: %s\n", lp_last_error());
+        free(px);
+        return NULL;
+    }
+    return px;
+}
+
+/* The golden encode (frame by frame, flushed) and decodes through the CUDA backend. */
+static int test_taehv_golden(void) {
+    if (!gpu) return no_gpu;
+    int r = open_golden();
+    if (r) return r;
+    const lp_tensor_file *f = golden;
+    const lp_taehv *m = model;
+    const lp_tensor *tp, *tl, *tlat, *tpx, *traw;
+    float *px = load(f, "in.pixels", &tp), *lat_in = load(f, "in.latents", &tl);
+    float *ref_lat = load(f, "out.latents", &tlat), *ref_px = load(f, "out.pixels", &tpx);
+    float *ref_raw = load(f, "out.pixels_untrimmed_unclamped", &traw);
+    CHECK(px && lat_in && ref_lat && ref_px && ref_raw, "%s", lp_last_error());
+    int T = (int)tp->shape[1], H = (int)tp->shape[3], W = (int)tp->shape[4];
+    lp_taehv_encoder *e;
+    CHECK(lp_taehv_encoder_create(m, H, W, &e) == LP_OK, "%s", lp_last_error());
+    int lc, lh, lw, n_lat = 0, max = lp_taehv_encoder_count(e, T) + 1, got = 0;
+    lp_taehv_encoder_latent_shape(e, &lc, &lh, &lw);
+    size_t ln = (size_t)lc * lh * lw;
+    float *lat = malloc((size_t)max * ln * sizeof *lat);
+    CHECK(lat, "out of memory");
+    lp_status s = LP_OK;
+    for (int t = 0; t < T && s == LP_OK; t++) {
+        s = lp_taehv_encoder_push(e, px + (size_t)t * 3 * H * W, 1, lat + (size_t)n_lat * ln, max - n_lat, &got);
+        n_lat += got;
+    }
+    if (s == LP_OK) s = lp_taehv_encoder_flush(e, lat + (size_t)n_lat * ln, max - n_lat, &got);
+    n_lat += got;
+    lp_taehv_encoder_free(e);
+    CHECK(s == LP_OK, "encode: %s", lp_last_error());
+    CHECK((int64_t)n_lat * (int64_t)ln == lp_tensor_numel(tlat), "%d latents of %zu", n_lat, ln);
+    double e_lat = lp_rel_l2(lat, ref_lat, (size_t)n_lat * ln);
+    int TL = (int)tl->shape[1], h = (int)tl->shape[3], w = (int)tl->shape[4], n_px, n_raw;
+    lp_taehv_decoder_opts up = {.trim = 1, .clamp = 1}, raw = {.trim = 0, .clamp = 0};
+    float *dec = decode_all(m, lat_in, TL, h, w, &up, &n_px), *dec_raw = decode_all(m, lat_in, TL, h, w, &raw, &n_raw);
+    CHECK(dec && dec_raw && (int64_t)n_px * 3 * H * W == lp_tensor_numel(tpx) &&
+              (int64_t)n_raw * 3 * H * W == lp_tensor_numel(traw),
+          "decoded %d and %d frames", n_px, n_raw);
+    double e_px = lp_rel_l2(dec, ref_px, (size_t)n_px * 3 * H * W);
+    double e_raw = lp_rel_l2(dec_raw, ref_raw, (size_t)n_raw * 3 * H * W);
+    printf("    cuda vs golden rel_l2: latents %.3e, pixels %.3e, untrimmed unclamped %.3e (tol 2e-2)\n", e_lat, e_px,
+           e_raw);
+    CHECK(e_lat <= 2e-2 && e_px <= 2e-2 && e_raw <= 2e-2);
+    free(px), free(lat_in), free(ref_lat), free(ref_px), free(ref_raw), free(lat), free(dec), free(dec_raw);
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 832×480 encode of 8 frames and decode of the 2 latents they make, one per
+ * push, after a warm-up group each (informational). */
+static int test_taehv_timing(void) {
+    if (!gpu) return no_gpu;
+    int r = open_golden();
+    if (r) return r;
+    enum { H = 480, W = 832, T = 8 };
+    const lp_taehv *m = model;
+    lp_taehv_encoder *e;
+    lp_taehv_decoder *d;
+    CHECK(lp_taehv_encoder_create(m, H, W, &e) == LP_OK, "%s", lp_last_error());
+    int lc, lh, lw, got;
+    lp_taehv_encoder_latent_shape(e, &lc, &lh, &lw);
+    CHECK(lp_taehv_decoder_create(m, lh, lw, NULL, &d) == LP_OK, "%s", lp_last_error());
+    size_t fr = (size_t)3 * H * W, ln = (size_t)lc * lh * lw;
+    float *px = malloc(fr * sizeof *px), *lat = malloc(T / 4 * ln * sizeof *lat), *out = malloc(T * fr * sizeof *out);
+    CHECK(px && lat && out, "out of memory");
+    for (size_t i = 0; i < fr; i++) px[i] = (float)((i * 2654435761u) % 1000) / 1000.0f;
+    lp_status s = LP_OK;
+    for (int t = 0; t < 4 && s == LP_OK; t++) s = lp_taehv_encoder_push(e, px, 1, lat, 1, &got);
+    if (s == LP_OK) s = lp_taehv_decoder_push(d, lat, 1, out, 4, &got);
+    if (s == LP_OK) s = lp_taehv_encoder_reset(e);
+    if (s == LP_OK) s = lp_taehv_decoder_reset(d);
+    double t0 = now_s();
+    int n_lat = 0, n_px = 0;
+    for (int t = 0; t < T && s == LP_OK; t++) {
+        s = lp_taehv_encoder_push(e, px, 1, lat + (size_t)n_lat * ln, T / 4 - n_lat, &got);
+        n_lat += got;
+    }
+    double t1 = now_s();
+    for (int t = 0; t < n_lat && s == LP_OK; t++) {
+        s = lp_taehv_decoder_push(d, lat + (size_t)t * ln, 1, out + (size_t)n_px * fr, T - n_px, &got);
+        n_px += got;
+    }
+    double t2 = now_s();
+    if (s == LP_OK)
+        printf("    taehv 832x480 on cuda: encode %.2f ms/frame (%d frames), decode %.2f ms/frame (%d frames)\n",
+               1e3 * (t1 - t0) / T, T, 1e3 * (t2 - t1) / (n_px ? n_px : 1), n_px);
+    else printf("    timing: %s\n", lp_last_error());
+    lp_taehv_encoder_free(e);
+    lp_taehv_decoder_free(d);
+    free(px), free(lat), free(out);
+    CHECK(s == LP_OK && n_lat == T / 4 && n_px == T, "timing runs failed");
+    return 0;
+}
+
+int main(void) {
+    lp_status s = lp_backend_cuda_create(2, &gpu);
+    if (s == LP_ERR_UNSUPPORTED) {
+        printf("  (skipping: %s)\n", lp_last_error());
+    } else if (s != LP_OK) {
+        printf("  CUDA backend: %s\n", lp_last_error());
+        no_gpu = 1;
+    } else if (lp_backend_cpu_create(2, &cpu) != LP_OK) {
+        printf("  CPU backend: %s\n", lp_last_error());
+        lp_backend_destroy(gpu);
+        gpu = NULL;
+        no_gpu = 1;
+    }
+    lp_test_run("conv2d: k 1/3, stride 1/2, two inputs, upsample, bias, accumulate, bands, direct", test_conv2d);
+    lp_test_run("conv2d argument errors", test_conv2d_errors);
+    lp_test_run("relu, tanh_clamp, clamp01", test_elementwise);
+    lp_test_run("taehv golden through cuda (encode, decode trimmed+clamped, raw)", test_taehv_golden);
+    lp_test_run("taehv 832x480 timing", test_taehv_timing);
+    lp_taehv_free(model);
+    lp_tensor_file_close(golden);
+    lp_backend_destroy(gpu);
+    lp_backend_destroy(cpu);
+    for (size_t i = 0; i < nkept; i++) free(kept[i]);
+    free(kept);
+    return lp_test_finish();
+}
