@@ -18,50 +18,6 @@ void lipar_model_options_default(lipar_model_options *o) {
     o->vae_kind = "taehv";
 }
 
-/* Random TAEHV encoder weights give latents far smaller than real ones (std
- * ≈ 0.94 on real Wan latents), which would make every patch look static to the
- * keep-mask thresholds. The demo rescales the encoder's last convolution so
- * that a smooth synthetic clip encodes to unit standard deviation, measured on
- * a CPU backend of its own (so that m->be, which may cache weights by address,
- * never sees the weights before rescaling), then loads the model on m->be. */
-static lp_status calibrate_demo_encoder(lipar_model *m) {
-    enum { S = 64 };
-    lp_backend *cpu = NULL;
-    lp_taehv *tm = NULL;
-    lp_taehv_encoder *e = NULL;
-    float *frames = malloc(4 * 3 * S * S * sizeof *frames), lat[16 * (S / 8) * (S / 8)];
-    lp_status st = frames ? LP_OK : lp_fail(LP_ERR_NOMEM, "out of memory");
-    if (st == LP_OK) st = lp_backend_cpu_create(lp_pool_size(m->be->pool), &cpu);
-    if (st == LP_OK) st = lp_taehv_load(m->vae_file, "", cpu, &tm);
-    if (st == LP_OK) st = lp_taehv_encoder_create(tm, S, S, &e);
-    for (int i = 0; st == LP_OK && i < 4 * 3 * S * S; i++) {
-        int t = i / (3 * S * S), c = (i / (S * S)) % 3, y = (i / S) % S, x = i % S;
-        frames[i] = 0.5f + 0.25f * sinf(0.11f * (float)(x + 2 * t) + (float)c) * cosf(0.07f * (float)y + 0.5f * (float)c);
-    }
-    int got = 0;
-    if (st == LP_OK) st = lp_taehv_encoder_push(e, frames, 4, lat, 1, &got);
-    lp_taehv_encoder_free(e);
-    lp_taehv_free(tm);
-    lp_backend_destroy(cpu);
-    free(frames);
-    if (st != LP_OK) return st;
-    double sum = 0, sq = 0, n = (double)(sizeof lat / sizeof *lat);
-    for (size_t i = 0; i < sizeof lat / sizeof *lat; i++) {
-        sum += lat[i];
-        sq += (double)lat[i] * lat[i];
-    }
-    double sd = sqrt(sq / n - (sum / n) * (sum / n));
-    if (!(sd > 0)) return lp_fail(LP_ERR_FORMAT, "demo TAEHV calibration failed");
-    static const char *const names[] = {"encoder.17.weight", "encoder.17.bias"};
-    for (int k = 0; k < 2; k++) {
-        const lp_tensor *t;
-        LP_TRY(lp_tensor_file_get(m->vae_file, names[k], &t));
-        uint16_t *v = (uint16_t *)t->data; /* the in-memory builder owns this F16 data */
-        for (int64_t i = 0; i < lp_tensor_numel(t); i++) v[i] = lp_f32_to_f16(lp_f16_to_f32(v[i]) / (float)sd);
-    }
-    return lp_taehv_load(m->vae_file, "", m->be, &m->taehv);
-}
-
 /* The embedded demonstration model: the DiT, TAEHV and umT5 topologies at
  * small widths with deterministic random weights. */
 static lp_status load_demo(lipar_model *m) {
@@ -69,12 +25,17 @@ static lp_status load_demo(lipar_model *m) {
                         .freq_dim = 256};
     LP_TRY(lp_dit_random_weights(&dc, LP_F32, 20260101, &m->dit_file));
     LP_TRY(lp_dit_load(m->dit_file, "", 2, 64, m->be, &m->dit));
-    lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = 16, .dec_width = {64, 32, 16}};
+    /* a TAEHV whose encoder averages 8×8×4 pixel blocks (gain 4 gives latents of
+     * about the spread of real Wan latents on real clips), so that the
+     * keep-mask follows what moves; its decoder is random */
+    lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = 16, .dec_width = {64, 32, 16},
+                                 .pooling_encoder = 1, .pooling_gain = 4.0f};
     LP_TRY(lp_taehv_random_weights(&tc, 20260102, &m->vae_file));
-    LP_TRY(calibrate_demo_encoder(m));
+    LP_TRY(lp_taehv_load(m->vae_file, "", m->be, &m->taehv));
     LP_TRY(lp_text_open_demo(64, 64, m->be->pool, &m->text));
     snprintf(m->description, sizeof m->description,
-             "embedded demonstration model (random weights: DiT 2x128, TAEHV 16/64/32/16, umT5 2x64)");
+             "embedded demonstration model (random weights: DiT 2x128, TAEHV with a pooling encoder and a "
+             "16/64/32/16 decoder, umT5 2x64)");
     return LP_OK;
 }
 

@@ -1,22 +1,37 @@
 /* Scaled dot-product attention on the GPU (the backend.h `attention` op), a
  * flash-attention forward pass on bf16 tensor cores (mma.sync m16n8k16, fp32
- * accumulation):
+ * accumulation), in three kernels:
  *
- * - one CTA of 8 warps per (block of 128 query rows, head); each warp owns 16
- *   query rows, whose Q fragments (pre-multiplied by scale·log2 e, rounded to
- *   bf16) stay in registers for the whole key loop;
- * - the keys of all ranges are walked in tiles of 64 keys (range 0 first;
- *   a tile never straddles two ranges, the last tile of a range is partial);
- *   the f32 K/V rows of the next tile are loaded into registers while the
- *   current tile computes, then rounded to bf16 and stored into the other
- *   half of a double-buffered shared-memory tile (one barrier per tile);
- * - per tile: S = Q·Kᵀ (log2 domain), keys past the range end get -inf, the
- *   online softmax in fp32 (running row max m and sum l, O rescaled by
- *   2^(m_old − m_new)), then O += bf16(P)·V;
- * - at the end O / l is stored as f32; rows past Lq are never stored.
+ * 1. kv_to_bf16_kernel rounds the f32 keys and values of all ranges (range 0
+ *    first) to bf16 into a head-major scratch [heads][Lk_pad][head_dim] for K
+ *    and one for V, Lk_pad = Lk rounded up to the 64-key tile, the pad rows
+ *    zero; every key tile of a head is then one contiguous block of bf16.
+ * 2. attention_kernel: one CTA of 4 warps per (block of 128 query rows,
+ *    head). Q (pre-multiplied by scale·log2 e, rounded to bf16) is staged in
+ *    shared memory once; the key tiles stream through a double-buffered
+ *    shared-memory pipeline of 16-byte cp.async copies (tile j + 1 is in
+ *    flight while tile j computes; one barrier per tile). Each warp owns 32
+ *    query rows (two m16 row blocks), so every K/V fragment read from shared
+ *    memory feeds two mma; per tile: S = Q·Kᵀ (log2 domain), keys past Lk get
+ *    -inf, the online softmax in fp32 (running row base m and sum l; O is
+ *    rescaled by 2^(m_old − m_new) only when a row's max grows by more than
+ *    ATT_RESCALE), then O += bf16(P)·V. At the end O / l is stored as f32;
+ *    rows past Lq are never stored.
+ * 3. When the CTAs do not fill the last wave of the GPU, the units (row
+ *    block, head) of that wave are split over the key tiles (see
+ *    plan_split): their parts leave O and (m, l) in the scratch and
+ *    combine_kernel merges them.
  *
- * Shared-memory rows are padded by 8 bf16 (16 bytes) so that the 8 row
- * addresses of every ldmatrix hit distinct bank groups. */
+ * Register budget for head_dim 128 (128 threads, at most 255 registers, two
+ * CTAs per SM): O 2×16×4 = 128 fp32, S 2×8×4 = 64 fp32, plus the fragments
+ * in flight. Shared-memory rows are padded by 8 bf16 (16 bytes) so that the 8
+ * row addresses of every ldmatrix hit distinct bank groups.
+ *
+ * Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16; g = lane / 4, t = lane
+ * % 4): A (16×16, row-major) a0 = (row g, cols 2t, 2t+1), a1 = (row g+8, the
+ * same cols), a2 = (row g, cols 2t+8, 2t+9), a3 = (row g+8, cols 2t+8, 2t+9);
+ * B (16×8, k × n) b0 = (k 2t, 2t+1, col g), b1 = (k 2t+8, 2t+9, col g);
+ * C/D (16×8) c0, c1 = (row g, cols 2t, 2t+1), c2, c3 = (row g+8, the same). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,28 +44,88 @@ extern "C" {
 }
 #include "cuda_internal.h"
 
-#define ATT_WARPS 8
+#define ATT_WARPS 4
 #define ATT_THREADS (ATT_WARPS * 32)
-#define ATT_BQ (ATT_WARPS * 16) /* query rows per CTA */
-#define ATT_BK 64               /* keys per tile */
+#define ATT_WROWS 32                   /* query rows per warp: two m16 row blocks */
+#define ATT_BQ (ATT_WARPS * ATT_WROWS) /* query rows per CTA */
+#define ATT_BK 64                      /* keys per tile */
 #define ATT_MAX_RANGES 2
+#define ATT_RESCALE 8.f /* log2-domain headroom of the running row max (see the softmax) */
+#define KV_THREADS 128
 
+/* The work is made of units (block of ATT_BQ query rows, head), unit u =
+ * head·nb + block. CTA c < whole takes unit c over all key tiles; the units
+ * after those (the last, partial wave) are split into `splits` parts of
+ * split_tiles key tiles (the last part may have fewer), CTA whole + i·splits
+ * + s taking part s of unit whole + i and leaving its unnormalised O and
+ * (m, l) per row in part_o / part_ml, entry i·splits + s, for
+ * combine_kernel. */
 typedef struct {
     const float *q;
     float *out;
+    const __nv_bfloat16 *k, *v; /* the scratch: [heads][tiles·ATT_BK][HD] bf16 */
+    float *part_o;              /* [parts][ATT_BQ][HD] */
+    float2 *part_ml;            /* [parts][ATT_BQ]: the row's base m and sum l */
     int Lq;
-    int ldq; /* heads·HD: the row stride of q and out */
+    int ldq;        /* heads·HD: the row stride of q and out */
+    int tiles;      /* key tiles per head */
+    int last_valid; /* keys of the last tile (1..ATT_BK); the rest are padding */
+    int nb;         /* query row blocks per head */
+    int whole, splits, split_tiles;
+    float qscale;   /* scale·log2(e): logits come out in the log2 domain */
+} att_params;
+
+typedef struct {
     const float *k[ATT_MAX_RANGES], *v[ATT_MAX_RANGES];
     int64_t ld[ATT_MAX_RANGES];
-    int n[ATT_MAX_RANGES];     /* keys per range (0 for an absent range) */
-    int tiles0, tiles;         /* key tiles of range 0, of all ranges */
-    float qscale;              /* scale·log2(e): logits come out in the log2 domain */
-} att_params;
+    int n0;      /* key i < n0 is row i of range 0, else row i − n0 of range 1 */
+    int Lk;      /* keys of all ranges */
+    int Lk_pad;  /* Lk rounded up to ATT_BK: the rows per head of the scratch */
+    int width4;  /* heads·HD / 4: float4 columns of a key row */
+    __nv_bfloat16 *kd, *vd;
+} kv_params;
+
+/* ---------------------------------------------------------------------------
+ * 1. f32 K/V rows → head-major bf16 scratch */
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lo */
     return *reinterpret_cast<uint32_t *>(&h);
 }
+
+/* One CTA per key row (blockIdx.x < Lk_pad): each thread reads float4 columns
+ * (coalesced along the row) and writes 4 bf16 (8 bytes) to the head-major
+ * scratch; rows past Lk are written as zeros, so that padded keys and values
+ * are finite (P = 0 times a padded V row must give 0). */
+template <int HD>
+__global__ void __launch_bounds__(KV_THREADS) kv_to_bf16_kernel(const kv_params p) {
+    const int key = (int)blockIdx.x;
+    const bool valid = key < p.Lk;
+    const float *krow = NULL, *vrow = NULL;
+    if (valid) {
+        const bool r1 = key >= p.n0;
+        const int64_t row = r1 ? key - p.n0 : key;
+        krow = (r1 ? p.k[1] : p.k[0]) + row * (r1 ? p.ld[1] : p.ld[0]);
+        vrow = (r1 ? p.v[1] : p.v[0]) + row * (r1 ? p.ld[1] : p.ld[0]);
+    }
+    for (int c4 = (int)threadIdx.x; c4 < p.width4; c4 += KV_THREADS) {
+        const int head = c4 / (HD / 4), d = (c4 % (HD / 4)) * 4;
+        const int64_t o = ((int64_t)head * p.Lk_pad + key) * HD + d;
+        uint2 kw = make_uint2(0u, 0u), vw = make_uint2(0u, 0u);
+        if (valid) {
+            /* read once: evict-first, so that the scratch stays in L2 instead */
+            const float4 a = __ldcs(reinterpret_cast<const float4 *>(krow) + c4);
+            const float4 b = __ldcs(reinterpret_cast<const float4 *>(vrow) + c4);
+            kw = make_uint2(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w));
+            vw = make_uint2(pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+        }
+        *reinterpret_cast<uint2 *>(p.kd + o) = kw;
+        *reinterpret_cast<uint2 *>(p.vd + o) = vw;
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * 2. The attention kernel */
 
 __device__ __forceinline__ float fast_exp2(float x) {
     float y;
@@ -58,18 +133,29 @@ __device__ __forceinline__ float fast_exp2(float x) {
     return y;
 }
 
-/* Four 8x8 bf16 matrices; lane i supplies the row address of row i%8 of
- * matrix i/8; register j receives matrix j (row lane/4, columns 2·(lane%4)
- * and +1, or with .trans the transposed element pair). */
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const __nv_bfloat16 *p) {
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+/* An ordinary 8-byte shared-memory store. */
+__device__ __forceinline__ void sts64(__nv_bfloat16 *dst, uint2 w) { *reinterpret_cast<uint2 *>(dst) = w; }
+
+/* 16-byte asynchronous global → shared copy (L2 only) to the shared-window
+ * address dst, and its group commit / wait for all of this thread's groups. */
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const __nv_bfloat16 *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+__device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+/* Four 8x8 bf16 matrices; lane i supplies the shared-window address a of
+ * row i%8 of matrix i/8; register j receives matrix j (row lane/4, columns
+ * 2·(lane%4) and +1, or with .trans the transposed element pair). */
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
 }
 
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const __nv_bfloat16 *p) {
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], uint32_t a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
@@ -83,226 +169,380 @@ __device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4], uint32
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* Loads this thread's share of one tile of f32 rows [start, start + valid) of
- * one head (src already offset to the head's first column) into registers;
- * rows past valid read as zeros (so padded V rows contribute 0·0). Element e =
- * i·THREADS + tid of the tile is row e / (HD/4), float4 column e % (HD/4). */
+/* Issues the cp.async copies of one key tile (ATT_BK contiguous scratch rows
+ * of HD bf16 at src) into a shared tile (at shared-window address dst) of
+ * ATT_BK rows of HD + 8 bf16. Thread tid copies the 16-byte chunks tid % 2 +
+ * 2i (i < HD/16) of row tid / 2, so that all its addresses are one base plus
+ * constants. */
 template <int HD>
-__device__ __forceinline__ void load_tile(float4 (&r)[HD / 16], const float *src, int64_t ld, int start, int valid) {
-    const float *base = src + (int64_t)start * ld;
+__device__ __forceinline__ void load_tile_async(uint32_t dst, const __nv_bfloat16 *src) {
+    static_assert(ATT_THREADS == 2 * ATT_BK, "two threads per tile row");
+    const int row = (int)threadIdx.x >> 1, c0 = (int)threadIdx.x & 1;
+    dst += (uint32_t)((row * (HD + 8) + c0 * 8) * 2);
+    src += row * HD + c0 * 8;
 #pragma unroll
-    for (int i = 0; i < HD / 16; i++) {
-        int e = i * ATT_THREADS + (int)threadIdx.x;
-        int row = e / (HD / 4), c4 = e % (HD / 4);
-        r[i] = row < valid ? __ldg(reinterpret_cast<const float4 *>(base + row * ld) + c4)
-                           : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
+    for (int i = 0; i < HD / 16; i++) cp_async_16(dst + i * 32, src + i * 16);
 }
 
-/* Rounds the registers of load_tile to bf16 and stores them into a tile of
- * ATT_BK rows of HD + 8 bf16. */
+/* Two CTAs per SM (at most 255 registers); three for head_dim 48, which fits
+ * 168 registers without spilling. */
 template <int HD>
-__device__ __forceinline__ void store_tile(__nv_bfloat16 *tile, const float4 (&r)[HD / 16]) {
-#pragma unroll
-    for (int i = 0; i < HD / 16; i++) {
-        int e = i * ATT_THREADS + (int)threadIdx.x;
-        int row = e / (HD / 4), c4 = e % (HD / 4);
-        uint2 w = make_uint2(pack_bf16(r[i].x, r[i].y), pack_bf16(r[i].z, r[i].w));
-        *reinterpret_cast<uint2 *>(tile + row * (HD + 8) + c4 * 4) = w;
-    }
-}
-
-/* Key tile j: its range r, first key and number of valid keys (1..ATT_BK).
- * Selects rather than indexing the parameter arrays with r, which would copy
- * the parameters to local memory. */
-__device__ __forceinline__ void tile_of(const att_params &p, int j, int *r, int *start, int *valid) {
-    *r = j < p.tiles0 ? 0 : 1;
-    *start = (*r ? j - p.tiles0 : j) * ATT_BK;
-    *valid = min(ATT_BK, (*r ? p.n[1] : p.n[0]) - *start);
-}
-
-__device__ __forceinline__ const float *sel(int r, const float *a, const float *b) { return r ? b : a; }
-__device__ __forceinline__ int64_t sel(int r, int64_t a, int64_t b) { return r ? b : a; }
-
-template <int HD>
-__global__ void __launch_bounds__(ATT_THREADS, 1) attention_kernel(const att_params p) {
+__global__ void __launch_bounds__(ATT_THREADS, HD <= 48 ? 3 : 2) attention_kernel(const att_params p) {
     static_assert(HD % 16 == 0 && HD <= 128, "head dim must be a multiple of 16, at most 128");
-    constexpr int LDS = HD + 8;            /* shared row stride, bf16 */
-    constexpr int TILE = ATT_BK * LDS;     /* one K or V tile, bf16 */
-    constexpr int KS = HD / 16;            /* k-steps over the head dim */
+    constexpr int LDS = HD + 8;        /* shared row stride, bf16 */
+    constexpr int TILE = ATT_BK * LDS; /* one K or V tile, bf16 */
+    constexpr int KS = HD / 16;        /* k-steps over the head dim */
     extern __shared__ __align__(16) unsigned char att_smem[];
-    /* [K0, K1, V0, V1] */
-    __nv_bfloat16 *ks = reinterpret_cast<__nv_bfloat16 *>(att_smem);
-    __nv_bfloat16 *vs = ks + 2 * TILE;
+    /* Q [ATT_BQ][LDS], then K [2][ATT_BK][LDS], then V [2][ATT_BK][LDS]; the
+     * tensor-core operands are addressed by 32-bit shared-window addresses */
+    __nv_bfloat16 *qs = reinterpret_cast<__nv_bfloat16 *>(att_smem);
+    const uint32_t qs_a = (uint32_t)__cvta_generic_to_shared(att_smem);
+    const uint32_t ks_a = qs_a + ATT_BQ * LDS * 2;
+    const uint32_t vs_a = ks_a + 2 * TILE * 2;
 
-    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    const int tid = (int)threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4; /* mma fragment row group and column pair */
-    const int head = (int)blockIdx.y;
-    const int64_t row0 = (int64_t)blockIdx.x * ATT_BQ + warp * 16 + g; /* this thread's rows: row0, row0 + 8 */
+    /* this CTA's unit, key tiles [t0, t1) and split part (-1: whole unit) */
+    int unit = (int)blockIdx.x, part = -1, t0 = 0, t1 = p.tiles;
+    if (unit >= p.whole) {
+        part = (unit - p.whole) % p.splits;
+        unit = p.whole + (unit - p.whole) / p.splits;
+        t0 = part * p.split_tiles;
+        t1 = min(p.tiles, t0 + p.split_tiles);
+    }
+    const int head = unit / p.nb;
+    const int64_t qrow0 = (int64_t)(unit % p.nb) * ATT_BQ;
     const int64_t hoff = (int64_t)head * HD;
+    const int64_t kv_head = (int64_t)head * p.tiles * ATT_BK * HD; /* this head's scratch block */
+    const __nv_bfloat16 *kg = p.k + kv_head, *vg = p.v + kv_head;
 
-    /* Q fragments (A operand) straight from global memory: a0 (row g, cols
-     * 2t, 2t+1), a1 (row g+8), a2 (row g, cols 2t+8, 2t+9), a3 (row g+8). */
-    uint32_t qf[KS][4];
-    {
-        const float *q0 = p.q + row0 * p.ldq + hoff;
-        const float *q1 = q0 + (int64_t)8 * p.ldq;
-        const bool in0 = row0 < p.Lq, in1 = row0 + 8 < p.Lq;
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++) {
-            int c = kk * 16 + 2 * t;
-            float2 x0 = in0 ? *reinterpret_cast<const float2 *>(q0 + c) : make_float2(0.f, 0.f);
-            float2 x1 = in1 ? *reinterpret_cast<const float2 *>(q1 + c) : make_float2(0.f, 0.f);
-            float2 x2 = in0 ? *reinterpret_cast<const float2 *>(q0 + c + 8) : make_float2(0.f, 0.f);
-            float2 x3 = in1 ? *reinterpret_cast<const float2 *>(q1 + c + 8) : make_float2(0.f, 0.f);
-            qf[kk][0] = pack_bf16(x0.x * p.qscale, x0.y * p.qscale);
-            qf[kk][1] = pack_bf16(x1.x * p.qscale, x1.y * p.qscale);
-            qf[kk][2] = pack_bf16(x2.x * p.qscale, x2.y * p.qscale);
-            qf[kk][3] = pack_bf16(x3.x * p.qscale, x3.y * p.qscale);
-        }
+    /* tile t0 in flight while Q is staged (tile j goes to buffer j % 2) */
+    load_tile_async<HD>(ks_a + (t0 & 1) * TILE * 2, kg + (int64_t)t0 * ATT_BK * HD);
+    load_tile_async<HD>(vs_a + (t0 & 1) * TILE * 2, vg + (int64_t)t0 * ATT_BK * HD);
+    cp_async_commit();
+
+    /* Q rows qrow0.. of this head, times qscale, rounded to bf16; rows past Lq
+     * are zeros. Element e is row e / (HD/4), float4 column e % (HD/4). */
+#pragma unroll 8
+    for (int e = tid; e < ATT_BQ * HD / 4; e += ATT_THREADS) {
+        const int row = e / (HD / 4), c4 = e % (HD / 4);
+        float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (qrow0 + row < p.Lq) x = *(reinterpret_cast<const float4 *>(p.q + (qrow0 + row) * p.ldq + hoff) + c4);
+        sts64(qs + row * LDS + c4 * 4, make_uint2(pack_bf16(x.x * p.qscale, x.y * p.qscale),
+                                                  pack_bf16(x.z * p.qscale, x.w * p.qscale)));
     }
 
-    float o[HD / 8][4];
+    /* This warp's rows are warp·32 + mb·16 + {g, g+8} for row block mb; the
+     * per-row state is indexed r = 2·mb + (0 for row g, 1 for row g+8). */
+    float o[2][HD / 8][4];
 #pragma unroll
-    for (int j = 0; j < HD / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY; /* running max (log2 domain) of rows g, g+8 */
-    float l0 = 0.f, l1 = 0.f;             /* this thread's part of the running sums */
+    for (int mb = 0; mb < 2; mb++)
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) o[mb][d][0] = o[mb][d][1] = o[mb][d][2] = o[mb][d][3] = 0.f;
+    float m[4], l[4]; /* running max (log2 domain), this thread's part of the running sum */
+#pragma unroll
+    for (int r = 0; r < 4; r++) m[r] = -INFINITY, l[r] = 0.f;
 
-    float4 pre[HD / 16]; /* f32 rows of the next tile in flight */
+    /* ldmatrix row addresses: every x4 load here reads a 16×16 block as the
+     * four 8×8 matrices (rows +0..7, cols +0..7), (rows +8..15, cols +0..7),
+     * (rows +0..7, cols +8..15), (rows +8..15, cols +8..15), so that one lane
+     * offset serves Q, K and V. Q (A operand, rows × dims): a0..a3. K (B
+     * operand, keys × dims, n = key): b0 of key block n, b0 of block n+1, b1 of
+     * block n, b1 of block n+1. V (B operand, transposed, keys × dims, k =
+     * key): b0, b1 of dim block d, b0, b1 of dim block d+1. */
+    const uint32_t lane_off = (((lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8) * 2;
+    const uint32_t qa_lane = qs_a + warp * ATT_WROWS * LDS * 2 + lane_off;
+    const uint32_t kb_lane = ks_a + lane_off;
+    const uint32_t vb_lane = vs_a + lane_off;
 
-    {
-        int r, start, valid;
-        tile_of(p, 0, &r, &start, &valid);
-        load_tile<HD>(pre, sel(r, p.k[0], p.k[1]) + hoff, sel(r, p.ld[0], p.ld[1]), start, valid);
-        store_tile<HD>(ks, pre);
-        load_tile<HD>(pre, sel(r, p.v[0], p.v[1]) + hoff, sel(r, p.ld[0], p.ld[1]), start, valid);
-        store_tile<HD>(vs, pre);
-    }
-    __syncthreads();
-
-    for (int j = 0; j < p.tiles; j++) {
-        const int cur = j & 1;
-        const __nv_bfloat16 *kt = ks + cur * TILE, *vt = vs + cur * TILE;
-        __nv_bfloat16 *kn = ks + (cur ^ 1) * TILE, *vn = vs + (cur ^ 1) * TILE;
-        const bool has_next = j + 1 < p.tiles;
-        int r, start, valid, nr = 0, nstart = 0, nvalid = 0;
-        tile_of(p, j, &r, &start, &valid);
-        if (has_next) {
-            tile_of(p, j + 1, &nr, &nstart, &nvalid);
-            load_tile<HD>(pre, sel(nr, p.k[0], p.k[1]) + hoff, sel(nr, p.ld[0], p.ld[1]), nstart, nvalid);
+    for (int j = t0; j < t1; j++) {
+        /* tile j has landed (this thread's copies: wait; everyone's: barrier),
+         * and every warp is done with tile j − 1, whose buffers get tile j + 1 */
+        cp_async_wait_all();
+        __syncthreads();
+        if (j + 1 < t1) {
+            const uint32_t nxt = ((j + 1) & 1) * TILE * 2;
+            load_tile_async<HD>(ks_a + nxt, kg + (int64_t)(j + 1) * ATT_BK * HD);
+            load_tile_async<HD>(vs_a + nxt, vg + (int64_t)(j + 1) * ATT_BK * HD);
+            cp_async_commit();
         }
+        const uint32_t cur = (j & 1) * TILE * 2;
 
-        /* S = Q·Kᵀ: s[n] covers keys 8n..8n+7 of the tile */
-        float s[ATT_BK / 8][4];
+        /* S = Q·Kᵀ: s[mb][n] covers rows of block mb, keys 8n..8n+7 of the tile */
+        float s[2][ATT_BK / 8][4];
 #pragma unroll
-        for (int n = 0; n < ATT_BK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+        for (int mb = 0; mb < 2; mb++)
+#pragma unroll
+            for (int n = 0; n < ATT_BK / 8; n++) s[mb][n][0] = s[mb][n][1] = s[mb][n][2] = s[mb][n][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
+            uint32_t qa[2][4];
+            ldsm_x4(qa[0], qa_lane + kk * 32);
+            ldsm_x4(qa[1], qa_lane + 16 * LDS * 2 + kk * 32);
 #pragma unroll
             for (int np = 0; np < ATT_BK / 16; np++) {
-                /* matrices: (keys +0..7, dims +0..7), (keys +0..7, dims +8..15),
-                 * (keys +8..15, dims +0..7), (keys +8..15, dims +8..15) */
                 uint32_t b[4];
-                ldsm_x4(b, kt + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LDS + kk * 16 + ((lane >> 3) & 1) * 8);
-                mma_bf16(s[2 * np], qf[kk], b[0], b[1]);
-                mma_bf16(s[2 * np + 1], qf[kk], b[2], b[3]);
+                ldsm_x4(b, kb_lane + cur + np * 16 * LDS * 2 + kk * 32);
+#pragma unroll
+                for (int mb = 0; mb < 2; mb++) {
+                    mma_bf16(s[mb][2 * np], qa[mb], b[0], b[2]);
+                    mma_bf16(s[mb][2 * np + 1], qa[mb], b[1], b[3]);
+                }
             }
         }
 
-        if (has_next) {
-            store_tile<HD>(kn, pre);
-            load_tile<HD>(pre, sel(nr, p.v[0], p.v[1]) + hoff, sel(nr, p.ld[0], p.ld[1]), nstart, nvalid);
-        }
-
-        /* keys past the end of the range */
-        if (valid < ATT_BK) {
+        /* padding keys of the last tile */
+        if (j == p.tiles - 1 && p.last_valid < ATT_BK) {
 #pragma unroll
             for (int n = 0; n < ATT_BK / 8; n++) {
-                int c = n * 8 + 2 * t;
-                if (c >= valid) s[n][0] = s[n][2] = -INFINITY;
-                if (c + 1 >= valid) s[n][1] = s[n][3] = -INFINITY;
+                const int c = n * 8 + 2 * t;
+#pragma unroll
+                for (int mb = 0; mb < 2; mb++) {
+                    if (c >= p.last_valid) s[mb][n][0] = s[mb][n][2] = -INFINITY;
+                    if (c + 1 >= p.last_valid) s[mb][n][1] = s[mb][n][3] = -INFINITY;
+                }
             }
         }
 
-        /* online softmax (fp32, log2 domain); the 4 threads of a quad share a row */
-        float mx0 = m0, mx1 = m1;
+        /* Online softmax (fp32, log2 domain; the 4 threads of a quad share a
+         * row). The running base m of a row is raised only when a tile's max
+         * exceeds it by more than ATT_RESCALE (then O and l are rescaled by
+         * 2^(m_old − m_new), for all rows of the warp at once); otherwise P =
+         * 2^(s − m) <= 2^ATT_RESCALE, harmless in fp32 and in bf16, and the
+         * final O / l is the same. */
+        float mx[4];
+        bool grow = false;
 #pragma unroll
-        for (int n = 0; n < ATT_BK / 8; n++) {
-            mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-            mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+        for (int r = 0; r < 4; r++) {
+            const int mb = r >> 1, h = (r & 1) * 2; /* h: element pair of row g (0) or g+8 (2) */
+            mx[r] = -INFINITY;
+#pragma unroll
+            for (int n = 0; n < ATT_BK / 8; n++) mx[r] = fmaxf(mx[r], fmaxf(s[mb][n][h], s[mb][n][h + 1]));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            grow |= mx[r] > m[r] + ATT_RESCALE;
         }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        /* a row whose logits are all -inf so far subtracts 0 (no inf − inf) */
-        const float base0 = mx0 == -INFINITY ? 0.f : mx0, base1 = mx1 == -INFINITY ? 0.f : mx1;
-        const float corr0 = fast_exp2(m0 - base0), corr1 = fast_exp2(m1 - base1);
-        m0 = mx0, m1 = mx1;
-        l0 *= corr0, l1 *= corr1;
+        if (__any_sync(0xffffffffu, grow)) {
 #pragma unroll
-        for (int d = 0; d < HD / 8; d++) o[d][0] *= corr0, o[d][1] *= corr0, o[d][2] *= corr1, o[d][3] *= corr1;
+            for (int r = 0; r < 4; r++) {
+                const int mb = r >> 1, h = (r & 1) * 2;
+                const float mn = fmaxf(m[r], mx[r]);
+                const float corr = mn == -INFINITY ? 1.f : fast_exp2(m[r] - mn);
+                m[r] = mn;
+                l[r] *= corr;
 #pragma unroll
-        for (int n = 0; n < ATT_BK / 8; n++) {
-            s[n][0] = fast_exp2(s[n][0] - base0);
-            s[n][1] = fast_exp2(s[n][1] - base0);
-            s[n][2] = fast_exp2(s[n][2] - base1);
-            s[n][3] = fast_exp2(s[n][3] - base1);
-            l0 += s[n][0] + s[n][1];
-            l1 += s[n][2] + s[n][3];
+                for (int d = 0; d < HD / 8; d++) o[mb][d][h] *= corr, o[mb][d][h + 1] *= corr;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int mb = r >> 1, h = (r & 1) * 2;
+            /* a row whose logits are all -inf so far subtracts 0 (no inf − inf) */
+            const float base = m[r] == -INFINITY ? 0.f : m[r];
+#pragma unroll
+            for (int n = 0; n < ATT_BK / 8; n++) {
+                s[mb][n][h] = fast_exp2(s[mb][n][h] - base);
+                s[mb][n][h + 1] = fast_exp2(s[mb][n][h + 1] - base);
+                l[r] += s[mb][n][h] + s[mb][n][h + 1];
+            }
         }
 
-        /* O += P·V: P's A fragment for keys 16kk..16kk+15 is s[2kk], s[2kk+1] */
+        /* O += P·V: P's A fragment for keys 16kk..16kk+15 of block mb is
+         * s[mb][2kk] (a0: row g, a1: row g+8) and s[mb][2kk+1] (a2, a3) */
 #pragma unroll
         for (int kk = 0; kk < ATT_BK / 16; kk++) {
-            uint32_t a[4];
-            a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            uint32_t a[2][4];
+#pragma unroll
+            for (int mb = 0; mb < 2; mb++) {
+                a[mb][0] = pack_bf16(s[mb][2 * kk][0], s[mb][2 * kk][1]);
+                a[mb][1] = pack_bf16(s[mb][2 * kk][2], s[mb][2 * kk][3]);
+                a[mb][2] = pack_bf16(s[mb][2 * kk + 1][0], s[mb][2 * kk + 1][1]);
+                a[mb][3] = pack_bf16(s[mb][2 * kk + 1][2], s[mb][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int dp = 0; dp < HD / 16; dp++) {
-                /* transposed matrices: (keys +0..7, dims +0..7), (keys +8..15,
-                 * dims +0..7), (keys +0..7, dims +8..15), (keys +8..15, dims +8..15) */
                 uint32_t b[4];
-                ldsm_x4_trans(b, vt + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + dp * 16 + (lane >> 4) * 8);
-                mma_bf16(o[2 * dp], a, b[0], b[1]);
-                mma_bf16(o[2 * dp + 1], a, b[2], b[3]);
+                ldsm_x4_trans(b, vb_lane + cur + kk * 16 * LDS * 2 + dp * 32);
+#pragma unroll
+                for (int mb = 0; mb < 2; mb++) {
+                    mma_bf16(o[mb][2 * dp], a[mb], b[0], b[1]);
+                    mma_bf16(o[mb][2 * dp + 1], a[mb], b[2], b[3]);
+                }
             }
         }
-
-        if (has_next) store_tile<HD>(vn, pre);
-        __syncthreads();
     }
 
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float inv0 = 1.f / l0, inv1 = 1.f / l1;
-    float *o0 = p.out + row0 * p.ldq + hoff + 2 * t;
-    float *o1 = o0 + (int64_t)8 * p.ldq;
-    if (row0 < p.Lq) {
+    /* a whole unit stores O / l (rows past Lq skipped); a split part leaves
+     * O and (m, l) of all its rows for combine_kernel */
+    const int64_t pidx = (int64_t)blockIdx.x - p.whole;
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const int mb = r >> 1, h = (r & 1) * 2;
+        float sum = l[r];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const int lrow = warp * ATT_WROWS + mb * 16 + g + (r & 1) * 8; /* row within the block */
+        float *dst;
+        float inv = 1.f;
+        if (part < 0) {
+            if (qrow0 + lrow >= p.Lq) continue;
+            dst = p.out + (qrow0 + lrow) * p.ldq + hoff;
+            inv = 1.f / sum;
+        } else {
+            dst = p.part_o + (pidx * ATT_BQ + lrow) * HD;
+            if (t == 0) p.part_ml[pidx * ATT_BQ + lrow] = make_float2(m[r], sum);
+        }
 #pragma unroll
         for (int d = 0; d < HD / 8; d++)
-            *reinterpret_cast<float2 *>(o0 + d * 8) = make_float2(o[d][0] * inv0, o[d][1] * inv0);
-    }
-    if (row0 + 8 < p.Lq) {
-#pragma unroll
-        for (int d = 0; d < HD / 8; d++)
-            *reinterpret_cast<float2 *>(o1 + d * 8) = make_float2(o[d][2] * inv1, o[d][3] * inv1);
+            *reinterpret_cast<float2 *>(dst + d * 8 + 2 * t) = make_float2(o[mb][d][h] * inv, o[mb][d][h + 1] * inv);
     }
 }
 
+/* Merges the split parts: thread item e = (split unit i, row, float4 column
+ * c4) of the ATT_BQ·(HD/4) items of each split unit. With the parts' bases
+ * m_s and sums l_s, M = max m_s: out = Σ 2^(m_s − M)·O_s / Σ 2^(m_s − M)·l_s.
+ * Rows past Lq are skipped. */
 template <int HD>
-static lp_status launch(const lp_backend *be, const att_params *p, int heads) {
-    const size_t smem = (size_t)4 * ATT_BK * (HD + 8) * sizeof(__nv_bfloat16);
+__global__ void __launch_bounds__(KV_THREADS) combine_kernel(const att_params p, int64_t items) {
+    for (int64_t e = (int64_t)blockIdx.x * KV_THREADS + threadIdx.x; e < items;
+         e += (int64_t)gridDim.x * KV_THREADS) {
+        const int c4 = (int)(e % (HD / 4));
+        const int64_t rowi = e / (HD / 4); /* i·ATT_BQ + row */
+        const int lrow = (int)(rowi % ATT_BQ);
+        const int unit = p.whole + (int)(rowi / ATT_BQ);
+        const int64_t qrow = (int64_t)(unit % p.nb) * ATT_BQ + lrow;
+        if (qrow >= p.Lq) continue;
+        const int64_t first = (rowi / ATT_BQ) * p.splits; /* part index of part 0 */
+        float M = -INFINITY;
+        for (int s = 0; s < p.splits; s++) M = fmaxf(M, p.part_ml[(first + s) * ATT_BQ + lrow].x);
+        if (M == -INFINITY) M = 0.f; /* rows without a finite logit: 0 / 0, as for a whole unit */
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        float L = 0.f;
+        for (int s = 0; s < p.splits; s++) {
+            const float2 ml = p.part_ml[(first + s) * ATT_BQ + lrow];
+            const float w = exp2f(ml.x - M);
+            const float4 x = reinterpret_cast<const float4 *>(p.part_o + ((first + s) * ATT_BQ + lrow) * HD)[c4];
+            acc.x += w * x.x, acc.y += w * x.y, acc.z += w * x.z, acc.w += w * x.w;
+            L += w * ml.y;
+        }
+        const float inv = 1.f / L;
+        reinterpret_cast<float4 *>(p.out + qrow * p.ldq + (int64_t)(unit / p.nb) * HD)[c4] =
+            make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Host side */
+
+/* The backend's attention scratch of at least `bytes` bytes (grown on
+ * demand; kernels in flight may still read the old one, so the stream is
+ * drained before it is freed). */
+static lp_status att_scratch(const lp_backend *be, size_t bytes, unsigned char **out) {
+    lp_cuda_state *st = lp_cuda(be);
+    if (st->kv_bf16_bytes < bytes) {
+        LP_TRY(lp_cuda_check(be, cudaStreamSynchronize(st->stream), "cudaStreamSynchronize (attention scratch)"));
+        LP_TRY(lp_cuda_check(be, cudaFree(st->kv_bf16), "cudaFree (attention scratch)"));
+        st->kv_bf16 = NULL;
+        st->kv_bf16_bytes = 0;
+        const size_t want = (bytes + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1); /* whole MiB */
+        cudaError_t e = cudaMalloc(&st->kv_bf16, want);
+        if (e != cudaSuccess) {
+            st->kv_bf16 = NULL;
+            if (e != cudaErrorMemoryAllocation) return lp_cuda_check(be, e, "cudaMalloc (attention scratch)");
+            cudaGetLastError(); /* out of memory is not sticky */
+            return lp_fail(LP_ERR_NOMEM,
+                           "attention (cuda): cannot allocate %zu bytes of device memory for its scratch (bf16 K/V, "
+                           "partial results)",
+                           want);
+        }
+        st->kv_bf16_bytes = want;
+    }
+    *out = (unsigned char *)st->kv_bf16;
+    return LP_OK;
+}
+
+/* Sets p->whole, splits and split_tiles for `units` units on `slots`
+ * concurrent CTAs. All units take about the same time, tiles·τ (τ: one key
+ * tile on a loaded SM), so a grid of whole units takes ceil(units / slots)
+ * waves; the units of a last, partial wave (rest) may be split into k parts
+ * of tiles / k key tiles instead, which take ceil(rest·k / slots)·tiles·τ / k
+ * but cost a merge: a launch (about 2τ) and a round trip of each part's f32 O
+ * through memory (about 0.02τ per part, at head_dim 128 as at 48). The k in
+ * 1..8 (at least 2 tiles per part) of least estimated time is taken. */
+static void plan_split(att_params *p, int64_t units, int64_t slots) {
+    const int64_t rest = units % slots;
+    p->whole = (int)units;
+    p->splits = 1;
+    p->split_tiles = p->tiles;
+    const int kmax = p->tiles / 2 < 8 ? p->tiles / 2 : 8;
+    double best = p->tiles; /* k = 1 */
+    int best_k = 1;
+    for (int k = 2; k <= kmax; k++) {
+        const double waves = (double)((rest * k + slots - 1) / slots) / k;
+        const double t = (double)p->tiles * waves + 2.0 + 0.02 * (double)(rest * k);
+        if (t < best) best = t, best_k = k;
+    }
+    if (rest == 0 || best_k == 1) return;
+    p->whole = (int)(units - rest);
+    p->split_tiles = (p->tiles + best_k - 1) / best_k;
+    p->splits = (p->tiles + p->split_tiles - 1) / p->split_tiles; /* every part non-empty */
+}
+
+/* Converts K/V, then runs the attention (and the merge of split parts) for
+ * head_dim HD; kv->kd and p->k/v/part_* are set here from the scratch. */
+template <int HD>
+static lp_status launch(const lp_backend *be, kv_params *kv, att_params *p, int heads) {
+    lp_cuda_state *st = lp_cuda(be);
+    const size_t smem = (size_t)(ATT_BQ + 4 * ATT_BK) * (HD + 8) * sizeof(__nv_bfloat16);
+    int smem_max = 0, per_sm = 0, sms = 0;
+    LP_TRY(lp_cuda_check(be, cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, st->device),
+                         "attention: cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)"));
+    if ((size_t)smem_max < smem)
+        return lp_fail(LP_ERR_UNSUPPORTED,
+                       "attention (cuda): head_dim %d needs %zu bytes of shared memory per block, the device has %d",
+                       HD, smem, smem_max);
     LP_TRY(lp_cuda_check(be, cudaFuncSetAttribute(attention_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                   (int)smem),
                          "attention: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)"));
-    dim3 grid((unsigned)((p->Lq + ATT_BQ - 1) / ATT_BQ), (unsigned)heads);
-    attention_kernel<HD><<<grid, ATT_THREADS, smem, lp_cuda(be)->stream>>>(*p);
-    return lp_cuda_check_launch(be, "attention_kernel");
+    /* all of the unified L1/shared storage as shared memory: two CTAs per SM
+     * for head_dim 128 need 2 × 102 KiB */
+    LP_TRY(lp_cuda_check(be, cudaFuncSetAttribute(attention_kernel<HD>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                                  (int)cudaSharedmemCarveoutMaxShared),
+                         "attention: cudaFuncSetAttribute(PreferredSharedMemoryCarveout)"));
+    LP_TRY(lp_cuda_check(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, attention_kernel<HD>, ATT_THREADS,
+                                                                         smem),
+                         "attention: cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
+    LP_TRY(lp_cuda_check(be, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, st->device),
+                         "attention: cudaDeviceGetAttribute(MultiProcessorCount)"));
+    if (per_sm < 1)
+        return lp_fail(LP_ERR_UNSUPPORTED, "attention (cuda): the kernel for head_dim %d does not fit an SM", HD);
+    const int64_t units = (int64_t)p->nb * heads;
+    plan_split(p, units, (int64_t)per_sm * (sms > 0 ? sms : 1));
+
+    /* scratch: K, V (bf16), then the split parts' O (f32) and (m, l) */
+    const size_t half = (size_t)heads * (size_t)kv->Lk_pad * HD; /* bf16 elements of K (and of V) */
+    const size_t kv_bytes = 2 * half * sizeof(__nv_bfloat16);
+    const size_t parts = (size_t)(units - p->whole) * (size_t)p->splits;
+    const size_t po_bytes = parts * ATT_BQ * HD * sizeof(float), ml_bytes = parts * ATT_BQ * sizeof(float2);
+    unsigned char *scratch = NULL;
+    LP_TRY(att_scratch(be, kv_bytes + po_bytes + ml_bytes, &scratch));
+    kv->kd = reinterpret_cast<__nv_bfloat16 *>(scratch);
+    kv->vd = kv->kd + half;
+    p->k = kv->kd;
+    p->v = kv->vd;
+    p->part_o = reinterpret_cast<float *>(scratch + kv_bytes);            /* kv_bytes: a multiple of 256 */
+    p->part_ml = reinterpret_cast<float2 *>(scratch + kv_bytes + po_bytes); /* po_bytes: a multiple of 512 */
+
+    kv_to_bf16_kernel<HD><<<(unsigned)kv->Lk_pad, KV_THREADS, 0, st->stream>>>(*kv);
+    LP_TRY(lp_cuda_check_launch(be, "kv_to_bf16_kernel"));
+    const int64_t ctas = p->whole + (units - p->whole) * p->splits;
+    attention_kernel<HD><<<(unsigned)ctas, ATT_THREADS, smem, st->stream>>>(*p);
+    LP_TRY(lp_cuda_check_launch(be, "attention_kernel"));
+    if (p->whole == units) return LP_OK;
+    const int64_t items = (units - p->whole) * ATT_BQ * (HD / 4);
+    const int64_t blocks = (items + KV_THREADS - 1) / KV_THREADS;
+    combine_kernel<HD><<<(unsigned)(blocks < 65535 ? blocks : 65535), KV_THREADS, 0, st->stream>>>(*p, items);
+    return lp_cuda_check_launch(be, "combine_kernel");
 }
 
 static int misaligned16(const void *ptr) { return ((uintptr_t)ptr & 15u) != 0; }
@@ -317,7 +557,10 @@ static int overlap(const float *a, int64_t na, const float *b, int64_t nb) {
  * 1 or 2 ranges; q, out and every non-empty range's k and v 16-byte aligned;
  * each range's ld a multiple of 4 and >= heads·head_dim; fewer than 2^31 − 64
  * keys and query rows; out may be q itself but may not otherwise overlap q,
- * k or v. Lq = 0 does nothing; no keys at all is an error, as on the CPU. */
+ * k or v. Lq = 0 does nothing; no keys at all is an error, as on the CPU.
+ * Uses (and grows) the backend's attention scratch: the bf16 K and V,
+ * 4·heads·Lk_pad·head_dim bytes (Lk_pad = Lk rounded up to 64), plus the
+ * partial results of split units (see plan_split). */
 lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                             const lp_kv_range *ranges, int nranges, float scale) {
     if (lp_cuda(be)->sticky != LP_OK)
@@ -333,12 +576,10 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
     if (Lq < 0 || Lq > INT32_MAX) return lp_fail(LP_ERR_ARG, "attention: Lq %lld out of range", (long long)Lq);
     const int64_t width = (int64_t)heads * head_dim;
     int64_t Lk = 0;
-    att_params p;
-    p.qscale = scale * 1.4426950408889634f; /* log2(e) */
+    kv_params kv;
     for (int i = 0; i < ATT_MAX_RANGES; i++) {
-        p.k[i] = p.v[i] = NULL;
-        p.ld[i] = 0;
-        p.n[i] = 0;
+        kv.k[i] = kv.v[i] = NULL;
+        kv.ld[i] = 0;
     }
     for (int i = 0; i < nranges; i++) {
         const lp_kv_range *R = &ranges[i];
@@ -353,10 +594,9 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
                            "attention (cuda): key range %d: row stride %lld must be >= heads*head_dim (%lld) and a "
                            "multiple of 4",
                            i, (long long)R->ld, (long long)width);
-        p.k[i] = R->k;
-        p.v[i] = R->v;
-        p.ld[i] = R->ld;
-        p.n[i] = (int)R->n;
+        kv.k[i] = R->k;
+        kv.v[i] = R->v;
+        kv.ld[i] = R->ld;
     }
     if (Lk == 0) return lp_fail(LP_ERR_ARG, "attention over an empty key set");
     if (Lk > INT32_MAX - ATT_BK) return lp_fail(LP_ERR_ARG, "attention: %lld keys, too many", (long long)Lk);
@@ -371,16 +611,27 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
         if (R->n && (overlap(out, Lq * width, R->k, span) || overlap(out, Lq * width, R->v, span)))
             return lp_fail(LP_ERR_ARG, "attention (cuda): out overlaps the keys/values of range %d", i);
     }
+    const int tiles = (int)((Lk + ATT_BK - 1) / ATT_BK);
+    kv.n0 = (int)ranges[0].n;
+    kv.Lk = (int)Lk;
+    kv.Lk_pad = tiles * ATT_BK;
+    kv.width4 = (int)(width / 4);
+
+    att_params p;
     p.q = q;
     p.out = out;
     p.Lq = (int)Lq;
     p.ldq = (int)width;
-    p.tiles0 = (p.n[0] + ATT_BK - 1) / ATT_BK;
-    p.tiles = p.tiles0 + (p.n[1] + ATT_BK - 1) / ATT_BK;
+    p.tiles = tiles;
+    p.last_valid = (int)(Lk - (int64_t)(tiles - 1) * ATT_BK);
+    p.nb = (int)((Lq + ATT_BQ - 1) / ATT_BQ);
+    if ((int64_t)p.nb * heads > INT32_MAX / 8)
+        return lp_fail(LP_ERR_ARG, "attention (cuda): %lld query rows x %d heads, too many", (long long)Lq, heads);
+    p.qscale = scale * 1.4426950408889634f; /* log2(e) */
     switch (head_dim) {
-    case 48: return launch<48>(be, &p, heads);
-    case 64: return launch<64>(be, &p, heads);
-    case 96: return launch<96>(be, &p, heads);
-    default: return launch<128>(be, &p, heads);
+    case 48: return launch<48>(be, &kv, &p, heads);
+    case 64: return launch<64>(be, &kv, &p, heads);
+    case 96: return launch<96>(be, &kv, &p, heads);
+    default: return launch<128>(be, &kv, &p, heads);
     }
 }
