@@ -20,22 +20,31 @@ void lipar_model_options_default(lipar_model_options *o) {
 
 /* The embedded demonstration model: the DiT, TAEHV and umT5 topologies at
  * small widths with deterministic random weights. */
-static lp_status load_demo(lipar_model *m) {
-    lp_dit_config dc = {.dim = 128, .ffn_dim = 256, .num_layers = 2, .in_dim = 16, .out_dim = 16, .text_dim = 64,
-                        .freq_dim = 256};
-    LP_TRY(lp_dit_random_weights(&dc, LP_F32, 20260101, &m->dit_file));
-    LP_TRY(lp_dit_load(m->dit_file, "", 2, 64, m->be, &m->dit));
+static lp_status load_demo(lipar_model *m, int full) {
+    lp_dit_config small = {.dim = 128, .ffn_dim = 256, .num_layers = 2, .in_dim = 16, .out_dim = 16, .text_dim = 64,
+                           .freq_dim = 256};
+    lp_dit_config real = {.dim = 1536, .ffn_dim = 8960, .num_layers = 30, .in_dim = 16, .out_dim = 16, .text_dim = 4096,
+                          .freq_dim = 256};
+    const lp_dit_config *dc = full ? &real : &small;
+    LP_TRY(lp_dit_random_weights(dc, full ? LP_BF16 : LP_F32, 20260101, &m->dit_file));
+    LP_TRY(lp_dit_load(m->dit_file, "", full ? 12 : 2, full ? 512 : 64, m->be, &m->dit));
     /* a TAEHV whose encoder averages 8×8×4 pixel blocks (gain 4 gives latents of
      * about the spread of real Wan latents on real clips), so that the
      * keep-mask follows what moves; its decoder is random */
-    lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = 16, .dec_width = {64, 32, 16},
+    lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = full ? 64 : 16,
+                                 .dec_width = {full ? 256 : 64, full ? 128 : 32, full ? 64 : 16},
                                  .pooling_encoder = 1, .pooling_gain = 4.0f};
     LP_TRY(lp_taehv_random_weights(&tc, 20260102, &m->vae_file));
     LP_TRY(lp_taehv_load(m->vae_file, "", m->be, &m->taehv));
-    LP_TRY(lp_text_open_demo(64, 64, m->be->pool, &m->text));
-    snprintf(m->description, sizeof m->description,
-             "embedded demonstration model (random weights: DiT 2x128, TAEHV with a pooling encoder and a "
-             "16/64/32/16 decoder, umT5 2x64)");
+    LP_TRY(lp_text_open_demo(dc->text_dim, lp_dit_get_config(m->dit)->text_len, m->be->pool, &m->text));
+    if (full)
+        snprintf(m->description, sizeof m->description,
+                 "random weights at the published sizes (DiT 30x1536, TAEHV with a pooling encoder and a "
+                 "256/128/64 decoder, umT5 2x4096)");
+    else
+        snprintf(m->description, sizeof m->description,
+                 "embedded demonstration model (random weights: DiT 2x128, TAEHV with a pooling encoder and a "
+                 "16/64/32/16 decoder, umT5 2x64)");
     return LP_OK;
 }
 
@@ -88,7 +97,7 @@ lipar_status lipar_model_load(const lipar_model_options *o, lipar_model **out) {
             s = lp_fail(LP_ERR_ARG, "VAE or text weights were given without DiT weights");
         else if (m->demo && m->vae_kind != LP_VAE_TAEHV)
             s = lp_fail(LP_ERR_ARG, "the demonstration model has a TAEHV only");
-        else s = m->demo ? load_demo(m) : load_files(m, o);
+        else s = m->demo ? load_demo(m, o->demo_full_size) : load_files(m, o);
     }
     if (s != LP_OK) {
         lipar_model_free(m);
