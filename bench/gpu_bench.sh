@@ -40,11 +40,10 @@ timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --
 timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep 0.5,0.84 | tail -n 2
 
 step "TAEHV encode + decode, 96 frames at 832x480, CUDA"
-timeout 300 "$B/bench/bench_taehv" --backend cuda --frames 96 2>&1 | tail -n 6
+timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda --frames 96 2>&1 | tail -n 6
 
 step "end to end (session API: TAEHV encode, mask, DiT, TAEHV decode), random weights at the published sizes, CUDA"
 timeout 400 "$B/bench/bench_e2e" --backend cuda --frames 96 2>&1 | tail -n 8
-nvidia-smi --query-gpu=memory.used --format=csv,noheader
 
 step "DiT loop, PyTorch reference (bench/torch_ref.py, SDPA, bf16)"
 timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" 2>&1 | tail -n 3

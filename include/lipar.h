@@ -117,6 +117,10 @@ typedef struct {
     int prompt_version;        /* 0 for the first prompt, +1 per lipar_session_set_prompt */
 } lipar_chunk_stats;
 
+/* The largest device memory in use (bytes, sampled after each chunk) by the
+ * process while this session ran; 0 on the CPU backend. */
+size_t lipar_session_peak_device_memory(const lipar_session *s);
+
 /* Number of chunks edited so far, and the statistics of chunk i. */
 int lipar_session_chunks(const lipar_session *s);
 lipar_status lipar_session_chunk_stats(const lipar_session *s, int i, lipar_chunk_stats *out);

@@ -69,6 +69,8 @@ struct lp_backend {
     void (*add)(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
     /* Waits until every op issued so far is done. */
     void (*synchronize)(const lp_backend *be);
+    /* Bytes of device memory in use by the process now (0 for the CPU backend). */
+    size_t (*memory_in_use)(const lp_backend *be);
     void (*destroy)(lp_backend *be);
 
     /* y[M,N] = x[M,K] · Wᵀ + b, W a PyTorch Linear weight [N, K] (any float

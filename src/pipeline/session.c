@@ -53,6 +53,7 @@ struct lipar_session {
     lipar_chunk_stats *stats;
     int n_stats, cap_stats;
     uint8_t *keep_history;     /* [MASK_HISTORY][3][patches] */
+    size_t peak_device_bytes;
     int finished;
 };
 
@@ -288,6 +289,8 @@ static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, const int32_t
     if (got < frames) return lp_fail(LP_ERR_SHAPE, "the VAE decoded %d frames, expected %d", got, frames);
     LP_TRY(enqueue(s, s->work, frames));
     cs->prompt_version = s->prompt_version;
+    size_t used = s->m->be->memory_in_use(s->m->be);
+    if (used > s->peak_device_bytes) s->peak_device_bytes = used;
     cs->seconds_total = cs->seconds_encode + cs->seconds_mask + cs->seconds_dit + cs->seconds_decode;
     return push_stats(s, cs);
 }
@@ -418,6 +421,8 @@ lipar_status lipar_session_set_prompt(lipar_session *s, const char *prompt) {
 }
 
 int lipar_session_chunks(const lipar_session *s) { return s->n_stats; }
+
+size_t lipar_session_peak_device_memory(const lipar_session *s) { return s->peak_device_bytes; }
 
 lipar_status lipar_session_chunk_stats(const lipar_session *s, int i, lipar_chunk_stats *out) {
     if (i < 0 || i >= s->n_stats)

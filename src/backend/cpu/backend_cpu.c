@@ -63,6 +63,7 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->unpatchify = lp_cpu_unpatchify;
     be->add = lp_cpu_add;
     be->synchronize = lp_cpu_synchronize;
+    be->memory_in_use = lp_cpu_memory_in_use;
     be->destroy = cpu_destroy;
     be->conv2d = lp_cpu_conv2d;
     be->relu = lp_cpu_relu;

@@ -44,6 +44,7 @@ void lp_cpu_relu(const lp_backend *be, float *x, int64_t n);
 void lp_cpu_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cpu_clamp01(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cpu_synchronize(const lp_backend *be);
+size_t lp_cpu_memory_in_use(const lp_backend *be);
 
 /* Converts n elements of a float tensor starting at element off into dst,
  * in parallel on be's pool. */

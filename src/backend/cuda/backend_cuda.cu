@@ -299,6 +299,14 @@ static lp_status cuda_copy(const lp_backend *be, void *dst, const void *src, siz
     return LP_OK;
 }
 
+/* Device memory in use by the process: total − free of the current device. */
+static size_t cuda_memory_in_use(const lp_backend *be) {
+    (void)be;
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 0;
+    return total_b - free_b;
+}
+
 static void cuda_synchronize(const lp_backend *be) {
     lp_cuda_check(be, cudaStreamSynchronize(lp_cuda(be)->stream), "cudaStreamSynchronize");
 }
@@ -718,6 +726,7 @@ lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
     be->unpatchify = lp_cuda_unpatchify;
     be->add = lp_cuda_add;
     be->synchronize = cuda_synchronize;
+    be->memory_in_use = cuda_memory_in_use;
     be->destroy = cuda_destroy;
     be->linear = lp_cuda_linear;
     be->layer_norm = lp_cuda_layer_norm;
