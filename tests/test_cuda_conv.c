@@ -22,24 +22,15 @@
 #include "test_util.h"
 
 static lp_backend *cpu, *gpu;
-static int no_gpu = LP_TEST_SKIP; /* what each case returns without the CUDA backend */
+static int no_gpu; /* what each case returns without the CUDA backend (set by main) */
 
 /* ------------------------------------------------------------------ helpers */
-
-static void **kept;
-static size_t nkept;
 
 /* A host buffer of n random floats in [−scale, scale) that lives until the
  * end of the program (see above); NULL when out of memory. */
 static float *kept_floats(size_t n, uint32_t seed, float scale) {
-    void **k = realloc(kept, (nkept + 1) * sizeof *k);
-    if (!k) return NULL;
-    kept = k;
-    float *p = malloc((n ? n : 1) * sizeof *p);
-    if (p) {
-        lp_test_fill(p, n, seed, scale);
-        kept[nkept++] = p;
-    }
+    float *p = lp_test_keep(n * sizeof *p);
+    if (p) lp_test_fill(p, n, seed, scale);
     return p;
 }
 
@@ -47,52 +38,6 @@ static float *random_floats(size_t n, uint32_t seed, float scale) {
     float *x = malloc((n ? n : 1) * sizeof *x);
     if (x) lp_test_fill(x, n, seed, scale);
     return x;
-}
-
-/* A CUDA buffer holding n floats of h; NULL on failure (message printed). */
-static float *dev_copy(const float *h, size_t n) {
-    float *d = gpu->alloc(gpu, (n ? n : 1) * sizeof *d);
-    if (d && gpu->upload(gpu, d, h, n * sizeof *d) == LP_OK) return d;
-    printf("    cuda alloc/upload of %zu floats: %s\n", n, lp_last_error());
-    if (d) gpu->release(gpu, d);
-    return NULL;
-}
-
-/* A CUDA buffer of n floats of NaN bytes. */
-static float *dev_poison(size_t n) {
-    float *h = malloc((n ? n : 1) * sizeof *h);
-    if (!h) return NULL;
-    memset(h, 0xff, n * sizeof *h);
-    float *d = dev_copy(h, n);
-    free(h);
-    return d;
-}
-
-static void dev_free(float *d) {
-    if (d) gpu->release(gpu, d);
-}
-
-/* Downloads n floats of d and compares them with want: prints "name
- * rel_l2=... ok|FAIL"; a failed download or a non-finite value fails.
- * Returns 0 when ok. */
-static int compare(const char *name, const float *d, const float *want, size_t n, double tol) {
-    float *got = malloc((n ? n : 1) * sizeof *got);
-    if (!got || !d) {
-        free(got);
-        printf("    %-60s FAIL (no buffer)\n", name);
-        return 1;
-    }
-    lp_status s = gpu->download(gpu, got, d, n * sizeof *got);
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += !isfinite(got[i]);
-    double err = lp_rel_l2(got, want, n);
-    int ok = s == LP_OK && bad == 0 && err <= tol;
-    printf("    %-60s rel_l2=%.3e (tol %.0e) %s", name, err, tol, ok ? "ok" : "FAIL");
-    if (s != LP_OK) printf(" [%s: %s]", lp_status_name(s), lp_last_error());
-    if (bad) printf(" [%zu non-finite]", bad);
-    printf("\n");
-    free(got);
-    return !ok;
 }
 
 /* ------------------------------------------------------------------ conv2d */
@@ -119,8 +64,8 @@ static int conv_case_run(const conv_case *cc, uint32_t seed) {
                    .data = wt, .nbytes = nw * sizeof *wt};
     lp_tensor B = {.name = "conv.bias", .dtype = LP_F32, .ndim = 1, .shape = {cc->cout}, .data = bias,
                    .nbytes = (size_t)cc->cout * sizeof *bias};
-    float *da = dev_copy(a, na), *db = cc->cb ? dev_copy(b, nb) : NULL;
-    float *dout = cc->accumulate ? dev_copy(out, no) : dev_poison(no);
+    float *da = lp_test_dev_copy(gpu, a, na), *db = cc->cb ? lp_test_dev_copy(gpu, b, nb) : NULL;
+    float *dout = cc->accumulate ? lp_test_dev_copy(gpu, out, no) : lp_test_dev_poison(gpu, no);
     int fails = 1;
     if (da && (db || !cc->cb) && dout) {
         lp_conv2d_input ci = {a, cc->ca, cc->cb ? b : NULL, cc->cb, cc->h, cc->w, cc->up};
@@ -129,12 +74,12 @@ static int conv_case_run(const conv_case *cc, uint32_t seed) {
         if (s != LP_OK) printf("    %s: CPU: %s\n", name, lp_last_error());
         lp_status g = s == LP_OK ? gpu->conv2d(gpu, dout, &gi, &W, cc->bias ? &B : NULL, cc->stride, cc->accumulate)
                                  : s;
-        if (s == LP_OK && g != LP_OK) printf("    %-60s FAIL [%s: %s]\n", name, lp_status_name(g), lp_last_error());
-        if (s == LP_OK && g == LP_OK) fails = compare(name, dout, out, no, cc->cout <= 4 ? 1e-5 : 2e-2);
+        if (s == LP_OK && lp_test_status_ok(name, g))
+            fails = lp_test_dev_compare(gpu, name, dout, out, no, cc->cout <= 4 ? 1e-5 : 2e-2);
     }
-    dev_free(da);
-    dev_free(db);
-    dev_free(dout);
+    lp_test_dev_free(gpu, da);
+    lp_test_dev_free(gpu, db);
+    lp_test_dev_free(gpu, dout);
     free(a);
     free(b);
     free(out);
@@ -218,7 +163,7 @@ static int ew_case(int64_t n, int offset, uint32_t seed) {
             float *x = random_floats(m, seed + (uint32_t)op, 4.0f), *want = malloc(m * sizeof *want);
             CHECK(x && want, "out of memory");
             memcpy(want, x, m * sizeof *want);
-            float *dx = dev_copy(x, m), *dy = inplace ? dx : dev_poison(m);
+            float *dx = lp_test_dev_copy(gpu, x, m), *dy = inplace ? dx : lp_test_dev_poison(gpu, m);
             if (dx && dy) {
                 if (op == 0) {
                     cpu->relu(cpu, want + offset, n);
@@ -230,12 +175,12 @@ static int ew_case(int64_t n, int offset, uint32_t seed) {
                     cpu->clamp01(cpu, want + offset, x + offset, n);
                     gpu->clamp01(gpu, dy + offset, dx + offset, n);
                 }
-                fails += compare(name, dy + offset, want + offset, (size_t)n, op == 1 ? 1e-5 : 0.0);
+                fails += lp_test_dev_compare(gpu, name, dy + offset, want + offset, (size_t)n, op == 1 ? 1e-5 : 0.0);
             } else {
                 fails++;
             }
-            if (dy != dx) dev_free(dy);
-            dev_free(dx);
+            if (dy != dx) lp_test_dev_free(gpu, dy);
+            lp_test_dev_free(gpu, dx);
             free(x);
             free(want);
         }
@@ -268,17 +213,6 @@ static int open_golden(void) {
     CHECK(lp_tensor_file_open(path, &golden) == LP_OK, "%s", lp_last_error());
     CHECK(lp_taehv_load(golden, "w.", gpu, &model) == LP_OK, "%s", lp_last_error());
     return 0;
-}
-
-static float *load(const lp_tensor_file *f, const char *name, const lp_tensor **t) {
-    if (lp_tensor_file_get(f, name, t) != LP_OK) return NULL;
-    int64_t n = lp_tensor_numel(*t);
-    float *x = malloc((size_t)n * sizeof *x);
-    if (x && lp_tensor_read_f32(*t, 0, n, x) != LP_OK) {
-        free(x);
-        return NULL;
-    }
-    return x;
 }
 
 /* Decodes T latents one at a time with opts; returns the frames (*n of them). */
@@ -314,9 +248,9 @@ static int test_taehv_golden(void) {
     const lp_tensor_file *f = golden;
     const lp_taehv *m = model;
     const lp_tensor *tp, *tl, *tlat, *tpx, *traw;
-    float *px = load(f, "in.pixels", &tp), *lat_in = load(f, "in.latents", &tl);
-    float *ref_lat = load(f, "out.latents", &tlat), *ref_px = load(f, "out.pixels", &tpx);
-    float *ref_raw = load(f, "out.pixels_untrimmed_unclamped", &traw);
+    float *px = lp_test_load_f32(f, "in.pixels", &tp), *lat_in = lp_test_load_f32(f, "in.latents", &tl);
+    float *ref_lat = lp_test_load_f32(f, "out.latents", &tlat), *ref_px = lp_test_load_f32(f, "out.pixels", &tpx);
+    float *ref_raw = lp_test_load_f32(f, "out.pixels_untrimmed_unclamped", &traw);
     CHECK(px && lat_in && ref_lat && ref_px && ref_raw, "%s", lp_last_error());
     int T = (int)tp->shape[1], H = (int)tp->shape[3], W = (int)tp->shape[4];
     lp_taehv_encoder *e;
@@ -405,18 +339,7 @@ static int test_taehv_timing(void) {
 }
 
 int main(void) {
-    lp_status s = lp_backend_cuda_create(2, &gpu);
-    if (s == LP_ERR_UNSUPPORTED) {
-        printf("  (skipping: %s)\n", lp_last_error());
-    } else if (s != LP_OK) {
-        printf("  CUDA backend: %s\n", lp_last_error());
-        no_gpu = 1;
-    } else if (lp_backend_cpu_create(2, &cpu) != LP_OK) {
-        printf("  CPU backend: %s\n", lp_last_error());
-        lp_backend_destroy(gpu);
-        gpu = NULL;
-        no_gpu = 1;
-    }
+    no_gpu = lp_test_cuda_backends(&gpu, &cpu);
     lp_test_run("conv2d: k 1/3, stride 1/2, two inputs, upsample, bias, accumulate, bands, direct", test_conv2d);
     lp_test_run("conv2d argument errors", test_conv2d_errors);
     lp_test_run("relu, tanh_clamp, clamp01", test_elementwise);
@@ -426,7 +349,6 @@ int main(void) {
     lp_tensor_file_close(golden);
     lp_backend_destroy(gpu);
     lp_backend_destroy(cpu);
-    for (size_t i = 0; i < nkept; i++) free(kept[i]);
-    free(kept);
+    lp_test_kept_free();
     return lp_test_finish();
 }

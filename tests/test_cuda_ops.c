@@ -21,22 +21,9 @@
 #include "test_util.h"
 
 static lp_backend *cpu, *gpu;
-static int no_gpu = LP_TEST_SKIP; /* what each case returns without the CUDA backend */
+static int no_gpu; /* what each case returns without the CUDA backend (set by main) */
 
 /* ------------------------------------------------------------------ helpers */
-
-static void **kept;
-static size_t nkept;
-
-/* A host buffer that lives until the end of the program (see above). */
-static void *keep(size_t bytes) {
-    void **k = realloc(kept, (nkept + 1) * sizeof *k);
-    if (!k) return NULL;
-    kept = k;
-    void *p = malloc(bytes ? bytes : 1);
-    if (p) kept[nkept++] = p;
-    return p;
-}
 
 static uint32_t rng(uint32_t *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -61,7 +48,7 @@ static lp_tensor weight(const char *name, lp_dtype dt, int ndim, const int64_t *
     size_t n = (size_t)lp_tensor_numel(&t);
     t.nbytes = n * lp_dtype_size(dt);
     float *v = random_floats(n, seed, scale, offset);
-    void *raw = keep(t.nbytes);
+    void *raw = lp_test_keep(t.nbytes);
     if (!v || !raw) {
         free(v);
         return t;
@@ -74,59 +61,6 @@ static lp_tensor weight(const char *name, lp_dtype dt, int ndim, const int64_t *
     free(v);
     t.data = raw;
     return t;
-}
-
-/* A CUDA buffer holding n floats of h; NULL on failure (message printed). */
-static float *dev_copy(const float *h, size_t n) {
-    float *d = gpu->alloc(gpu, n * sizeof *d);
-    if (d && gpu->upload(gpu, d, h, n * sizeof *d) == LP_OK) return d;
-    printf("    cuda alloc/upload of %zu floats: %s\n", n, lp_last_error());
-    if (d) gpu->release(gpu, d);
-    return NULL;
-}
-
-/* A CUDA buffer of n floats of NaN bytes, so that unwritten outputs show. */
-static float *dev_poison(size_t n) {
-    float *h = malloc((n ? n : 1) * sizeof *h);
-    if (!h) return NULL;
-    memset(h, 0xff, n * sizeof *h);
-    float *d = dev_copy(h, n);
-    free(h);
-    return d;
-}
-
-static void dev_free(float *d) {
-    if (d) gpu->release(gpu, d);
-}
-
-/* Downloads n floats of d and compares them with want (the CPU result):
- * prints "name rel_l2=... ok|FAIL"; a failed download or any non-finite
- * value (poison left, or a NaN/inf from the op) fails. Returns 0 when ok. */
-static int compare(const char *name, const float *d, const float *want, size_t n, double tol) {
-    float *got = malloc((n ? n : 1) * sizeof *got);
-    if (!got || !d) {
-        free(got);
-        printf("    %-52s FAIL (no buffer)\n", name);
-        return 1;
-    }
-    lp_status s = gpu->download(gpu, got, d, n * sizeof *got);
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += !isfinite(got[i]);
-    double err = lp_rel_l2(got, want, n);
-    int ok = s == LP_OK && bad == 0 && err <= tol;
-    printf("    %-52s rel_l2=%.3e (tol %.0e) %s", name, err, tol, ok ? "ok" : "FAIL");
-    if (s != LP_OK) printf(" [%s: %s]", lp_status_name(s), lp_last_error());
-    if (bad) printf(" [%zu non-finite]", bad);
-    printf("\n");
-    free(got);
-    return !ok;
-}
-
-/* Prints and counts a status failure of a CUDA op. */
-static int status_ok(const char *name, lp_status s) {
-    if (s == LP_OK) return 1;
-    printf("    %-52s FAIL [%s: %s]\n", name, lp_status_name(s), lp_last_error());
-    return 0;
 }
 
 /* ---------------------------------------------------------------- memory */
@@ -145,12 +79,12 @@ static int test_memory(void) {
     lp_status st = gpu->download(gpu, back, d, nb);
     size_t nonzero = 0;
     for (size_t i = 0; i < nb; i++) nonzero += back[i] != 0;
-    printf("    %-52s %s\n", "alloc is zero-filled", st == LP_OK && !nonzero ? "ok" : "FAIL");
+    printf("    %-*s %s\n", LP_TEST_NAME_WIDTH, "alloc is zero-filled", st == LP_OK && !nonzero ? "ok" : "FAIL");
     fails += st != LP_OK || nonzero;
     st = gpu->upload(gpu, d, src, nb);
     if (st == LP_OK) st = gpu->download(gpu, back, d, nb);
     int same = st == LP_OK && !memcmp(src, back, nb);
-    printf("    %-52s %s\n", "upload/download round trip (1000003 bytes)", same ? "ok" : "FAIL");
+    printf("    %-*s %s\n", LP_TEST_NAME_WIDTH, "upload/download round trip (1000003 bytes)", same ? "ok" : "FAIL");
     fails += !same;
     gpu->release(gpu, d);
     free(src);
@@ -173,15 +107,15 @@ static int test_memory(void) {
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         float *h = random_floats(N, 11 + (uint32_t)c, 1.0f, 0.0f);
         CHECK(h, "out of memory");
-        float *dd = dev_copy(h, N);
+        float *dd = lp_test_dev_copy(gpu, h, N);
         if (!dd) {
             free(h);
             return 1;
         }
         st = gpu->copy(gpu, dd + cases[c].dst, dd + cases[c].src, cases[c].n * sizeof(float));
         memmove(h + cases[c].dst, h + cases[c].src, cases[c].n * sizeof(float));
-        fails += status_ok(cases[c].name, st) ? compare(cases[c].name, dd, h, N, 0.0) : 1;
-        dev_free(dd);
+        fails += lp_test_status_ok(cases[c].name, st) ? lp_test_dev_compare(gpu, cases[c].name, dd, h, N, 0.0) : 1;
+        lp_test_dev_free(gpu, dd);
         free(h);
     }
     return fails ? 1 : 0;
@@ -199,12 +133,12 @@ static int linear_case(int64_t M, int64_t K, int64_t N, lp_dtype dt, int bias, u
     CHECK(W.data && b.data && x && y, "out of memory");
     lp_status s = cpu->linear(cpu, y, x, M, &W, bias ? &b : NULL);
     CHECK(s == LP_OK, "cpu linear: %s", lp_last_error());
-    float *dx = dev_copy(x, (size_t)(M * K)), *dy = dev_poison((size_t)(M * N));
+    float *dx = lp_test_dev_copy(gpu, x, (size_t)(M * K)), *dy = lp_test_dev_poison(gpu, (size_t)(M * N));
     int fail = 1;
-    if (dx && dy && status_ok(name, gpu->linear(gpu, dy, dx, M, &W, bias ? &b : NULL)))
-        fail = compare(name, dy, y, (size_t)(M * N), 2e-2);
-    dev_free(dx);
-    dev_free(dy);
+    if (dx && dy && lp_test_status_ok(name, gpu->linear(gpu, dy, dx, M, &W, bias ? &b : NULL)))
+        fail = lp_test_dev_compare(gpu, name, dy, y, (size_t)(M * N), 2e-2);
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dy);
     free(x);
     free(y);
     return fail;
@@ -247,7 +181,7 @@ static int norm_case(int rms, int64_t rows, int64_t dim, int wdt, int in_place, 
     const lp_tensor *pw = wdt >= 0 ? &w : NULL, *pb = wdt >= 0 ? &b : NULL;
     float *x = random_floats(n, seed + 2, 2.0f, offset), *y = malloc(n * sizeof *y);
     CHECK(x && y, "out of memory");
-    float *dx = dev_copy(x, n), *dy = in_place ? dx : dev_poison(n);
+    float *dx = lp_test_dev_copy(gpu, x, n), *dy = in_place ? dx : lp_test_dev_poison(gpu, n);
     float eps = 1e-6f;
     if (rms) {
         memcpy(y, x, n * sizeof *y);
@@ -257,9 +191,9 @@ static int norm_case(int rms, int64_t rows, int64_t dim, int wdt, int in_place, 
         cpu->layer_norm(cpu, y, x, rows, dim, pw, pb, eps);
         if (dx && dy) gpu->layer_norm(gpu, dy, dx, rows, dim, pw, pb, eps);
     }
-    int fail = compare(name, dy, y, n, 1e-5);
-    if (dy != dx) dev_free(dy);
-    dev_free(dx);
+    int fail = lp_test_dev_compare(gpu, name, dy, y, n, 1e-5);
+    if (dy != dx) lp_test_dev_free(gpu, dy);
+    lp_test_dev_free(gpu, dx);
     free(x);
     free(y);
     return fail;
@@ -297,13 +231,14 @@ static int modulate_case(int64_t rows, int64_t dim, uint32_t seed) {
     float *x = random_floats(n, seed, 2.0f, 0.0f), *sh = random_floats((size_t)dim, seed + 1, 1.0f, 0.0f),
           *sc = random_floats((size_t)dim, seed + 2, 1.0f, 0.0f);
     CHECK(x && sh && sc, "out of memory");
-    float *dx = dev_copy(x, n), *dsh = dev_copy(sh, (size_t)dim), *dsc = dev_copy(sc, (size_t)dim);
+    float *dx = lp_test_dev_copy(gpu, x, n), *dsh = lp_test_dev_copy(gpu, sh, (size_t)dim);
+    float *dsc = lp_test_dev_copy(gpu, sc, (size_t)dim);
     cpu->modulate(cpu, x, rows, dim, sh, sc);
     if (dx && dsh && dsc) gpu->modulate(gpu, dx, rows, dim, dsh, dsc);
-    int fail = compare(name, dx, x, n, 1e-6);
-    dev_free(dx);
-    dev_free(dsh);
-    dev_free(dsc);
+    int fail = lp_test_dev_compare(gpu, name, dx, x, n, 1e-6);
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dsh);
+    lp_test_dev_free(gpu, dsc);
     free(x);
     free(sh);
     free(sc);
@@ -317,13 +252,14 @@ static int gated_add_case(int64_t rows, int64_t dim, int gated, uint32_t seed) {
     float *x = random_floats(n, seed, 2.0f, 0.0f), *y = random_floats(n, seed + 1, 2.0f, 0.0f),
           *g = random_floats((size_t)dim, seed + 2, 1.0f, 0.0f);
     CHECK(x && y && g, "out of memory");
-    float *dx = dev_copy(x, n), *dy = dev_copy(y, n), *dg = dev_copy(g, (size_t)dim);
+    float *dx = lp_test_dev_copy(gpu, x, n), *dy = lp_test_dev_copy(gpu, y, n);
+    float *dg = lp_test_dev_copy(gpu, g, (size_t)dim);
     cpu->gated_add(cpu, x, y, rows, dim, gated ? g : NULL);
     if (dx && dy && dg) gpu->gated_add(gpu, dx, dy, rows, dim, gated ? dg : NULL);
-    int fail = compare(name, dx, x, n, 1e-6);
-    dev_free(dx);
-    dev_free(dy);
-    dev_free(dg);
+    int fail = lp_test_dev_compare(gpu, name, dx, x, n, 1e-6);
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dy);
+    lp_test_dev_free(gpu, dg);
     free(x);
     free(y);
     free(g);
@@ -351,13 +287,13 @@ static int activation_case(int op, size_t n, size_t skew, uint32_t seed) {
     snprintf(name, sizeof name, "%s n=%zu%s", op ? "silu" : "gelu_tanh", n, skew ? " unaligned" : "");
     float *x = random_floats(n + skew, seed, 8.0f, 0.0f);
     CHECK(x, "out of memory");
-    float *dx = dev_copy(x, n + skew);
+    float *dx = lp_test_dev_copy(gpu, x, n + skew);
     if (op) cpu->silu(cpu, x + skew, (int64_t)n);
     else cpu->gelu_tanh(cpu, x + skew, (int64_t)n);
     if (dx && op) gpu->silu(gpu, dx + skew, (int64_t)n);
     else if (dx) gpu->gelu_tanh(gpu, dx + skew, (int64_t)n);
-    int fail = compare(name, dx, x, n + skew, 1e-5);
-    dev_free(dx);
+    int fail = lp_test_dev_compare(gpu, name, dx, x, n + skew, 1e-5);
+    lp_test_dev_free(gpu, dx);
     free(x);
     return fail;
 }
@@ -377,16 +313,17 @@ static int add_case(const char *name, size_t n, int alias, size_t skew, uint32_t
     float *a = random_floats(n + skew, seed, 2.0f, 0.0f), *b = random_floats(n + skew, seed + 1, 2.0f, 0.0f),
           *y = malloc((n + skew) * sizeof *y);
     CHECK(a && b && y, "out of memory");
-    float *da = dev_copy(a, n + skew), *db = dev_copy(b, n + skew), *dy = alias ? da : dev_poison(n + skew);
+    float *da = lp_test_dev_copy(gpu, a, n + skew), *db = lp_test_dev_copy(gpu, b, n + skew);
+    float *dy = alias ? da : lp_test_dev_poison(gpu, n + skew);
     float *hy = alias ? a : y;
     cpu->add(cpu, hy + skew, a + skew, b + skew, (int64_t)n);
     if (da && db && dy) gpu->add(gpu, dy + skew, da + skew, db + skew, (int64_t)n);
     /* compare from `skew` on: the skipped head of a poisoned y stays NaN */
     float *sub = dy ? dy + skew : NULL;
-    int fail = compare(name, sub, hy + skew, n, 1e-6);
-    if (!alias) dev_free(dy);
-    dev_free(da);
-    dev_free(db);
+    int fail = lp_test_dev_compare(gpu, name, sub, hy + skew, n, 1e-6);
+    if (!alias) lp_test_dev_free(gpu, dy);
+    lp_test_dev_free(gpu, da);
+    lp_test_dev_free(gpu, db);
     free(a);
     free(b);
     free(y);
@@ -417,11 +354,11 @@ static int rope_case(int64_t rows, int heads, int hd, int max_frame, uint32_t se
         pos[r * 3 + 1] = (int32_t)(rng(&s) % 30);
         pos[r * 3 + 2] = (int32_t)(rng(&s) % 52);
     }
-    float *dx = dev_copy(x, n);
+    float *dx = lp_test_dev_copy(gpu, x, n);
     cpu->rope3d(cpu, x, rows, heads, hd, pos);
     if (dx) gpu->rope3d(gpu, dx, rows, heads, hd, pos);
-    int fail = compare(name, dx, x, n, 1e-6);
-    dev_free(dx);
+    int fail = lp_test_dev_compare(gpu, name, dx, x, n, 1e-6);
+    lp_test_dev_free(gpu, dx);
     free(x);
     free(pos);
     return fail;
@@ -471,8 +408,8 @@ static int attention_case(const attn_case *c, uint32_t seed) {
         if (c->large)
             for (int64_t i = 0; i < nk[r]; i++)
                 for (int h = 0; h < c->heads; h++) hk[r][i * ld + (int64_t)h * c->hd] = 1.0f;
-        dk[r] = dev_copy(hk[r], n);
-        dv[r] = c->fused ? NULL : dev_copy(hv[r], n);
+        dk[r] = lp_test_dev_copy(gpu, hk[r], n);
+        dv[r] = c->fused ? NULL : lp_test_dev_copy(gpu, hv[r], n);
         ok &= dk[r] && (c->fused || dv[r]);
         /* fused: v of row i follows its k at offset D in the same row */
         hr[r] = (lp_kv_range){hk[r], c->fused ? hk[r] + D : hv[r], nk[r], ld};
@@ -481,15 +418,16 @@ static int attention_case(const attn_case *c, uint32_t seed) {
     float scale = 1.0f / sqrtf((float)c->hd);
     lp_status s = cpu->attention(cpu, out, q, c->Lq, c->heads, c->hd, hr, nr, scale);
     CHECK(s == LP_OK, "cpu attention: %s", lp_last_error());
-    float *dq = dev_copy(q, nq), *dout = dev_poison(nq);
+    float *dq = lp_test_dev_copy(gpu, q, nq), *dout = lp_test_dev_poison(gpu, nq);
     int fail = 1;
-    if (ok && dq && dout && status_ok(name, gpu->attention(gpu, dout, dq, c->Lq, c->heads, c->hd, dr, nr, scale)))
-        fail = compare(name, dout, out, nq, 2e-2);
-    dev_free(dq);
-    dev_free(dout);
+    if (ok && dq && dout &&
+        lp_test_status_ok(name, gpu->attention(gpu, dout, dq, c->Lq, c->heads, c->hd, dr, nr, scale)))
+        fail = lp_test_dev_compare(gpu, name, dout, out, nq, 2e-2);
+    lp_test_dev_free(gpu, dq);
+    lp_test_dev_free(gpu, dout);
     for (int r = 0; r < nr; r++) {
-        dev_free(dk[r]);
-        dev_free(dv[r]);
+        lp_test_dev_free(gpu, dk[r]);
+        lp_test_dev_free(gpu, dv[r]);
         free(hk[r]);
         free(hv[r]);
     }
@@ -547,15 +485,15 @@ static int copy_rows_case(int64_t n, int64_t row, int with_dst, int with_src, ui
     CHECK(src && dst && di && si, "out of memory");
     uint32_t s = seed + 3;
     for (int64_t i = 0; i < n; i++) si[i] = (int32_t)(rng(&s) % (uint32_t)S); /* repeats allowed */
-    float *dsrc = dev_copy(src, (size_t)(S * row)), *ddst = dev_copy(dst, (size_t)(Dn * row));
+    float *dsrc = lp_test_dev_copy(gpu, src, (size_t)(S * row)), *ddst = lp_test_dev_copy(gpu, dst, (size_t)(Dn * row));
     lp_status st = cpu->copy_rows(cpu, dst, with_dst ? di : NULL, src, with_src ? si : NULL, n, row);
     CHECK(st == LP_OK, "cpu copy_rows: %s", lp_last_error());
     int fail = 1;
     if (dsrc && ddst &&
-        status_ok(name, gpu->copy_rows(gpu, ddst, with_dst ? di : NULL, dsrc, with_src ? si : NULL, n, row)))
-        fail = compare(name, ddst, dst, (size_t)(Dn * row), 0.0);
-    dev_free(dsrc);
-    dev_free(ddst);
+        lp_test_status_ok(name, gpu->copy_rows(gpu, ddst, with_dst ? di : NULL, dsrc, with_src ? si : NULL, n, row)))
+        fail = lp_test_dev_compare(gpu, name, ddst, dst, (size_t)(Dn * row), 0.0);
+    lp_test_dev_free(gpu, dsrc);
+    lp_test_dev_free(gpu, ddst);
     free(src);
     free(dst);
     free(di);
@@ -591,20 +529,20 @@ static int patch_case(int F, int C, int H, int W, int64_t n, int subset, uint32_
     CHECK(x && tok && tin && (idx || !subset), "out of memory");
     int fails = 0;
     /* patchify */
-    float *dx = dev_copy(x, nx), *dtok = dev_poison(nt);
+    float *dx = lp_test_dev_copy(gpu, x, nx), *dtok = lp_test_dev_poison(gpu, nt);
     CHECK(cpu->patchify(cpu, tok, x, idx, n, C, H, W) == LP_OK, "cpu patchify: %s", lp_last_error());
-    if (dx && dtok && status_ok(name[0], gpu->patchify(gpu, dtok, dx, idx, n, C, H, W)))
-        fails += compare(name[0], dtok, tok, nt, 0.0);
+    if (dx && dtok && lp_test_status_ok(name[0], gpu->patchify(gpu, dtok, dx, idx, n, C, H, W)))
+        fails += lp_test_dev_compare(gpu, name[0], dtok, tok, nt, 0.0);
     else fails++;
     /* unpatchify into the same random x on both sides */
-    float *dtin = dev_copy(tin, nt);
+    float *dtin = lp_test_dev_copy(gpu, tin, nt);
     CHECK(cpu->unpatchify(cpu, x, tin, idx, n, C, H, W) == LP_OK, "cpu unpatchify: %s", lp_last_error());
-    if (dx && dtin && status_ok(name[1], gpu->unpatchify(gpu, dx, dtin, idx, n, C, H, W)))
-        fails += compare(name[1], dx, x, nx, 0.0);
+    if (dx && dtin && lp_test_status_ok(name[1], gpu->unpatchify(gpu, dx, dtin, idx, n, C, H, W)))
+        fails += lp_test_dev_compare(gpu, name[1], dx, x, nx, 0.0);
     else fails++;
-    dev_free(dx);
-    dev_free(dtok);
-    dev_free(dtin);
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dtok);
+    lp_test_dev_free(gpu, dtin);
     free(x);
     free(tok);
     free(tin);
@@ -695,29 +633,18 @@ static int test_timing(void) {
         }
         if (!ok) printf("    timing: %s\n", lp_last_error());
     }
-    dev_free(x);
-    dev_free(h);
-    dev_free(k);
-    dev_free(v);
-    dev_free(o);
+    lp_test_dev_free(gpu, x);
+    lp_test_dev_free(gpu, h);
+    lp_test_dev_free(gpu, k);
+    lp_test_dev_free(gpu, v);
+    lp_test_dev_free(gpu, o);
     free(pos);
     CHECK(ok, "timing runs failed");
     return 0;
 }
 
 int main(void) {
-    lp_status s = lp_backend_cuda_create(2, &gpu);
-    if (s == LP_ERR_UNSUPPORTED) {
-        printf("  (skipping: %s)\n", lp_last_error());
-    } else if (s != LP_OK) {
-        printf("  CUDA backend: %s\n", lp_last_error());
-        no_gpu = 1;
-    } else if (lp_backend_cpu_create(2, &cpu) != LP_OK) {
-        printf("  CPU backend: %s\n", lp_last_error());
-        lp_backend_destroy(gpu);
-        gpu = NULL;
-        no_gpu = 1;
-    }
+    no_gpu = lp_test_cuda_backends(&gpu, &cpu);
     lp_test_run("memory", test_memory);
     lp_test_run("linear", test_linear);
     lp_test_run("layer_norm", test_layer_norm);
@@ -733,7 +660,6 @@ int main(void) {
     lp_test_run("timing", test_timing);
     lp_backend_destroy(gpu);
     lp_backend_destroy(cpu);
-    for (size_t i = 0; i < nkept; i++) free(kept[i]);
-    free(kept);
+    lp_test_kept_free();
     return lp_test_finish();
 }

@@ -150,17 +150,6 @@ static int open_golden(lp_tensor_file **f, lp_taehv **m) {
     return 0;
 }
 
-static float *load(const lp_tensor_file *f, const char *name, const lp_tensor **t) {
-    if (lp_tensor_file_get(f, name, t) != LP_OK) return NULL;
-    int64_t n = lp_tensor_numel(*t);
-    float *x = malloc((size_t)n * sizeof *x);
-    if (x && lp_tensor_read_f32(*t, 0, n, x) != LP_OK) {
-        free(x);
-        return NULL;
-    }
-    return x;
-}
-
 /* Encodes T frames [T, 3, H, W] pushing chunks of the given sizes in turn
  * (cycling), then flushes; returns the latents (*n_lat of them). */
 static float *encode(const lp_taehv *m, const float *px, int T, int H, int W, const int *chunks, int n_chunks,
@@ -225,9 +214,9 @@ static int test_golden(void) {
     if (r) return r;
     CHECK(lp_taehv_latent_channels(m) == 16 && lp_taehv_time_downscale(m) == 4 && lp_taehv_time_upscale(m) == 4);
     const lp_tensor *tp, *tl, *tlat, *tpx, *traw;
-    float *px = load(f, "in.pixels", &tp), *lat_in = load(f, "in.latents", &tl);
-    float *ref_lat = load(f, "out.latents", &tlat), *ref_px = load(f, "out.pixels", &tpx);
-    float *ref_raw = load(f, "out.pixels_untrimmed_unclamped", &traw);
+    float *px = lp_test_load_f32(f, "in.pixels", &tp), *lat_in = lp_test_load_f32(f, "in.latents", &tl);
+    float *ref_lat = lp_test_load_f32(f, "out.latents", &tlat), *ref_px = lp_test_load_f32(f, "out.pixels", &tpx);
+    float *ref_raw = lp_test_load_f32(f, "out.pixels_untrimmed_unclamped", &traw);
     CHECK(px && lat_in && ref_lat && ref_px && ref_raw, "%s", lp_last_error());
     int T = (int)tp->shape[1], H = (int)tp->shape[3], W = (int)tp->shape[4];
     int one = 1, n_lat, n_px, n_raw;
@@ -259,7 +248,7 @@ static int test_streaming_chunks(void) {
     int r = open_golden(&f, &m);
     if (r) return r;
     const lp_tensor *tp, *tl;
-    float *px = load(f, "in.pixels", &tp), *lat_in = load(f, "in.latents", &tl);
+    float *px = lp_test_load_f32(f, "in.pixels", &tp), *lat_in = lp_test_load_f32(f, "in.latents", &tl);
     CHECK(px && lat_in);
     int T = (int)tp->shape[1], H = (int)tp->shape[3], W = (int)tp->shape[4];
     const int one[] = {1}, all[] = {T}, odd[] = {5, 7};
@@ -293,7 +282,7 @@ static int test_partial_clip_and_reset(void) {
     int r = open_golden(&f, &m);
     if (r) return r;
     const lp_tensor *tp;
-    float *px = load(f, "in.pixels", &tp);
+    float *px = lp_test_load_f32(f, "in.pixels", &tp);
     CHECK(px);
     int H = (int)tp->shape[3], W = (int)tp->shape[4];
     size_t fr = (size_t)3 * H * W;
@@ -407,7 +396,7 @@ static int test_published_layout_and_errors(void) {
     CHECK(lp_taehv_load(p, NULL, be, &m2) == LP_OK, "%s", lp_last_error());
     lp_tensor_file_close(p);
     const lp_tensor *tl;
-    float *lat = load(f, "in.latents", &tl);
+    float *lat = lp_test_load_f32(f, "in.latents", &tl);
     CHECK(lat);
     int one = 1, n1, n2;
     size_t fn;

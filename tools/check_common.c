@@ -7,6 +7,18 @@
 
 #include "../src/io/weights.h"
 
+lp_status lp_check_weights_source(const lp_check_ctx *c, const lp_tensor_file *golden, const char *probe,
+                                  lp_tensor_file **opened, const lp_tensor_file **src, const char **prefix) {
+    *opened = NULL;
+    *src = golden;
+    *prefix = "w.";
+    if (!c->weights_path) return LP_OK;
+    LP_TRY(lp_tensor_file_open(c->weights_path, opened));
+    *src = *opened;
+    *prefix = lp_tensor_file_find(*opened, probe) ? "w." : "";
+    return LP_OK;
+}
+
 lp_status lp_check_dit_model(lp_check_ctx *c, const lp_tensor_file *w_source, lp_dit_setup *su) {
     memset(su, 0, sizeof *su);
     int64_t heads, text_len, fpc, lh, lw;

@@ -1,12 +1,20 @@
-/* Shared set-up of the DiT-based golden checks (sf_dit_t2v, lipar_edit_output):
- * the backend, the weights (from the golden file's w.* or --weights), the
- * model configured from the metadata, a KV cache and the prompt. */
+/* Shared set-up of the golden checks: where a model's weights come from, and
+ * for the DiT-based checks (sf_dit_t2v, lipar_edit_output) the backend, the
+ * weights (from the golden file's w.* or --weights), the model configured from
+ * the metadata, a KV cache and the prompt. */
 #ifndef LP_CHECK_COMMON_H
 #define LP_CHECK_COMMON_H
 
 #include "../src/model/wan_dit.h"
 #include "../src/pipeline/denoise.h"
 #include "check.h"
+
+/* The weights of a model checked against golden: the file of --weights when
+ * given (opened into *opened, which the caller closes; prefix "w." when it
+ * holds the tensor probe, else ""), otherwise golden itself with prefix "w."
+ * (*opened NULL). */
+lp_status lp_check_weights_source(const lp_check_ctx *c, const lp_tensor_file *golden, const char *probe,
+                                  lp_tensor_file **opened, const lp_tensor_file **src, const char **prefix);
 
 typedef struct {
     lp_backend *be;

@@ -9,6 +9,7 @@
 
 #include "../src/model/taehv.h"
 #include "check.h"
+#include "check_common.h"
 
 lp_status check_taehv(lp_check_ctx *c, const lp_tensor_file *golden);
 
@@ -88,14 +89,10 @@ static lp_status check_decoder(lp_check_ctx *c, const lp_tensor_file *g, const l
 }
 
 lp_status check_taehv(lp_check_ctx *c, const lp_tensor_file *golden) {
-    lp_tensor_file *wf = NULL;
-    const lp_tensor_file *src = golden;
-    const char *prefix = "w.";
-    if (c->weights_path) {
-        LP_TRY(lp_tensor_file_open(c->weights_path, &wf));
-        src = wf;
-        prefix = lp_tensor_file_find(wf, "w.encoder.0.weight") ? "w." : "";
-    }
+    lp_tensor_file *wf;
+    const lp_tensor_file *src;
+    const char *prefix;
+    LP_TRY(lp_check_weights_source(c, golden, "w.encoder.0.weight", &wf, &src, &prefix));
     lp_taehv *m = NULL;
     lp_backend *be = NULL;
     lp_status s = lp_backend_create(c->backend, c->threads, &be);

@@ -8,6 +8,7 @@
 
 #include "../src/model/wan_vae.h"
 #include "check.h"
+#include "check_common.h"
 
 /* [C][T][HW] <-> [T][C][HW]. */
 static void swap_ct(const float *src, float *dst, int64_t c, int64_t t, int64_t hw) {
@@ -88,14 +89,10 @@ static lp_status run_decode(lp_check_ctx *c, const lp_tensor_file *g, const lp_w
 }
 
 lp_status check_wan_vae(lp_check_ctx *c, const lp_tensor_file *golden) {
-    lp_tensor_file *wf = NULL;
-    const lp_tensor_file *src = golden;
-    const char *prefix = "w.";
-    if (c->weights_path) {
-        LP_TRY(lp_tensor_file_open(c->weights_path, &wf));
-        src = wf;
-        prefix = lp_tensor_file_find(wf, "w.encoder.conv1.weight") ? "w." : "";
-    }
+    lp_tensor_file *wf;
+    const lp_tensor_file *src;
+    const char *prefix;
+    LP_TRY(lp_check_weights_source(c, golden, "w.encoder.conv1.weight", &wf, &src, &prefix));
     lp_wan_vae *m = NULL;
     lp_pool *pool = NULL;
     lp_status st = lp_wan_vae_load(src, prefix, &m);

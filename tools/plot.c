@@ -568,6 +568,21 @@ static uint8_t *zlib_stored(const uint8_t *raw, size_t n, size_t *out_len) {
     return z;
 }
 
+/* Closes f, just written to path; ok: whether every write succeeded (err:
+ * the errno of a failure). On any failure the partial file is removed and
+ * the error names path. */
+static lp_status finish_file(FILE *f, const char *path, int ok, int err) {
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        err = errno;
+    }
+    if (!ok) {
+        remove(path);
+        return lp_fail(LP_ERR_IO, "plot: cannot write '%s': %s", path, strerror(err));
+    }
+    return LP_OK;
+}
+
 static lp_status write_png(const char *path, const plot_chart *c) {
     size_t raw_len = (size_t)PLOT_H * PLOT_STRIDE;
     plot_image im = {calloc(raw_len, 1)};
@@ -598,15 +613,7 @@ static lp_status write_png(const char *path, const plot_chart *c) {
              png_chunk(f, &t, "IDAT", z, (uint32_t)z_len) && png_chunk(f, &t, "IEND", NULL, 0);
     int err = errno;
     free(z);
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        err = errno;
-    }
-    if (!ok) {
-        remove(path);
-        return lp_fail(LP_ERR_IO, "plot: cannot write '%s': %s", path, strerror(err));
-    }
-    return LP_OK;
+    return finish_file(f, path, ok, err);
 }
 
 static lp_status write_svg(const char *path, const plot_chart *c) {
@@ -614,16 +621,7 @@ static lp_status write_svg(const char *path, const plot_chart *c) {
     if (!f) return lp_fail(LP_ERR_IO, "plot: cannot create '%s': %s", path, strerror(errno));
     svg_chart(f, c);
     int ok = !ferror(f);
-    int err = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = 0;
-        err = errno;
-    }
-    if (!ok) {
-        remove(path);
-        return lp_fail(LP_ERR_IO, "plot: cannot write '%s': %s", path, strerror(err));
-    }
-    return LP_OK;
+    return finish_file(f, path, ok, errno);
 }
 
 /* -------------------------------------------------------------- entry */

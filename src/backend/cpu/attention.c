@@ -28,6 +28,11 @@ static void softmax_rows(void *ctx, int64_t b, int64_t e) {
     }
 }
 
+void lp_cpu_softmax_rows(lp_pool *pool, float *s, int64_t rows, int64_t cols) {
+    softmax_job j = {s, rows, cols};
+    lp_parallel_for(pool, rows, softmax_rows, &j);
+}
+
 lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale) {
     int64_t Lk = 0;
@@ -54,8 +59,7 @@ lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int
                             (int)ld, R->k + (int64_t)h * head_dim, (int)R->ld, 0.0f, S + col, (int)Lk);
                 col += R->n;
             }
-            softmax_job j = {S, rows, Lk};
-            lp_parallel_for(be->pool, rows, softmax_rows, &j);
+            lp_cpu_softmax_rows(be->pool, S, rows, Lk);
             float *oh = out + r0 * ld + (int64_t)h * head_dim;
             col = 0;
             float beta = 0.0f;

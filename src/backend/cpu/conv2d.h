@@ -17,6 +17,7 @@
 
 #include "../../base/status.h"
 #include "../../base/threadpool.h"
+#include "../backend.h"
 
 /* A convolution layer: square kernel k (odd), zero padding k/2, stride 1 or 2. */
 typedef struct {
@@ -25,16 +26,11 @@ typedef struct {
     int cin, cout, k, stride;
 } lp_conv2d;
 
-/* The input of a convolution: channels [0, ca) from a, [ca, ca+cb) from b
- * (b may be NULL with cb = 0). Both are stored [c, h, w]; up (1 or 2) is a
- * nearest upsample applied before the conv, so the conv sees [c, up·h, up·w]. */
-typedef struct {
-    const float *a;
-    int ca;
-    const float *b;
-    int cb;
-    int h, w, up;
-} lp_conv_in;
+/* The input of a convolution: the backend table's (backend.h): channels
+ * [0, ca) from a, [ca, ca+cb) from b (b may be NULL with cb = 0). Both are
+ * stored [c, h, w]; up (1 or 2) is a nearest upsample applied before the
+ * conv, so the conv sees [c, up·h, up·w]. */
+typedef lp_conv2d_input lp_conv_in;
 
 /* Output size of cv on in (rows, cols): (up·h + 2·(k/2) − k)/stride + 1. */
 void lp_conv2d_out_size(const lp_conv2d *cv, const lp_conv_in *in, int *ho, int *wo);

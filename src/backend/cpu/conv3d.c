@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu_ops.h"
+
 lp_vae_conv_geom lp_cpu_vae_geom_same(const lp_vae_conv_w *k, int h, int w) {
     return (lp_vae_conv_geom){.h = h, .w = w, .oh = h, .ow = w, .stride = 1, .pad = k->kh / 2, .t_stride = 1};
 }
@@ -214,26 +216,6 @@ size_t lp_cpu_vae_attention_scratch(int64_t n, size_t budget) {
     return rows * (size_t)n;
 }
 
-typedef struct {
-    float *s;
-    int64_t n;
-} softmax_ctx;
-
-static void softmax_rows(void *p, int64_t begin, int64_t end) {
-    const softmax_ctx *c = p;
-    for (int64_t i = begin; i < end; i++) {
-        float *row = c->s + i * c->n, mx = row[0];
-        for (int64_t j = 1; j < c->n; j++) mx = row[j] > mx ? row[j] : mx;
-        double sum = 0;
-        for (int64_t j = 0; j < c->n; j++) {
-            row[j] = expf(row[j] - mx);
-            sum += row[j];
-        }
-        float inv = (float)(1.0 / sum);
-        for (int64_t j = 0; j < c->n; j++) row[j] *= inv;
-    }
-}
-
 lp_status lp_cpu_vae_attention(lp_pool *pool, const float *q, const float *k, const float *v, float *out, int c,
                                int64_t n, float *scratch, size_t scratch_n) {
     int64_t rows = (int64_t)(scratch_n / (size_t)n);
@@ -246,8 +228,7 @@ lp_status lp_cpu_vae_attention(lp_pool *pool, const float *q, const float *k, co
         /* scores[b][n] = q[:, i0:i0+b]^T k / sqrt(c) */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, b, (int)n, c, scale, q + i0, (int)n, k, (int)n, 0.0f,
                     scratch, (int)n);
-        softmax_ctx sc = {.s = scratch, .n = n};
-        lp_parallel_for(pool, b, softmax_rows, &sc);
+        lp_cpu_softmax_rows(pool, scratch, b, n);
         /* out[:, i0:i0+b] = v scores^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c, b, (int)n, 1.0f, v, (int)n, scratch, (int)n, 0.0f,
                     out + i0, (int)n);

@@ -26,10 +26,9 @@ lp_status lp_cpu_conv2d(const lp_backend *be, float *out, const lp_conv2d_input 
         return lp_fail(LP_ERR_ARG, "conv2d '%s': unsupported input (%d + %d channels, %dx%d, up %d, stride %d)", name,
                        in->ca, in->cb, in->w, in->h, in->up, stride);
     lp_conv2d cv = {w->data, b ? b->data : NULL, in->ca + in->cb, (int)w->shape[0], (int)k, stride};
-    lp_conv_in ci = {in->a, in->ca, in->b, in->cb, in->h, in->w, in->up};
     lp_cpu_state *st = be->impl;
-    LP_TRY(lp_cpu_reserve(&st->conv_scratch, &st->conv_scratch_len, lp_conv2d_scratch_floats(&cv, &ci)));
-    return lp_conv2d_forward(be->pool, &cv, &ci, out, accumulate, st->conv_scratch);
+    LP_TRY(lp_cpu_reserve(&st->conv_scratch, &st->conv_scratch_len, lp_conv2d_scratch_floats(&cv, in)));
+    return lp_conv2d_forward(be->pool, &cv, in, out, accumulate, st->conv_scratch);
 }
 
 void lp_cpu_relu(const lp_backend *be, float *x, int64_t n) { lp_relu(be->pool, x, n); }

@@ -27,6 +27,10 @@ void lp_cpu_silu(const lp_backend *be, float *x, int64_t n);
 void lp_cpu_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos);
 lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale);
+/* In-place softmax of each row of s [rows, cols] (rows on pool): subtract
+ * the row max, expf, sum in double, scale by the f32 inverse of the sum.
+ * Shared by attention and the VAE's attention (conv3d.c). */
+void lp_cpu_softmax_rows(lp_pool *pool, float *s, int64_t rows, int64_t cols);
 
 void *lp_cpu_alloc(const lp_backend *be, size_t bytes);
 void lp_cpu_release(const lp_backend *be, void *p);

@@ -35,14 +35,12 @@ extern "C" {
  * Private state */
 
 /* One cached GEMM configuration, keyed by (M, N, K, bias or not, alignment
- * of y); op == NULL marks an empty slot. */
+ * of y); g.op == NULL marks an empty slot. */
 typedef struct {
     int64_t M, N, K;
     int bias;
     uint32_t align_y;
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t w, x, y; /* y is both C and D */
-    cublasLtMatmulAlgo_t algo;
+    lp_cuda_gemm g; /* A = W, B = x, D = y */
 } gemm_plan;
 
 /* A device copy of a host weight view, keyed by (host data pointer, as_bf16). */
@@ -123,12 +121,12 @@ lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel) {
     return lp_cuda_check(be, cudaGetLastError(), kernel);
 }
 
-static lp_status lt_check(cublasStatus_t s, const char *what) {
+lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what) {
     if (s == CUBLAS_STATUS_SUCCESS) return LP_OK;
     lp_status code = s == CUBLAS_STATUS_ALLOC_FAILED     ? LP_ERR_NOMEM
                      : s == CUBLAS_STATUS_NOT_SUPPORTED ? LP_ERR_UNSUPPORTED
                                                         : LP_ERR_IO;
-    return lp_fail(code, "cuBLASLt: %s failed: %s", what, cublasLtGetStatusString(s));
+    return lp_fail(code, "%s: cuBLASLt: %s failed: %s", who, what, cublasLtGetStatusString(s));
 }
 
 /* cudaMalloc of max(bytes, 1) bytes into *p; on failure *p = NULL and an
@@ -454,6 +452,66 @@ const void *lp_cuda_weight(const lp_backend *be, const lp_tensor *t, int as_bf16
 }
 
 /* ---------------------------------------------------------------------------
+ * cuBLASLt GEMMs (shared with conv.cu) */
+
+lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who) {
+    cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    LP_TRY(lp_cuda_lt_check(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), who,
+                            "matmul descriptor"));
+    LP_TRY(lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), who,
+                            "transA"));
+    return lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), who,
+                            "transB");
+}
+
+lp_status lp_cuda_gemm_choose_algo(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_d, const char *who) {
+    lp_cuda_state *st = lp_cuda(be);
+    cublasLtMatmulPreference_t pref = NULL;
+    lp_status s = lp_cuda_lt_check(cublasLtMatmulPreferenceCreate(&pref), who, "matmul preference");
+    uint64_t ws = st->workspace_bytes;
+    if (s == LP_OK)
+        s = lp_cuda_lt_check(
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), who,
+            "workspace preference");
+    if (s == LP_OK)
+        s = lp_cuda_lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                                  &align_d, sizeof align_d),
+                             who, "alignment preference");
+    if (s == LP_OK)
+        s = lp_cuda_lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                                  &align_d, sizeof align_d),
+                             who, "alignment preference");
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    if (s == LP_OK)
+        s = lp_cuda_lt_check(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)st->cublaslt, g->op, g->a, g->b, g->d,
+                                                            g->d, pref, 1, &res, &found),
+                             who, "algorithm heuristic");
+    if (s == LP_OK && (found < 1 || res.state != CUBLAS_STATUS_SUCCESS))
+        s = lp_fail(LP_ERR_UNSUPPORTED, "%s: cuBLASLt has no bf16 GEMM algorithm for it", who);
+    if (s == LP_OK) g->algo = res.algo;
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    return s;
+}
+
+lp_status lp_cuda_gemm_run(const lp_backend *be, const lp_cuda_gemm *g, const void *A, const void *B, float beta,
+                           float *D, const char *who) {
+    lp_cuda_state *st = lp_cuda(be);
+    const float alpha = 1.0f;
+    return lp_cuda_lt_check(cublasLtMatmul((cublasLtHandle_t)st->cublaslt, g->op, &alpha, A, g->a, B, g->b, &beta, D,
+                                           g->d, D, g->d, &g->algo, st->workspace, st->workspace_bytes, st->stream),
+                            who, "matmul");
+}
+
+void lp_cuda_gemm_clear(lp_cuda_gemm *g) {
+    if (g->a) cublasLtMatrixLayoutDestroy(g->a);
+    if (g->b) cublasLtMatrixLayoutDestroy(g->b);
+    if (g->d) cublasLtMatrixLayoutDestroy(g->d);
+    if (g->op) cublasLtMatmulDescDestroy(g->op);
+    memset(g, 0, sizeof *g);
+}
+
+/* ---------------------------------------------------------------------------
  * Linear layer */
 
 /* The largest power of two <= 256 that divides the address. */
@@ -464,10 +522,7 @@ static uint32_t alignment_of(const void *p) {
 }
 
 static void plan_clear(gemm_plan *p) {
-    if (p->w) cublasLtMatrixLayoutDestroy(p->w);
-    if (p->x) cublasLtMatrixLayoutDestroy(p->x);
-    if (p->y) cublasLtMatrixLayoutDestroy(p->y);
-    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    lp_cuda_gemm_clear(&p->g);
     memset(p, 0, sizeof *p);
 }
 
@@ -480,70 +535,44 @@ static void plan_clear(gemm_plan *p) {
  *   y row-major [M, N]  = column-major N×M, ld N   (C and D)
  * and D(N×M) = Aᵀ(N×K) · B(K×M) is yᵀ = W·xᵀ, i.e. y = x·Wᵀ. The bias
  * epilogue adds bias[i] to row i of D (length = rows of D = N), which is
- * column i of y for every token, as Linear does. */
+ * column i of y for every token, as Linear does. W, x (in act_bf16) and the
+ * bias are cudaMalloc'd; y may be a row of a larger buffer (align_y). */
 static lp_status plan_build(const lp_backend *be, gemm_plan *p, int64_t M, int64_t N, int64_t K, const float *bias,
                             uint32_t align_y) {
-    lp_cuda_state *st = lp_cuda(be);
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    char who[96];
+    snprintf(who, sizeof who, "linear M=%lld N=%lld K=%lld", (long long)M, (long long)N, (long long)K);
     p->M = M;
     p->N = N;
     p->K = K;
     p->bias = bias != NULL;
     p->align_y = align_y;
-    lp_status s = lt_check(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor");
-    if (s == LP_OK)
-        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transA");
-    if (s == LP_OK)
-        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transB");
+    lp_cuda_gemm *g = &p->g;
+    lp_status s = lp_cuda_gemm_create_op(g, 1, who);
     if (s == LP_OK && bias) {
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
         int32_t bias_type = CUDA_R_32F;
-        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
-                     "bias epilogue");
+        s = lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
+                             who, "bias epilogue");
         if (s == LP_OK)
-            s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
-                                                        sizeof bias_type),
-                         "bias type");
+            s = lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                                &bias_type, sizeof bias_type),
+                                 who, "bias type");
         /* the heuristic reads the bias pointer's alignment (cache entries are cudaMalloc'd: 256) */
         if (s == LP_OK)
-            s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
-                         "bias pointer");
+            s = lp_cuda_lt_check(
+                cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), who,
+                "bias pointer");
     }
     if (s == LP_OK)
-        s = lt_check(cublasLtMatrixLayoutCreate(&p->w, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K), "layout of W");
+        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->a, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K), who,
+                             "layout of W");
     if (s == LP_OK)
-        s = lt_check(cublasLtMatrixLayoutCreate(&p->x, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K), "layout of x");
+        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->b, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K), who,
+                             "layout of x");
     if (s == LP_OK)
-        s = lt_check(cublasLtMatrixLayoutCreate(&p->y, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N), "layout of y");
-    if (s == LP_OK) {
-        cublasLtMatmulPreference_t pref = NULL;
-        s = lt_check(cublasLtMatmulPreferenceCreate(&pref), "matmul preference");
-        uint64_t ws = st->workspace_bytes;
-        if (s == LP_OK)
-            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                              sizeof ws),
-                         "workspace preference");
-        /* W, x (in act_bf16) and the bias are cudaMalloc'd; y may be a row of a larger buffer */
-        if (s == LP_OK)
-            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                              &align_y, sizeof align_y),
-                         "alignment preference");
-        if (s == LP_OK)
-            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                              &align_y, sizeof align_y),
-                         "alignment preference");
-        cublasLtMatmulHeuristicResult_t res;
-        int found = 0;
-        if (s == LP_OK)
-            s = lt_check(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)st->cublaslt, p->op, p->w, p->x, p->y, p->y,
-                                                        pref, 1, &res, &found),
-                         "algorithm heuristic");
-        if (s == LP_OK && (found < 1 || res.state != CUBLAS_STATUS_SUCCESS))
-            s = lp_fail(LP_ERR_UNSUPPORTED, "cuBLASLt: no bf16 GEMM algorithm for M=%lld N=%lld K=%lld",
-                        (long long)M, (long long)N, (long long)K);
-        if (s == LP_OK) p->algo = res.algo;
-        if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    }
+        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N), who,
+                             "layout of y");
+    if (s == LP_OK) s = lp_cuda_gemm_choose_algo(be, g, align_y, who);
     if (s != LP_OK) plan_clear(p);
     return s;
 }
@@ -554,7 +583,7 @@ static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K,
     cuda_impl *im = impl_of(be);
     for (int i = 0; i < PLAN_SLOTS; i++) {
         gemm_plan *p = &im->plans[i];
-        if (p->op && p->M == M && p->N == N && p->K == K && p->bias == (bias != NULL) && p->align_y == align_y) {
+        if (p->g.op && p->M == M && p->N == N && p->K == K && p->bias == (bias != NULL) && p->align_y == align_y) {
             *out = p;
             return LP_OK;
         }
@@ -616,12 +645,10 @@ lp_status lp_cuda_linear(const lp_backend *be, float *y, const float *x, int64_t
     gemm_plan *p;
     LP_TRY(plan_get(be, M, N, K, bias, alignment_of(y), &p));
     if (bias)
-        LP_TRY(lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
-                        "bias pointer"));
-    const float alpha = 1.0f, beta = 0.0f;
-    return lt_check(cublasLtMatmul((cublasLtHandle_t)st->cublaslt, p->op, &alpha, w, p->w, st->act_bf16, p->x, &beta,
-                                   y, p->y, y, p->y, &p->algo, st->workspace, st->workspace_bytes, st->stream),
-                    "matmul");
+        LP_TRY(lp_cuda_lt_check(
+            cublasLtMatmulDescSetAttribute(p->g.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "linear",
+            "bias pointer"));
+    return lp_cuda_gemm_run(be, &p->g, w, st->act_bf16, 0.0f, y, "linear");
 }
 
 /* ---------------------------------------------------------------------------
@@ -660,7 +687,7 @@ static lp_status init_device(lp_backend *be) {
     LP_TRY(lp_cuda_check(be, cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking),
                          "cudaStreamCreateWithFlags"));
     cublasLtHandle_t lt = NULL;
-    LP_TRY(lt_check(cublasLtCreate(&lt), "cublasLtCreate"));
+    LP_TRY(lp_cuda_lt_check(cublasLtCreate(&lt), "CUDA backend", "cublasLtCreate"));
     st->cublaslt = lt;
     LP_TRY(device_alloc(&st->workspace, WORKSPACE_BYTES, "the cuBLASLt workspace"));
     st->workspace_bytes = WORKSPACE_BYTES;

@@ -27,6 +27,7 @@
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,13 +43,11 @@
 
 /* One cached GEMM configuration D[m, n] = A[m, k]·B[k, n] (column-major,
  * leading dimensions lda, k and ldd), keyed by its shape and the alignment of
- * D's columns; op == NULL marks an empty slot. */
+ * D's columns; g.op == NULL marks an empty slot. */
 typedef struct {
     int64_t m, n, k, lda, ldd;
     uint32_t align_d;
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a, b, d;
-    cublasLtMatmulAlgo_t algo;
+    lp_cuda_gemm g;
 } conv_plan;
 
 struct lp_cuda_conv {
@@ -72,14 +71,6 @@ static lp_status pending(const lp_backend *be, const char *op) {
     lp_status s = lp_cuda(be)->sticky;
     if (s == LP_OK) return LP_OK;
     return lp_fail(s, "%s: an earlier CUDA operation failed (%s)", op, lp_status_name(s));
-}
-
-static lp_status lt_check(cublasStatus_t s, const char *what) {
-    if (s == CUBLAS_STATUS_SUCCESS) return LP_OK;
-    lp_status code = s == CUBLAS_STATUS_ALLOC_FAILED     ? LP_ERR_NOMEM
-                     : s == CUBLAS_STATUS_NOT_SUPPORTED ? LP_ERR_UNSUPPORTED
-                                                        : LP_ERR_IO;
-    return lp_fail(code, "conv2d: cuBLASLt: %s failed: %s", what, cublasLtGetStatusString(s));
 }
 
 /* The largest power of two <= 256 that divides every column start p + j·ld
@@ -262,60 +253,27 @@ void lp_cuda_clamp01(const lp_backend *be, float *y, const float *x, int64_t n) 
 /* --------------------------------------------------------- GEMM plans */
 
 static void plan_clear(conv_plan *p) {
-    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
-    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
-    if (p->d) cublasLtMatrixLayoutDestroy(p->d);
-    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    lp_cuda_gemm_clear(&p->g);
     memset(p, 0, sizeof *p);
 }
 
 /* Builds the descriptors of D = A·B (see the top of the file) and picks an
  * algorithm; A and B start on 256 bytes (cudaMalloc'd scratch and weights). */
 static lp_status plan_build(const lp_backend *be, conv_plan *p) {
-    lp_cuda_state *st = lp_cuda(be);
-    cublasOperation_t no = CUBLAS_OP_N;
-    lp_status s = lt_check(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul descriptor");
+    char who[96];
+    snprintf(who, sizeof who, "conv2d m=%lld n=%lld k=%lld", (long long)p->m, (long long)p->n, (long long)p->k);
+    lp_cuda_gemm *g = &p->g;
+    lp_status s = lp_cuda_gemm_create_op(g, 0, who);
     if (s == LP_OK)
-        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &no, sizeof no), "transA");
+        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->a, CUDA_R_16BF, (uint64_t)p->m, (uint64_t)p->k, p->lda),
+                             who, "layout of the im2col band");
     if (s == LP_OK)
-        s = lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &no, sizeof no), "transB");
+        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->b, CUDA_R_16BF, (uint64_t)p->k, (uint64_t)p->n, p->k),
+                             who, "layout of the weight");
     if (s == LP_OK)
-        s = lt_check(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, (uint64_t)p->m, (uint64_t)p->k, p->lda),
-                     "layout of the im2col band");
-    if (s == LP_OK)
-        s = lt_check(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, (uint64_t)p->k, (uint64_t)p->n, p->k),
-                     "layout of the weight");
-    if (s == LP_OK)
-        s = lt_check(cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, (uint64_t)p->m, (uint64_t)p->n, p->ldd),
-                     "layout of the output");
-    if (s == LP_OK) {
-        cublasLtMatmulPreference_t pref = NULL;
-        s = lt_check(cublasLtMatmulPreferenceCreate(&pref), "matmul preference");
-        uint64_t ws = st->workspace_bytes;
-        if (s == LP_OK)
-            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                              sizeof ws),
-                         "workspace preference");
-        if (s == LP_OK)
-            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                              &p->align_d, sizeof p->align_d),
-                         "alignment preference");
-        if (s == LP_OK)
-            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                              &p->align_d, sizeof p->align_d),
-                         "alignment preference");
-        cublasLtMatmulHeuristicResult_t res;
-        int found = 0;
-        if (s == LP_OK)
-            s = lt_check(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)st->cublaslt, p->op, p->a, p->b, p->d, p->d,
-                                                        pref, 1, &res, &found),
-                         "algorithm heuristic");
-        if (s == LP_OK && (found < 1 || res.state != CUBLAS_STATUS_SUCCESS))
-            s = lp_fail(LP_ERR_UNSUPPORTED, "conv2d: cuBLASLt has no bf16 GEMM for m=%lld n=%lld k=%lld",
-                        (long long)p->m, (long long)p->n, (long long)p->k);
-        if (s == LP_OK) p->algo = res.algo;
-        if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    }
+        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, (uint64_t)p->m, (uint64_t)p->n, p->ldd),
+                             who, "layout of the output");
+    if (s == LP_OK) s = lp_cuda_gemm_choose_algo(be, g, p->align_d, who);
     if (s != LP_OK) plan_clear(p);
     return s;
 }
@@ -325,7 +283,7 @@ static lp_status plan_build(const lp_backend *be, conv_plan *p) {
 static lp_status plan_get(const lp_backend *be, lp_cuda_conv *c, const conv_plan *key, conv_plan **out) {
     for (int i = 0; i < PLANS; i++) {
         conv_plan *p = &c->plans[i];
-        if (p->op && p->m == key->m && p->n == key->n && p->k == key->k && p->lda == key->lda &&
+        if (p->g.op && p->m == key->m && p->n == key->n && p->k == key->k && p->lda == key->lda &&
             p->ldd == key->ldd && p->align_d == key->align_d) {
             *out = p;
             return LP_OK;
@@ -404,7 +362,7 @@ static lp_status conv_gemm(const lp_backend *be, float *out, const conv_geom &g,
         bias_kernel<<<grid, THREADS, 0, st->stream>>>(out, bias, cout, hw, accumulate);
         LP_TRY(lp_cuda_check_launch(be, "conv2d bias"));
     }
-    const float alpha = 1.0f, beta = bias || accumulate ? 1.0f : 0.0f;
+    const float beta = bias || accumulate ? 1.0f : 0.0f;
     for (int64_t y0 = 0; y0 < g.ho; y0 += rows) {
         int64_t m = (g.ho - y0 < rows ? g.ho - y0 : rows) * g.wo, groups = (m + 7) / 8;
         dim3 grid(grid_1d(groups), (unsigned)(kp < MAX_GRID ? kp : MAX_GRID));
@@ -420,9 +378,7 @@ static lp_status conv_gemm(const lp_backend *be, float *out, const conv_geom &g,
         key.align_d = column_alignment(d, hw, sizeof *d);
         conv_plan *p;
         LP_TRY(plan_get(be, c, &key, &p));
-        LP_TRY(lt_check(cublasLtMatmul((cublasLtHandle_t)st->cublaslt, p->op, &alpha, col, p->a, wb, p->b, &beta, d,
-                                       p->d, d, p->d, &p->algo, st->workspace, st->workspace_bytes, st->stream),
-                        "matmul"));
+        LP_TRY(lp_cuda_gemm_run(be, &p->g, col, wb, beta, d, "conv2d"));
     }
     return LP_OK;
 }
