@@ -1,8 +1,12 @@
 /* lipar_session: the streaming editing loop (ARCHITECTURE.md "What flows
  * through it"). Input frames are gathered into chunks (12 frames = 3 latent
- * frames; the Wan VAE's first chunk is 9 = 1 + 4·2), encoded, masked, edited
- * by lp_edit_chunk and decoded; the output frames wait in a queue to be
- * pulled. */
+ * frames; the Wan VAE's first chunk is 9 = 1 + 4·2), encoded, masked and
+ * edited by lp_edit_chunk on the caller's thread; the edited latents go to a
+ * decoder thread (its own backend instance: its own stream on a GPU), so that
+ * the decode of chunk n runs while the DiT works on chunk n+1. Decoded frames
+ * wait in a queue to be pulled. */
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -14,7 +18,14 @@
 #include "model_bundle.h"
 
 #define CHUNK_LATENTS 3
-#define MASK_HISTORY 4
+#define MASK_HISTORY 8
+#define DECODE_QUEUE 2 /* edited chunks waiting for the decoder */
+
+typedef struct {
+    float *latents; /* [3][C][h][w] */
+    int frames;     /* output frames to keep */
+    int chunk;
+} decode_job;
 
 typedef struct {
     float *latents; /* [3][C][h][w] */
@@ -54,6 +65,17 @@ struct lipar_session {
     int n_stats, cap_stats;
     uint8_t *keep_history;     /* [MASK_HISTORY][3][patches] */
     size_t peak_device_bytes;
+    /* the decoder thread; mu guards the jobs, the output queue, the stats and
+     * the decoder's status */
+    pthread_t decoder;
+    int decoder_started, decoder_stop;
+    pthread_mutex_t mu;
+    pthread_cond_t job_ready, job_done;
+    decode_job jobs[DECODE_QUEUE];
+    int jobs_head, jobs_count;
+    float *decoded;            /* the decoder thread's [12][3][H][W] */
+    lp_status decode_status;   /* first failure of the decoder thread */
+    char decode_error[1024];
     int finished;
 };
 
@@ -105,16 +127,122 @@ static lp_status open_vae(lipar_session *s) {
         LP_TRY(lp_taehv_encoder_create(m->taehv, H, W, &s->tenc));
         lp_taehv_decoder_opts dopts = lp_taehv_decoder_defaults(); /* keep all 4T frames, clamp to [0, 1] */
         lp_taehv_encoder_latent_shape(s->tenc, &s->C, &s->lh, &s->lw);
-        LP_TRY(lp_taehv_decoder_create(m->taehv, s->lh, s->lw, &dopts, &s->tdec));
+        LP_TRY(lp_taehv_decoder_create(m->taehv_dec, s->lh, s->lw, &dopts, &s->tdec));
     } else {
         LP_TRY(lp_wan_vae_encoder_open(m->wan, H, W, m->be->pool, &s->wenc));
-        LP_TRY(lp_wan_vae_decoder_open(m->wan, H, W, 1, m->be->pool, &s->wdec));
+        LP_TRY(lp_wan_vae_decoder_open(m->wan, H, W, 1, m->vae_be->pool, &s->wdec));
         int scale = lp_wan_vae_scale(m->wan);
         s->C = lp_wan_vae_config_of(m->wan)->z_dim;
         s->lh = H / scale;
         s->lw = W / scale;
     }
     return LP_OK;
+}
+
+static lp_status enqueue(lipar_session *s, const float *frames, int n);
+static double now_seconds(void);
+
+/* Decodes one job into s->decoded; returns the number of frames made. */
+static lp_status decode_job_run(lipar_session *s, const decode_job *job, int *got) {
+    *got = 0;
+    if (s->tdec) return lp_taehv_decoder_push(s->tdec, job->latents, CHUNK_LATENTS, s->decoded, 12, got);
+    LP_TRY(lp_wan_vae_decode(s->wdec, job->latents, CHUNK_LATENTS, s->decoded, got));
+    for (int64_t i = 0; i < *got * s->frame_px; i++) s->decoded[i] = 0.5f * (s->decoded[i] + 1.0f); /* [−1,1]→[0,1] */
+    return LP_OK;
+}
+
+static void *decoder_main(void *arg) {
+    lipar_session *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->jobs_count && !s->decoder_stop) pthread_cond_wait(&s->job_ready, &s->mu);
+        if (!s->jobs_count) break; /* stopped with nothing left */
+        decode_job *job = &s->jobs[s->jobs_head];
+        pthread_mutex_unlock(&s->mu);
+        double t0 = now_seconds();
+        int got = 0;
+        lp_status st = s->decode_status == LP_OK ? decode_job_run(s, job, &got) : s->decode_status;
+        if (st == LP_OK && got < job->frames)
+            st = lp_fail(LP_ERR_SHAPE, "the VAE decoded %d frames, expected %d", got, job->frames);
+        double dt = now_seconds() - t0;
+        pthread_mutex_lock(&s->mu);
+        if (st == LP_OK) st = enqueue(s, s->decoded, job->frames);
+        if (st != LP_OK && s->decode_status == LP_OK) { /* lp_last_error is per thread: keep the message */
+            s->decode_status = st;
+            snprintf(s->decode_error, sizeof s->decode_error, "%s", lp_last_error());
+        }
+        if (job->chunk < s->n_stats) {
+            s->stats[job->chunk].seconds_decode = dt;
+            s->stats[job->chunk].seconds_total += dt;
+        }
+        s->jobs_head = (s->jobs_head + 1) % DECODE_QUEUE;
+        s->jobs_count--;
+        pthread_cond_broadcast(&s->job_done);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static lp_status start_decoder(lipar_session *s) {
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->job_ready, NULL);
+    pthread_cond_init(&s->job_done, NULL);
+    s->decoder_started = 1; /* the mutex and conditions exist from here on */
+    if (pthread_create(&s->decoder, NULL, decoder_main, s) != 0) {
+        s->decoder_started = 0;
+        return lp_fail(LP_ERR_NOMEM, "cannot start the decoder thread");
+    }
+    s->decoder_started = 2;
+    return LP_OK;
+}
+
+/* Lets the decoder finish its jobs and joins it. */
+static void stop_decoder(lipar_session *s) {
+    if (s->decoder_started == 2) {
+        pthread_mutex_lock(&s->mu);
+        s->decoder_stop = 1;
+        pthread_cond_broadcast(&s->job_ready);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->decoder, NULL);
+    }
+    if (s->decoder_started) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->job_ready);
+        pthread_cond_destroy(&s->job_done);
+    }
+    s->decoder_started = 0;
+}
+
+/* The decoder's failure, raised on the caller's thread (call with mu held). */
+static lp_status decoder_failure(const lipar_session *s) {
+    return s->decode_status == LP_OK ? LP_OK : lp_fail(s->decode_status, "%s", s->decode_error);
+}
+
+/* Hands the edited latents of chunk `chunk` to the decoder, waiting while its
+ * queue is full. */
+static lp_status submit_decode(lipar_session *s, const float *latents, int frames, int chunk) {
+    pthread_mutex_lock(&s->mu);
+    while (s->jobs_count == DECODE_QUEUE && s->decode_status == LP_OK) pthread_cond_wait(&s->job_done, &s->mu);
+    lp_status st = decoder_failure(s);
+    if (st == LP_OK) {
+        decode_job *job = &s->jobs[(s->jobs_head + s->jobs_count) % DECODE_QUEUE];
+        memcpy(job->latents, latents, (size_t)s->latent_elems * sizeof(float));
+        job->frames = frames;
+        job->chunk = chunk;
+        s->jobs_count++;
+        pthread_cond_signal(&s->job_ready);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* Waits until the decoder has emptied its queue. */
+static lp_status drain_decoder(lipar_session *s) {
+    pthread_mutex_lock(&s->mu);
+    while (s->jobs_count && s->decode_status == LP_OK) pthread_cond_wait(&s->job_done, &s->mu);
+    lp_status st = decoder_failure(s);
+    pthread_mutex_unlock(&s->mu);
+    return st;
 }
 
 lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, lipar_session **out) {
@@ -164,11 +292,16 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
         s->keep = malloc((size_t)(CHUNK_LATENTS * s->patches));
         s->merge_dst = malloc((size_t)(CHUNK_LATENTS * s->patches) * sizeof *s->merge_dst);
         s->prompt = strdup(o->prompt ? o->prompt : "");
+        s->decoded = malloc((size_t)(12 * s->frame_px) * sizeof(float));
+        int jobs_ok = 1;
+        for (int i = 0; i < DECODE_QUEUE; i++)
+            jobs_ok &= (s->jobs[i].latents = malloc((size_t)s->latent_elems * sizeof(float))) != NULL;
         if (!s->in_frames || !s->work || !s->latents || !s->eps || !s->keep_history || !s->prompt || !s->keep ||
-            !s->merge_dst)
+            !s->merge_dst || !s->decoded || !jobs_ok)
             st = lp_fail(LP_ERR_NOMEM, "out of memory for a %dx%d session", o->width, o->height);
     }
     if (st == LP_OK) st = encode_prompt(s, s->prompt);
+    if (st == LP_OK) st = start_decoder(s);
     if (st != LP_OK) {
         lipar_session_close(s);
         return (lipar_status)st;
@@ -179,6 +312,9 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
 
 void lipar_session_close(lipar_session *s) {
     if (!s) return;
+    stop_decoder(s);
+    for (int i = 0; i < DECODE_QUEUE; i++) free(s->jobs[i].latents);
+    free(s->decoded);
     lp_taehv_encoder_free(s->tenc);
     lp_taehv_decoder_free(s->tdec);
     lp_wan_vae_encoder_close(s->wenc);
@@ -277,22 +413,15 @@ static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, const int32_t
     LP_TRY(lp_edit_chunk(s->m->dit, s->cache, &s->est, s->strategy, &s->plan, chunk * CHUNK_LATENTS, CHUNK_LATENTS,
                          s->latents, keep, merge_dst, lp_prng_noise_fn, &pn, NULL));
     cs->seconds_dit = now_seconds() - t0;
-    t0 = now_seconds();
-    int got = 0;
-    if (s->tdec) {
-        LP_TRY(lp_taehv_decoder_push(s->tdec, s->latents, CHUNK_LATENTS, s->work, 12, &got));
-    } else {
-        LP_TRY(lp_wan_vae_decode(s->wdec, s->latents, CHUNK_LATENTS, s->work, &got));
-        for (int64_t i = 0; i < got * s->frame_px; i++) s->work[i] = 0.5f * (s->work[i] + 1.0f);
-    }
-    cs->seconds_decode = now_seconds() - t0;
-    if (got < frames) return lp_fail(LP_ERR_SHAPE, "the VAE decoded %d frames, expected %d", got, frames);
-    LP_TRY(enqueue(s, s->work, frames));
     cs->prompt_version = s->prompt_version;
     size_t used = s->m->be->memory_in_use(s->m->be);
     if (used > s->peak_device_bytes) s->peak_device_bytes = used;
-    cs->seconds_total = cs->seconds_encode + cs->seconds_mask + cs->seconds_dit + cs->seconds_decode;
-    return push_stats(s, cs);
+    cs->seconds_total = cs->seconds_encode + cs->seconds_mask + cs->seconds_dit; /* the decoder adds its time */
+    pthread_mutex_lock(&s->mu);
+    lp_status st = push_stats(s, cs);
+    pthread_mutex_unlock(&s->mu);
+    if (st != LP_OK) return st;
+    return submit_decode(s, s->latents, frames, chunk);
 }
 
 /* The token reduction of chunk `chunk` from its clean latents (s->latents)
@@ -393,17 +522,22 @@ lipar_status lipar_session_finish(lipar_session *s) {
     lp_status st = LP_OK;
     if (s->n_in > 0) st = process_input_chunk(s, s->n_in);
     if (st == LP_OK && s->o.batch_mask) st = run_batch(s);
+    if (st == LP_OK) st = drain_decoder(s);
     return (lipar_status)st;
 }
 
 lipar_status lipar_session_pull(lipar_session *s, float *rgb, int *got) {
     *got = 0;
-    if (!s->out_count) return LIPAR_OK;
-    memcpy(rgb, s->out + s->out_head * s->frame_px, (size_t)s->frame_px * sizeof *rgb);
-    s->out_head = (s->out_head + 1) % s->out_cap;
-    s->out_count--;
-    *got = 1;
-    return LIPAR_OK;
+    pthread_mutex_lock(&s->mu);
+    lp_status st = decoder_failure(s);
+    if (st == LP_OK && s->out_count) {
+        memcpy(rgb, s->out + s->out_head * s->frame_px, (size_t)s->frame_px * sizeof *rgb);
+        s->out_head = (s->out_head + 1) % s->out_cap;
+        s->out_count--;
+        *got = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return (lipar_status)st;
 }
 
 lipar_status lipar_session_set_prompt(lipar_session *s, const char *prompt) {
@@ -420,15 +554,24 @@ lipar_status lipar_session_set_prompt(lipar_session *s, const char *prompt) {
     return LIPAR_OK;
 }
 
-int lipar_session_chunks(const lipar_session *s) { return s->n_stats; }
+int lipar_session_chunks(const lipar_session *s) {
+    lipar_session *m = (lipar_session *)s; /* the lock is not part of the logical state */
+    pthread_mutex_lock(&m->mu);
+    int n = s->n_stats;
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
 
 size_t lipar_session_peak_device_memory(const lipar_session *s) { return s->peak_device_bytes; }
 
 lipar_status lipar_session_chunk_stats(const lipar_session *s, int i, lipar_chunk_stats *out) {
-    if (i < 0 || i >= s->n_stats)
-        return (lipar_status)lp_fail(LP_ERR_ARG, "chunk %d: %d chunks are done", i, s->n_stats);
-    *out = s->stats[i];
-    return LIPAR_OK;
+    lipar_session *m = (lipar_session *)s; /* the lock is not part of the logical state */
+    pthread_mutex_lock(&m->mu);
+    lp_status st = LP_OK;
+    if (i < 0 || i >= s->n_stats) st = lp_fail(LP_ERR_ARG, "chunk %d: %d chunks are done", i, s->n_stats);
+    else *out = s->stats[i];
+    pthread_mutex_unlock(&m->mu);
+    return (lipar_status)st;
 }
 
 const uint8_t *lipar_session_keep_mask(const lipar_session *s, int i, int j) {
