@@ -329,7 +329,7 @@ static void ref_attention(double *out, const float *q, int64_t Lq, int heads, in
             int64_t j = 0;
             for (int r = 0; r < nr; r++)
                 for (int64_t t = 0; t < R[r].n; t++, j++) {
-                    const float *kt = R[r].k + t * R[r].ld + h * hd;
+                    const float *kt = (const float *)R[r].k + t * R[r].ld + h * hd;
                     double d = 0;
                     for (int c = 0; c < hd; c++) d += (double)qi[c] * kt[c];
                     s[j] = d * scale;
@@ -341,7 +341,7 @@ static void ref_attention(double *out, const float *q, int64_t Lq, int heads, in
             j = 0;
             for (int r = 0; r < nr; r++)
                 for (int64_t t = 0; t < R[r].n; t++, j++) {
-                    const float *vt = R[r].v + t * R[r].ld + h * hd;
+                    const float *vt = (const float *)R[r].v + t * R[r].ld + h * hd;
                     for (int c = 0; c < hd; c++) o[c] += s[j] / sum * vt[c];
                 }
         }
@@ -370,7 +370,7 @@ static int attention_case(const char *what, int64_t Lq, int heads, int hd, const
             if (integer_qk && !m)
                 for (size_t i = 0; i < n; i++) kv[m][r][i] = roundf(kv[m][r][i]);
         }
-        R[r] = (lp_kv_range){kv[0][r], kv[1][r], lens[r], ld};
+        R[r] = (lp_kv_range){kv[0][r], kv[1][r], lens[r], ld, 0};
     }
     ref_attention(ref, q, Lq, heads, hd, R, nr, scale);
     lp_status s = be->attention(be, out, q, Lq, heads, hd, R, nr, scale);
@@ -398,12 +398,44 @@ static int test_attention(void) {
         return 1;
     /* errors and no-ops */
     float q[16] = {0}, out[16];
-    lp_kv_range R = {q, q, 0, 16};
+    lp_kv_range R = {q, q, 0, 16, 0};
     CHECK(be->attention(be, out, q, 1, 1, 16, &R, 1, 1.0f) == LP_ERR_ARG && strstr(lp_last_error(), "empty key set"),
           "%s", lp_last_error());
     REQUIRE(be->attention(be, out, q, 1, 1, 16, NULL, 0, 1.0f) == LP_ERR_ARG);
     R.n = 1;
     REQUIRE(be->attention(be, NULL, NULL, 0, 1, 16, &R, 1, 1.0f) == LP_OK);
+    /* the CPU reads f32 ranges only (its KV cache is f32) */
+    R.bf16 = 1;
+    CHECK(be->attention(be, out, q, 1, 1, 16, &R, 1, 1.0f) == LP_ERR_UNSUPPORTED && strstr(lp_last_error(), "bf16"),
+          "%s", lp_last_error());
+    return 0;
+}
+
+/* ----------------------------------------------------------------- kv_store */
+
+/* The CPU KV cache is f32: kv_store is exactly a copy, then rope3d for keys. */
+static int test_kv_store(void) {
+    REQUIRE(be->kv_bf16 == 0);
+    const int64_t rows = 37;
+    const int heads = 3, d = 48;
+    const size_t n = (size_t)(rows * heads * d);
+    int32_t pos[37 * 3];
+    for (int i = 0; i < 37 * 3; i++) pos[i] = (int32_t)((i * 7919) % (i % 3 ? 60 : 21));
+    float *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+    REQUIRE(x && want && got);
+    lp_test_fill(x, n, 81, 2.0f);
+    memcpy(want, x, n * sizeof *want);
+    be->rope3d(be, want, rows, heads, d, pos);
+    lp_status s = be->kv_store(be, got, x, rows, heads, d, pos);
+    int keys_ok = s == LP_OK && !memcmp(got, want, n * sizeof *got);
+    s = be->kv_store(be, got, x, rows, heads, d, NULL);
+    int values_ok = s == LP_OK && !memcmp(got, x, n * sizeof *got);
+    printf("    %-44s %s\n", "kv_store keys == copy + rope3d (bitwise)", keys_ok ? "ok" : "FAIL");
+    printf("    %-44s %s\n", "kv_store values == copy (bitwise)", values_ok ? "ok" : "FAIL");
+    lp_status bad = be->kv_store(be, got, x, -1, heads, d, NULL);
+    free(x), free(want), free(got);
+    CHECK(keys_ok && values_ok, "%s", "kv_store differs from copy (+ rope3d)");
+    CHECK(bad == LP_ERR_ARG, "kv_store with -1 rows: %s", lp_status_name(bad));
     return 0;
 }
 
@@ -420,6 +452,7 @@ int main(void) {
     lp_test_run("activations", test_activations);
     lp_test_run("rope3d", test_rope3d);
     lp_test_run("attention", test_attention);
+    lp_test_run("kv_store", test_kv_store);
     lp_backend_destroy(be);
     return lp_test_finish();
 }

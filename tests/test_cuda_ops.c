@@ -5,7 +5,10 @@
  * "name rel_l2=... ok|FAIL". Tolerances: 2e-2 for linear and attention (bf16
  * tensor cores), 1e-5 for fp32 ops that use other transcendental
  * implementations than the CPU (norm statistics, GELU, SiLU), 1e-6 for fp32
- * ops computed in the CPU's operation order, 0 for pure data movement. Every
+ * ops computed in the CPU's operation order, 0 for pure data movement, 1e-4
+ * for the bf16 KV-cache writes (kv_store, against the CPU's f32 rows rounded
+ * to bf16 on the host). Attention also runs over bf16 ranges (uploaded
+ * rounded, the CPU reference reading the same rounded values as f32). Every
  * case skips when the CUDA backend is unavailable (built without CUDA, or no
  * usable GPU): the binary then exits 77. Weight views point at host buffers
  * kept alive until both backends are destroyed, one buffer per weight,
@@ -61,6 +64,57 @@ static lp_tensor weight(const char *name, lp_dtype dt, int ndim, const int64_t *
     free(v);
     t.data = raw;
     return t;
+}
+
+/* Rounds the n floats of h to bf16 in place (so that a CPU reference sees
+ * the stored values) and returns a buffer of be holding them as bf16; NULL
+ * on failure (message printed). */
+static void *dev_bf16(const lp_backend *be, float *h, size_t n) {
+    uint16_t *b = malloc((n ? n : 1) * sizeof *b);
+    void *d = b ? be->alloc(be, (n ? n : 1) * sizeof *b) : NULL;
+    if (!d) {
+        printf("    device bf16 buffer of %zu elements: %s\n", n, lp_last_error());
+        if (d) be->release(be, d);
+        free(b);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        b[i] = lp_f32_to_bf16(h[i]);
+        h[i] = lp_bf16_to_f32(b[i]);
+    }
+    lp_status s = be->upload(be, d, b, n * sizeof *b);
+    free(b);
+    if (s != LP_OK) {
+        printf("    upload of %zu bf16: %s\n", n, lp_last_error());
+        be->release(be, d);
+        return NULL;
+    }
+    return d;
+}
+
+/* lp_test_dev_compare for a buffer of n bf16 elements. */
+static int dev_compare_bf16(const lp_backend *be, const char *name, const void *d, const float *want, size_t n,
+                            double tol) {
+    uint16_t *b = malloc((n ? n : 1) * sizeof *b);
+    float *got = malloc((n ? n : 1) * sizeof *got);
+    lp_status s = b && got && d ? be->download(be, b, d, n * sizeof *b) : LP_ERR_NOMEM;
+    size_t bad = 0;
+    double err = INFINITY;
+    if (s == LP_OK) {
+        for (size_t i = 0; i < n; i++) {
+            got[i] = lp_bf16_to_f32(b[i]);
+            bad += !isfinite(got[i]);
+        }
+        err = lp_rel_l2(got, want, n);
+    }
+    int ok = s == LP_OK && bad == 0 && err <= tol;
+    printf("    %-*s rel_l2=%.3e (tol %.0e) %s", LP_TEST_NAME_WIDTH, name, err, tol, ok ? "ok" : "FAIL");
+    if (s != LP_OK) printf(" [%s: %s]", lp_status_name(s), lp_last_error());
+    if (bad) printf(" [%zu non-finite]", bad);
+    printf("\n");
+    free(b);
+    free(got);
+    return !ok;
 }
 
 /* ---------------------------------------------------------------- memory */
@@ -374,27 +428,83 @@ static int test_rope3d(void) {
     return fails ? 1 : 0;
 }
 
+/* ------------------------------------------------------------- kv_store */
+
+/* kv_store of random rows (rotated at random positions, or not) into a
+ * poisoned bf16 buffer, against the CPU's f32 kv_store (copy + rope3d)
+ * rounded to bf16 on the host: both round the same f32 values to nearest
+ * even, so only the rare f32 RoPE result 1 ulp away from the CPU's that
+ * crosses a bf16 rounding boundary may differ. */
+static int kv_store_case(int64_t rows, int heads, int hd, int rotate, uint32_t seed) {
+    char name[96];
+    snprintf(name, sizeof name, "kv_store rows=%lld heads=%d head_dim=%d %s", (long long)rows, heads, hd,
+             rotate ? "rotated" : "plain");
+    size_t n = (size_t)rows * (size_t)heads * (size_t)hd;
+    float *x = random_floats(n, seed, 2.0f, 0.0f), *want = malloc((n ? n : 1) * sizeof *want);
+    int32_t *pos = malloc((size_t)rows * 3 * sizeof *pos);
+    CHECK(x && want && pos, "out of memory");
+    uint32_t s = seed;
+    for (int64_t r = 0; r < rows; r++) {
+        pos[r * 3] = (int32_t)(rng(&s) % 21);
+        pos[r * 3 + 1] = (int32_t)(rng(&s) % 30);
+        pos[r * 3 + 2] = (int32_t)(rng(&s) % 52);
+    }
+    const int32_t *p = rotate ? pos : NULL;
+    CHECK(cpu->kv_store(cpu, want, x, rows, heads, hd, p) == LP_OK, "cpu kv_store: %s", lp_last_error());
+    for (size_t i = 0; i < n; i++) want[i] = lp_bf16_to_f32(lp_f32_to_bf16(want[i]));
+    float *dx = lp_test_dev_copy(gpu, x, n), *dd = lp_test_dev_poison(gpu, (n + 1) / 2); /* NaN bf16 pairs */
+    int fail = 1;
+    if (dx && dd && lp_test_status_ok(name, gpu->kv_store(gpu, dd, dx, rows, heads, hd, p)))
+        fail = dev_compare_bf16(gpu, name, dd, want, n, 1e-4);
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dd);
+    free(x);
+    free(want);
+    free(pos);
+    return fail;
+}
+
+static int test_kv_store(void) {
+    if (!gpu) return no_gpu;
+    int fails = 0;
+    CHECK(gpu->kv_bf16 == 1, "the CUDA KV cache should be bf16 (kv_bf16 %d)", gpu->kv_bf16);
+    fails += kv_store_case(4680, 12, 128, 1, 1200);
+    fails += kv_store_case(4680, 12, 128, 0, 1210);
+    fails += kv_store_case(301, 3, 48, 1, 1220);
+    fails += kv_store_case(300, 4, 96, 1, 1230);
+    fails += kv_store_case(77, 3, 64, 0, 1240); /* 14784 elements: the vector path */
+    fails += kv_store_case(7, 1, 18, 0, 1250);  /* 126: a scalar tail */
+    return fails ? 1 : 0;
+}
+
 /* ------------------------------------------------------------ attention */
 
 typedef struct {
     int heads, hd;
-    int64_t Lq, n0, n1; /* n1 = 0: one range */
-    int fused;          /* K and V interleaved in one buffer, ld = 2·heads·hd */
+    int64_t Lq, n0, n1; /* n1 = 0 and n0 > 0: one range */
+    int fused;          /* K and V interleaved in one buffer, ld = 2·heads·hd (+ pad) */
     int large;          /* logits ≈ ±90 + O(1): q[.,h,0] = ±1024, k[.,h,0] = 1 */
+    int bf16;           /* bit r: range r is stored bf16 (the CPU reference gets the same rounded values) */
+    int pad;            /* ld = heads·hd (or twice that, fused) + pad elements */
 } attn_case;
 
 static int attention_case(const attn_case *c, uint32_t seed) {
-    char name[120];
-    snprintf(name, sizeof name, "attention h=%d hd=%d Lq=%lld Lk=%lld%s%s%s", c->heads, c->hd, (long long)c->Lq,
-             (long long)(c->n0 + c->n1), c->n1 ? " (2 ranges)" : "", c->fused ? " fused-kv" : "",
-             c->large ? " large-logits" : "");
-    int64_t D = (int64_t)c->heads * c->hd, ld = c->fused ? 2 * D : D;
-    int nr = c->n1 ? 2 : 1;
+    char name[160], ranges[40];
+    int nr = c->n1 || !c->n0 ? 2 : 1;
+    if (nr == 2) snprintf(ranges, sizeof ranges, " (2 ranges %lld+%lld)", (long long)c->n0, (long long)c->n1);
+    else ranges[0] = 0;
+    static const char *types[] = {"", " bf16+f32", " f32+bf16", " bf16"};
+    int64_t D = (int64_t)c->heads * c->hd, ld = (c->fused ? 2 * D : D) + c->pad;
+    snprintf(name, sizeof name, "attention h=%d hd=%d Lq=%lld Lk=%lld%s%s%s%s", c->heads, c->hd, (long long)c->Lq,
+             (long long)(c->n0 + c->n1), ranges, c->fused ? " fused-kv" : "", c->large ? " large-logits" : "",
+             nr == 1 && c->bf16 ? " bf16" : types[c->bf16 & 3]);
+    if (c->pad) snprintf(name + strlen(name), sizeof name - strlen(name), " ld+%d", c->pad);
     int64_t nk[2] = {c->n0, c->n1};
     size_t nq = (size_t)(c->Lq * D);
     float *q = random_floats(nq, seed, 1.0f, 0.0f), *out = malloc(nq * sizeof *out);
     CHECK(q && out, "out of memory");
-    float *hk[2] = {NULL, NULL}, *hv[2] = {NULL, NULL}, *dk[2] = {NULL, NULL}, *dv[2] = {NULL, NULL};
+    float *hk[2] = {NULL, NULL}, *hv[2] = {NULL, NULL};
+    void *dk[2] = {NULL, NULL}, *dv[2] = {NULL, NULL};
     lp_kv_range hr[2], dr[2];
     int ok = 1;
     if (c->large)
@@ -402,18 +512,25 @@ static int attention_case(const attn_case *c, uint32_t seed) {
             for (int h = 0; h < c->heads; h++) q[i * D + (int64_t)h * c->hd] = h % 2 ? -1024.0f : 1024.0f;
     for (int r = 0; r < nr; r++) {
         size_t n = (size_t)(nk[r] * ld);
+        int b16 = (c->bf16 >> r) & 1;
+        hr[r] = dr[r] = (lp_kv_range){NULL, NULL, 0, ld, b16};
+        hr[r].bf16 = 0;
+        if (!nk[r]) continue; /* an empty range */
         hk[r] = random_floats(n, seed + 10 + (uint32_t)r, 1.0f, 0.0f);
         hv[r] = c->fused ? NULL : random_floats(n, seed + 20 + (uint32_t)r, 1.0f, 0.0f);
         CHECK(hk[r] && (c->fused || hv[r]), "out of memory");
         if (c->large)
             for (int64_t i = 0; i < nk[r]; i++)
                 for (int h = 0; h < c->heads; h++) hk[r][i * ld + (int64_t)h * c->hd] = 1.0f;
-        dk[r] = lp_test_dev_copy(gpu, hk[r], n);
-        dv[r] = c->fused ? NULL : lp_test_dev_copy(gpu, hv[r], n);
+        dk[r] = b16 ? dev_bf16(gpu, hk[r], n) : lp_test_dev_copy(gpu, hk[r], n);
+        dv[r] = c->fused ? NULL : b16 ? dev_bf16(gpu, hv[r], n) : lp_test_dev_copy(gpu, hv[r], n);
         ok &= dk[r] && (c->fused || dv[r]);
         /* fused: v of row i follows its k at offset D in the same row */
-        hr[r] = (lp_kv_range){hk[r], c->fused ? hk[r] + D : hv[r], nk[r], ld};
-        dr[r] = (lp_kv_range){dk[r], c->fused ? (dk[r] ? dk[r] + D : NULL) : dv[r], nk[r], ld};
+        hr[r].k = hk[r];
+        hr[r].v = c->fused ? hk[r] + D : hv[r];
+        hr[r].n = dr[r].n = nk[r];
+        dr[r].k = dk[r];
+        dr[r].v = c->fused ? (dk[r] ? (const char *)dk[r] + D * (b16 ? 2 : 4) : NULL) : dv[r];
     }
     float scale = 1.0f / sqrtf((float)c->hd);
     lp_status s = cpu->attention(cpu, out, q, c->Lq, c->heads, c->hd, hr, nr, scale);
@@ -439,15 +556,30 @@ static int attention_case(const attn_case *c, uint32_t seed) {
 static int test_attention(void) {
     if (!gpu) return no_gpu;
     static const attn_case cases[] = {
-        {12, 128, 100, 512, 0, 0, 0},   /* cross-attention shape */
-        {2, 128, 4680, 4680, 6240, 0, 0}, /* self-attention over a 7-frame window */
-        {3, 64, 1, 77, 0, 0, 0},
-        {4, 48, 100, 1, 0, 0, 0},
-        {2, 96, 100, 1, 511, 0, 0},
-        {2, 64, 4680, 4680, 0, 1, 0},
-        {2, 128, 100, 512, 0, 0, 1},
-        {2, 48, 37, 300, 77, 0, 1},
-        {1, 128, 1, 10920, 0, 0, 0},
+        {12, 128, 100, 512, 0, 0, 0, 0, 0},     /* cross-attention shape */
+        {2, 128, 4680, 4680, 6240, 0, 0, 0, 0}, /* self-attention over a 7-frame window */
+        {3, 64, 1, 77, 0, 0, 0, 0, 0},
+        {4, 48, 100, 1, 0, 0, 0, 0, 0},
+        {2, 96, 100, 1, 511, 0, 0, 0, 0},
+        {2, 64, 4680, 4680, 0, 1, 0, 0, 0},
+        {2, 128, 100, 512, 0, 0, 1, 0, 0},
+        {2, 48, 37, 300, 77, 0, 1, 0, 0},
+        {1, 128, 1, 10920, 0, 0, 0, 0, 0},
+        /* bf16 ranges read in place (the CUDA KV cache): range boundaries and
+         * the end inside a key tile, row strides past heads·hd */
+        {12, 128, 100, 512, 0, 0, 0, 1, 0},
+        {2, 128, 4680, 4680, 6240, 0, 0, 3, 0},
+        {3, 64, 300, 77, 130, 0, 0, 3, 8},
+        {4, 48, 100, 1, 0, 0, 0, 1, 16},
+        {2, 96, 100, 1, 511, 0, 0, 3, 8},
+        {2, 128, 37, 0, 300, 0, 0, 3, 0},       /* range 0 empty */
+        {2, 64, 4680, 4680, 0, 1, 0, 1, 8},     /* K and V interleaved */
+        {2, 128, 100, 512, 0, 0, 1, 1, 0},
+        {2, 48, 37, 300, 77, 0, 1, 3, 24},
+        {1, 128, 1, 10920, 0, 0, 0, 1, 0},
+        /* one range of each type */
+        {2, 128, 200, 300, 333, 0, 0, 1, 0},
+        {3, 96, 200, 300, 333, 0, 0, 2, 8},
     };
     int fails = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
@@ -568,12 +700,22 @@ static int test_errors(void) {
     lp_status s1 = gpu->copy_rows(gpu, d, bad, d + 2048, NULL, 2, 16);
     lp_status s2 = gpu->patchify(gpu, d, d + 2048, NULL, 1, 4, 5, 4);
     lp_status s3 = gpu->unpatchify(gpu, d, d + 2048, bad, 2, 1, 2, 2);
+    /* a bf16 range whose rows are not 16-byte multiples (ld 132), rotated
+     * rows of an odd head_dim, rotated rows into misaligned cache rows */
+    int32_t pos[3] = {1, 2, 3};
+    lp_kv_range r = {d, d + 1024, 4, 132, 1};
+    lp_status s5 = gpu->attention(gpu, d + 2048, d + 3072, 2, 2, 64, &r, 1, 0.125f);
+    lp_status s6 = gpu->kv_store(gpu, d, d + 2048, 1, 1, 17, pos);
+    lp_status s7 = gpu->kv_store(gpu, (char *)d + 2, d + 2048, 1, 1, 16, pos);
     /* a valid op afterwards still works (argument errors are not sticky) */
     lp_status s4 = gpu->copy_rows(gpu, d, NULL, d + 2048, NULL, 2, 16);
     gpu->release(gpu, d);
     printf("    copy_rows negative index -> %s, patchify odd H -> %s, unpatchify negative index -> %s, then %s\n",
            lp_status_name(s1), lp_status_name(s2), lp_status_name(s3), lp_status_name(s4));
+    printf("    attention bf16 ld 132 -> %s, kv_store rotated head_dim 17 -> %s, misaligned -> %s\n",
+           lp_status_name(s5), lp_status_name(s6), lp_status_name(s7));
     CHECK(s1 == LP_ERR_ARG && s2 == LP_ERR_ARG && s3 == LP_ERR_ARG && s4 == LP_OK, "unexpected statuses");
+    CHECK(s5 == LP_ERR_ARG && s6 == LP_ERR_ARG && s7 == LP_ERR_ARG, "unexpected statuses");
     return 0;
 }
 
@@ -598,17 +740,23 @@ static int test_timing(void) {
     float *k = gpu->alloc(gpu, (size_t)(Lk * D) * sizeof(float));
     float *v = gpu->alloc(gpu, (size_t)(Lk * D) * sizeof(float));
     float *o = gpu->alloc(gpu, (size_t)(T * D) * sizeof(float));
-    int ok = W.data && b.data && pos && x && h && k && v && o;
+    void *kb = gpu->alloc(gpu, (size_t)(Lk * D) * 2), *vb = gpu->alloc(gpu, (size_t)(Lk * D) * 2); /* bf16 cache */
+    int ok = W.data && b.data && pos && x && h && k && v && o && kb && vb;
     if (ok) {
         for (int64_t i = 0; i < T; i++) {
             pos[i * 3] = (int32_t)(i / 1560);
             pos[i * 3 + 1] = (int32_t)(i % 1560 / 52);
             pos[i * 3 + 2] = (int32_t)(i % 52);
         }
-        lp_kv_range r = {k, v, Lk, D};
-        for (int op = 0; op < 5 && ok; op++) {
-            static const char *names[] = {"layer_norm 4680x1536", "rope3d 4680x12x128", "gelu_tanh 4680x8960",
-                                          "linear bf16 4680x1536 -> 8960", "attention 12x128 Lq=4680 Lk=10920"};
+        lp_kv_range r = {k, v, Lk, D, 0}, rb = {kb, vb, Lk, D, 1};
+        for (int op = 0; op < 7 && ok; op++) {
+            static const char *names[] = {"layer_norm 4680x1536",
+                                          "rope3d 4680x12x128",
+                                          "gelu_tanh 4680x8960",
+                                          "kv_store 4680x12x128 rotated",
+                                          "linear bf16 4680x1536 -> 8960",
+                                          "attention 12x128 Lq=4680 Lk=10920 f32",
+                                          "attention 12x128 Lq=4680 Lk=10920 bf16"};
             double t0 = 0;
             for (int rep = 0; rep <= reps && ok; rep++) {
                 if (rep == 1) { /* the first run warms up (weight upload, algorithm choice) */
@@ -619,17 +767,19 @@ static int test_timing(void) {
                 case 0: gpu->layer_norm(gpu, o, x, T, D, NULL, NULL, 1e-6f); break;
                 case 1: gpu->rope3d(gpu, x, T, heads, hd, pos); break;
                 case 2: gpu->gelu_tanh(gpu, h, T * FF); break;
-                case 3: ok = gpu->linear(gpu, h, x, T, &W, &b) == LP_OK; break;
-                default: ok = gpu->attention(gpu, o, x, T, heads, hd, &r, 1, 0.088f) == LP_OK; break;
+                case 3: ok = gpu->kv_store(gpu, kb, x, T, heads, hd, pos) == LP_OK; break;
+                case 4: ok = gpu->linear(gpu, h, x, T, &W, &b) == LP_OK; break;
+                case 5: ok = gpu->attention(gpu, o, x, T, heads, hd, &r, 1, 0.088f) == LP_OK; break;
+                default: ok = gpu->attention(gpu, o, x, T, heads, hd, &rb, 1, 0.088f) == LP_OK; break;
                 }
             }
             gpu->synchronize(gpu);
             double ms = 1e3 * (now_s() - t0) / reps;
-            double work[] = {2.0 * T * D * 4, 2.0 * T * D * 4, 2.0 * T * FF * 4, 2.0 * T * D * FF,
-                             4.0 * T * Lk * D};
+            double work[] = {2.0 * T * D * 4, 2.0 * T * D * 4, 2.0 * T * FF * 4, 6.0 * T * D, 2.0 * T * D * FF,
+                             4.0 * T * Lk * D, 4.0 * T * Lk * D};
             if (ok)
                 printf("    %-40s %8.3f ms  %8.1f %s\n", names[op], ms, work[op] / (ms * 1e-3) / 1e9,
-                       op < 3 ? "GB/s" : "GFLOP/s");
+                       op < 4 ? "GB/s" : "GFLOP/s");
         }
         if (!ok) printf("    timing: %s\n", lp_last_error());
     }
@@ -638,6 +788,8 @@ static int test_timing(void) {
     lp_test_dev_free(gpu, k);
     lp_test_dev_free(gpu, v);
     lp_test_dev_free(gpu, o);
+    lp_test_dev_free(gpu, kb);
+    lp_test_dev_free(gpu, vb);
     free(pos);
     CHECK(ok, "timing runs failed");
     return 0;
@@ -653,6 +805,7 @@ int main(void) {
     lp_test_run("activations", test_activations);
     lp_test_run("add", test_add);
     lp_test_run("rope3d", test_rope3d);
+    lp_test_run("kv_store", test_kv_store);
     lp_test_run("attention", test_attention);
     lp_test_run("copy_rows", test_copy_rows);
     lp_test_run("patchify", test_patchify);

@@ -20,10 +20,13 @@
 typedef struct lp_backend lp_backend;
 
 /* One contiguous range of keys/values: rows [0, n) of k and v, each row
- * heads*head_dim floats with a row stride of ld floats. */
+ * heads*head_dim elements with a row stride of ld elements; the elements are
+ * f32 (bf16 = 0) or bf16 (bf16 = 1: rows written by kv_store on a backend
+ * whose kv_bf16 is 1). */
 typedef struct {
-    const float *k, *v;
+    const void *k, *v;
     int64_t n, ld;
+    int bf16;
 } lp_kv_range;
 
 /* The input of one frame's 2-D convolution: channels [0, ca) from a and
@@ -43,6 +46,11 @@ struct lp_backend {
     const char *name;
     lp_pool *pool;   /* CPU threads (also used by CPU-side work of other backends) */
     void *impl;      /* backend-private state */
+    /* The element type of KV-cache buffers (what kv_store writes and
+     * attention reads as ranges with bf16 = kv_bf16): 0 f32 (the CPU), 1 bf16
+     * (CUDA, where attention reads them without conversion). A KV-cache row
+     * of heads·head_dim elements takes heads·head_dim·(kv_bf16 ? 2 : 4) bytes. */
+    int kv_bf16;
 
     /* ---- memory ---- */
     /* A zero-filled buffer of bytes in the backend's memory; NULL (error set) on failure. */
@@ -94,9 +102,18 @@ struct lp_backend {
     /* 3-D RoPE (spec/MODEL.md §6) on x [rows, heads·head_dim] in place; pos
      * [rows][3] = (frame, row, col) absolute positions. */
     void (*rope3d)(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos);
+    /* Writes rows [0, rows) of f32 activations src [rows, heads·head_dim] into
+     * KV-cache rows (contiguous, heads·head_dim elements of the kv_bf16 type
+     * each) at cache_rows, which must not overlap src: with pos ([rows][3]
+     * host positions) the rows are rotated by 3-D RoPE as rope3d does (keys),
+     * without (pos NULL) copied as they are (values, text K/V). f32: exactly
+     * a copy then rope3d; bf16: the same f32 values rounded to nearest even. */
+    lp_status (*kv_store)(const lp_backend *be, void *cache_rows, const float *src, int64_t rows, int heads,
+                          int head_dim, const int32_t *pos);
     /* out[Lq, heads·hd] = softmax(q·kᵀ·scale)·v per head over the keys of all
      * ranges together (numerically stable softmax in fp32). q and out have row
-     * stride heads·hd. */
+     * stride heads·hd. Ranges are f32 or bf16 (lp_kv_range); the CPU takes
+     * f32 ranges only (LP_ERR_UNSUPPORTED otherwise). */
     lp_status (*attention)(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale);
 

@@ -33,9 +33,12 @@ struct lp_dit_cache {
     lp_dit_cache_config cc;
     int dim, layers, text_len;
     int64_t frame_tokens;     /* (H/2)·(W/2) */
-    float **k, **v;           /* per block [capacity, dim], keys rotated */
-    float **ck, **cv;         /* per block cross-attention K/V [text_len, dim] */
-    float **last_k, **last_v; /* per block saved un-rotated last frame [frame_tokens, dim] */
+    size_t kv_row;            /* bytes of a KV-cache row: dim elements of the backend's kv_bf16 type */
+    /* per block; k, v, ck and cv hold elements of the kv_bf16 type (written by
+     * be->kv_store), last_k and last_v f32 */
+    void **k, **v;            /* [capacity, dim], keys rotated */
+    void **ck, **cv;          /* cross-attention K/V [text_len, dim] */
+    void **last_k, **last_v;  /* saved un-rotated last frame [frame_tokens, dim] */
     int has_last;
     int prompt_set;
     int64_t local_end;        /* tokens held */
@@ -216,15 +219,20 @@ int64_t lp_dit_latent_elems(const lp_dit *m, const lp_dit_cache *c, int F) {
 
 /* ------------------------------------------------------------------ cache */
 
-static float **alloc_per_block(lp_backend *be, int layers, size_t floats) {
-    float **p = calloc((size_t)layers, sizeof *p);
+/* Row `row` of a KV-cache buffer of c (rows of c->kv_row bytes). */
+static void *kv_rows(const lp_dit_cache *c, void *base, int64_t row) {
+    return (char *)base + (size_t)row * c->kv_row;
+}
+
+static void **alloc_per_block(lp_backend *be, int layers, size_t bytes) {
+    void **p = calloc((size_t)layers, sizeof *p);
     if (!p) return NULL;
     for (int i = 0; i < layers; i++)
-        if (!(p[i] = be->alloc(be, (floats ? floats : 1) * sizeof(float)))) return p; /* caller checks each */
+        if (!(p[i] = be->alloc(be, bytes ? bytes : 1))) return p; /* caller checks each */
     return p;
 }
 
-static void free_per_block(lp_backend *be, float **p, int layers) {
+static void free_per_block(lp_backend *be, void **p, int layers) {
     if (!p) return;
     for (int i = 0; i < layers; i++)
         if (p[i]) be->release(be, p[i]);
@@ -272,12 +280,13 @@ lp_status lp_dit_cache_create(const lp_dit *m, const lp_dit_cache_config *cc, lp
     k->layers = c->num_layers;
     k->text_len = c->text_len;
     size_t D = (size_t)c->dim;
-    k->k = alloc_per_block(m->be, c->num_layers, (size_t)cc->capacity * D);
-    k->v = alloc_per_block(m->be, c->num_layers, (size_t)cc->capacity * D);
-    k->ck = alloc_per_block(m->be, c->num_layers, (size_t)c->text_len * D);
-    k->cv = alloc_per_block(m->be, c->num_layers, (size_t)c->text_len * D);
-    k->last_k = alloc_per_block(m->be, c->num_layers, (size_t)ft * D);
-    k->last_v = alloc_per_block(m->be, c->num_layers, (size_t)ft * D);
+    k->kv_row = D * (m->be->kv_bf16 ? 2 : 4);
+    k->k = alloc_per_block(m->be, c->num_layers, (size_t)cc->capacity * k->kv_row);
+    k->v = alloc_per_block(m->be, c->num_layers, (size_t)cc->capacity * k->kv_row);
+    k->ck = alloc_per_block(m->be, c->num_layers, (size_t)c->text_len * k->kv_row);
+    k->cv = alloc_per_block(m->be, c->num_layers, (size_t)c->text_len * k->kv_row);
+    k->last_k = alloc_per_block(m->be, c->num_layers, (size_t)ft * D * sizeof(float));
+    k->last_v = alloc_per_block(m->be, c->num_layers, (size_t)ft * D * sizeof(float));
     int ok = k->k && k->v && k->ck && k->cv && k->last_k && k->last_v;
     for (int i = 0; ok && i < c->num_layers; i++)
         ok = k->k[i] && k->v[i] && k->ck[i] && k->cv[i] && k->last_k[i] && k->last_v[i];
@@ -356,11 +365,15 @@ lp_status lp_dit_set_prompt(lp_dit *m, lp_dit_cache *c, const float *context, in
     if ((s = be->linear(be, h, ctx, (int64_t)T, m->w.text0_w, m->w.text0_b)) != LP_OK) goto out;
     be->gelu_tanh(be, h, (int64_t)(T * D));
     if ((s = be->linear(be, e, h, (int64_t)T, m->w.text2_w, m->w.text2_b)) != LP_OK) goto out;
+    /* per block K = norm_k(k(e)), V = v(e), computed in h (free again) and
+     * stored in the cache's element type */
     for (int i = 0; i < cfg->num_layers; i++) {
         const lp_dit_block_weights *b = &m->w.blocks[i];
-        if ((s = be->linear(be, c->ck[i], e, (int64_t)T, b->ca_k_w, b->ca_k_b)) != LP_OK) goto out;
-        be->rms_norm(be, c->ck[i], (int64_t)T, (int64_t)D, b->ca_norm_k, cfg->eps);
-        if ((s = be->linear(be, c->cv[i], e, (int64_t)T, b->ca_v_w, b->ca_v_b)) != LP_OK) goto out;
+        if ((s = be->linear(be, h, e, (int64_t)T, b->ca_k_w, b->ca_k_b)) != LP_OK) goto out;
+        be->rms_norm(be, h, (int64_t)T, (int64_t)D, b->ca_norm_k, cfg->eps);
+        if ((s = be->kv_store(be, c->ck[i], h, (int64_t)T, cfg->num_heads, cfg->head_dim, NULL)) != LP_OK) goto out;
+        if ((s = be->linear(be, h, e, (int64_t)T, b->ca_v_w, b->ca_v_b)) != LP_OK) goto out;
+        if ((s = be->kv_store(be, c->cv[i], h, (int64_t)T, cfg->num_heads, cfg->head_dim, NULL)) != LP_OK) goto out;
     }
     be->synchronize(be);
     c->prompt_set = 1;
@@ -432,12 +445,11 @@ static lp_status place_chunk(lp_dit_cache *c, const lp_dit_call *call, int64_t n
             int64_t sink = (int64_t)cc->sink_frames * hw;
             int64_t evicted = c->local_end + num_new - cc->capacity;
             int64_t rolled = c->local_end - evicted - sink;
-            size_t row = (size_t)c->dim * sizeof(float);
             for (int i = 0; i < c->layers; i++) {
-                LP_TRY(c->be->copy(c->be, c->k[i] + sink * c->dim, c->k[i] + (sink + evicted) * c->dim,
-                                   (size_t)rolled * row));
-                LP_TRY(c->be->copy(c->be, c->v[i] + sink * c->dim, c->v[i] + (sink + evicted) * c->dim,
-                                   (size_t)rolled * row));
+                LP_TRY(c->be->copy(c->be, kv_rows(c, c->k[i], sink), kv_rows(c, c->k[i], sink + evicted),
+                                   (size_t)rolled * c->kv_row));
+                LP_TRY(c->be->copy(c->be, kv_rows(c, c->v[i], sink), kv_rows(c, c->v[i], sink + evicted),
+                                   (size_t)rolled * c->kv_row));
             }
             c->local_end -= evicted;
         }
@@ -509,14 +521,13 @@ static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, int64_t n, i
 }
 
 /* K/V of the chunk in its cache slots, built per policy (spec/LIPAR.md §3),
- * then keys rotated at their own positions. */
+ * keys rotated at their own positions as they are stored. */
 static lp_status write_chunk_kv(lp_dit *m, lp_dit_cache *c, int layer, const lp_dit_call *call, const call_plan *p,
                                 buffers *b) {
     lp_backend *be = m->be;
     const lp_dit_config *cfg = &m->cfg;
     int64_t D = cfg->dim, hw = c->frame_tokens;
     size_t row = (size_t)D * sizeof(float);
-    float *ck = c->k[layer] + p->slot * D, *cv = c->v[layer] + p->slot * D;
     const float *src_k = b->k, *src_v = b->v; /* what goes into the slots (un-rotated) */
     int64_t rows = p->n;
     const int32_t *pos = p->pos;
@@ -549,10 +560,8 @@ static lp_status write_chunk_kv(lp_dit *m, lp_dit_cache *c, int layer, const lp_
         LP_TRY(be->copy(be, c->last_k[layer], src_k + (p->n_all - hw) * D, (size_t)hw * row));
         LP_TRY(be->copy(be, c->last_v[layer], src_v + (p->n_all - hw) * D, (size_t)hw * row));
     }
-    LP_TRY(be->copy(be, ck, src_k, (size_t)rows * row));
-    LP_TRY(be->copy(be, cv, src_v, (size_t)rows * row));
-    be->rope3d(be, ck, rows, cfg->num_heads, cfg->head_dim, pos);
-    return LP_OK;
+    LP_TRY(be->kv_store(be, kv_rows(c, c->k[layer], p->slot), src_k, rows, cfg->num_heads, cfg->head_dim, pos));
+    return be->kv_store(be, kv_rows(c, c->v[layer], p->slot), src_v, rows, cfg->num_heads, cfg->head_dim, NULL);
 }
 
 /* Applies fn(x rows of frame f, per-frame vectors) over the frame segments. */
@@ -590,10 +599,11 @@ static lp_status block_forward(lp_dit *m, lp_dit_cache *c, int layer, const lp_d
     be->rope3d(be, b->q, n, cfg->num_heads, cfg->head_dim, p->pos);
     lp_kv_range self[2];
     for (int r = 0; r < p->nranges; r++) {
-        self[r].k = c->k[layer] + p->range_begin[r] * D;
-        self[r].v = c->v[layer] + p->range_begin[r] * D;
+        self[r].k = kv_rows(c, c->k[layer], p->range_begin[r]);
+        self[r].v = kv_rows(c, c->v[layer], p->range_begin[r]);
         self[r].n = p->range_end[r] - p->range_begin[r];
         self[r].ld = D;
+        self[r].bf16 = be->kv_bf16;
     }
     float scale = 1.0f / sqrtf((float)cfg->head_dim);
     LP_TRY(be->attention(be, b->att, b->q, n, cfg->num_heads, cfg->head_dim, self, p->nranges, scale));
@@ -603,7 +613,7 @@ static lp_status block_forward(lp_dit *m, lp_dit_cache *c, int layer, const lp_d
     be->layer_norm(be, b->xn, b->x, n, D, w->norm3_w, w->norm3_b, cfg->eps);
     LP_TRY(be->linear(be, b->q, b->xn, n, w->ca_q_w, w->ca_q_b));
     be->rms_norm(be, b->q, n, D, w->ca_norm_q, cfg->eps);
-    lp_kv_range text = {c->ck[layer], c->cv[layer], cfg->text_len, D};
+    lp_kv_range text = {c->ck[layer], c->cv[layer], cfg->text_len, D, be->kv_bf16};
     LP_TRY(be->attention(be, b->att, b->q, n, cfg->num_heads, cfg->head_dim, &text, 1, scale));
     LP_TRY(be->linear(be, b->y, b->att, n, w->ca_o_w, w->ca_o_b));
     be->gated_add(be, b->x, b->y, n, D, NULL);

@@ -90,6 +90,10 @@ typedef struct {
 
 typedef struct lp_dit_cache lp_dit_cache;
 
+/* Allocates the cache in the model's backend: per block the self-attention
+ * K/V [capacity, dim] and the text K/V [text_len, dim] in the backend's KV
+ * element type (be->kv_bf16: f32 on the CPU, bf16 on CUDA, 2 or 4 bytes per
+ * element), keys stored rotated; plus the saved last frame (f32). */
 lp_status lp_dit_cache_create(const lp_dit *m, const lp_dit_cache_config *cc, lp_dit_cache **out);
 void lp_dit_cache_free(lp_dit_cache *c);
 /* Forgets every cached token (a new video). The prompt stays. */

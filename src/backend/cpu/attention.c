@@ -1,7 +1,8 @@
-/* Scaled dot-product attention on the CPU over one or more key ranges (the KV
- * cache and, for cross-attention, the text K/V). Per head and per block of
- * query rows: scores = q·kᵀ·scale by sgemm into one row block spanning all
- * ranges, a max-subtracted softmax in fp32, then out = p·v by sgemm per range. */
+/* Scaled dot-product attention on the CPU over one or more f32 key ranges
+ * (the KV cache and, for cross-attention, the text K/V). Per head and per
+ * block of query rows: scores = q·kᵀ·scale by sgemm into one row block
+ * spanning all ranges, a max-subtracted softmax in fp32, then out = p·v by
+ * sgemm per range. */
 #include <cblas.h>
 #include <math.h>
 
@@ -36,7 +37,11 @@ void lp_cpu_softmax_rows(lp_pool *pool, float *s, int64_t rows, int64_t cols) {
 lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale) {
     int64_t Lk = 0;
-    for (int i = 0; i < nranges; i++) Lk += ranges[i].n;
+    for (int i = 0; i < nranges; i++) {
+        if (ranges[i].bf16)
+            return lp_fail(LP_ERR_UNSUPPORTED, "attention (cpu): key range %d is bf16; the CPU reads f32 keys only", i);
+        Lk += ranges[i].n;
+    }
     if (Lk == 0) return lp_fail(LP_ERR_ARG, "attention over an empty key set");
     if (Lq == 0) return LP_OK;
     lp_cpu_state *st = be->impl;
@@ -56,7 +61,7 @@ lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int
                 const lp_kv_range *R = &ranges[i];
                 if (!R->n) continue;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)R->n, head_dim, scale, qh,
-                            (int)ld, R->k + (int64_t)h * head_dim, (int)R->ld, 0.0f, S + col, (int)Lk);
+                            (int)ld, (const float *)R->k + (int64_t)h * head_dim, (int)R->ld, 0.0f, S + col, (int)Lk);
                 col += R->n;
             }
             lp_cpu_softmax_rows(be->pool, S, rows, Lk);
@@ -67,7 +72,7 @@ lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int
                 const lp_kv_range *R = &ranges[i];
                 if (!R->n) continue;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, head_dim, (int)R->n, 1.0f, S + col,
-                            (int)Lk, R->v + (int64_t)h * head_dim, (int)R->ld, beta, oh, (int)ld);
+                            (int)Lk, (const float *)R->v + (int64_t)h * head_dim, (int)R->ld, beta, oh, (int)ld);
                 beta = 1.0f;
                 col += R->n;
             }

@@ -44,6 +44,7 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     openblas_set_num_threads(lp_pool_size(be->pool));
     be->name = "cpu";
     be->impl = st;
+    be->kv_bf16 = 0;
     be->linear = lp_cpu_linear;
     be->layer_norm = lp_cpu_layer_norm;
     be->rms_norm = lp_cpu_rms_norm;
@@ -52,6 +53,7 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->gelu_tanh = lp_cpu_gelu_tanh;
     be->silu = lp_cpu_silu;
     be->rope3d = lp_cpu_rope3d;
+    be->kv_store = lp_cpu_kv_store;
     be->attention = lp_cpu_attention;
     be->alloc = lp_cpu_alloc;
     be->release = lp_cpu_release;

@@ -25,6 +25,10 @@ void lp_cpu_gated_add(const lp_backend *be, float *x, const float *y, int64_t ro
 void lp_cpu_gelu_tanh(const lp_backend *be, float *x, int64_t n);
 void lp_cpu_silu(const lp_backend *be, float *x, int64_t n);
 void lp_cpu_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos);
+/* kv_store for f32 KV-cache rows: a copy of src, then lp_cpu_rope3d in place
+ * when pos is given. */
+lp_status lp_cpu_kv_store(const lp_backend *be, void *cache_rows, const float *src, int64_t rows, int heads,
+                          int head_dim, const int32_t *pos);
 lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale);
 /* In-place softmax of each row of s [rows, cols] (rows on pool): subtract

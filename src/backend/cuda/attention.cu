@@ -2,15 +2,18 @@
  * flash-attention forward pass on bf16 tensor cores (mma.sync m16n8k16, fp32
  * accumulation), in three kernels:
  *
- * 1. kv_to_bf16_kernel rounds the f32 keys and values of all ranges (range 0
- *    first) to bf16 into a head-major scratch [heads][Lk_pad][head_dim] for K
- *    and one for V, Lk_pad = Lk rounded up to the 64-key tile, the pad rows
- *    zero; every key tile of a head is then one contiguous block of bf16.
+ * 1. The keys are those of the ranges in order (range 0 first). A bf16
+ *    range (the backend's KV cache, written by kv_store) is read where it is;
+ *    kv_to_bf16_kernel rounds the keys and values of an f32 range (any
+ *    caller's f32 activations) to bf16 into a head-major scratch
+ *    [heads][n][head_dim] for K and one for V. Either way a key's head slice
+ *    is a run of head_dim bf16 at base + row·ld + head·hstride (att_src).
  * 2. attention_kernel: one CTA of 4 warps per (block of 128 query rows,
  *    head). Q (pre-multiplied by scale·log2 e, rounded to bf16) is staged in
  *    shared memory once; the key tiles stream through a double-buffered
- *    shared-memory pipeline of 16-byte cp.async copies (tile j + 1 is in
- *    flight while tile j computes; one barrier per tile). Each warp owns 32
+ *    shared-memory pipeline of 16-byte cp.async copies, each tile row from
+ *    its key's range (rows past Lk zero-filled; tile j + 1 is in flight while
+ *    tile j computes; one barrier per tile). Each warp owns 32
  *    query rows (two m16 row blocks), so every K/V fragment read from shared
  *    memory feeds two mma; per tile: S = Q·Kᵀ (log2 domain), keys past Lk get
  *    -inf, the online softmax in fp32 (running row base m and sum l; O is
@@ -53,6 +56,14 @@ extern "C" {
 #define ATT_RESCALE 8.f /* log2-domain headroom of the running row max (see the softmax) */
 #define KV_THREADS 128
 
+/* Where the keys of one range are: element d of head h of key row r is
+ * k[r·ld + h·hstride + d] (likewise v), bf16; base, ld·2 and hstride·2 bytes
+ * are multiples of 16 (cp.async). */
+typedef struct {
+    const __nv_bfloat16 *k, *v;
+    int64_t ld, hstride;
+} att_src;
+
 /* The work is made of units (block of ATT_BQ query rows, head), unit u =
  * head·nb + block. CTA c < whole takes unit c over all key tiles; the units
  * after those (the last, partial wave) are split into `splits` parts of
@@ -63,11 +74,12 @@ extern "C" {
 typedef struct {
     const float *q;
     float *out;
-    const __nv_bfloat16 *k, *v; /* the scratch: [heads][tiles·ATT_BK][HD] bf16 */
-    float *part_o;              /* [parts][ATT_BQ][HD] */
-    float2 *part_ml;            /* [parts][ATT_BQ]: the row's base m and sum l */
+    att_src src[ATT_MAX_RANGES]; /* key i < n0 is row i of src[0], else row i − n0 of src[1] */
+    float *part_o;               /* [parts][ATT_BQ][HD] */
+    float2 *part_ml;             /* [parts][ATT_BQ]: the row's base m and sum l */
     int Lq;
     int ldq;        /* heads·HD: the row stride of q and out */
+    int n0, Lk;     /* keys of range 0, of all ranges */
     int tiles;      /* key tiles per head */
     int last_valid; /* keys of the last tile (1..ATT_BK); the rest are padding */
     int nb;         /* query row blocks per head */
@@ -75,14 +87,13 @@ typedef struct {
     float qscale;   /* scale·log2(e): logits come out in the log2 domain */
 } att_params;
 
+/* One f32 range to convert. */
 typedef struct {
-    const float *k[ATT_MAX_RANGES], *v[ATT_MAX_RANGES];
-    int64_t ld[ATT_MAX_RANGES];
-    int n0;      /* key i < n0 is row i of range 0, else row i − n0 of range 1 */
-    int Lk;      /* keys of all ranges */
-    int Lk_pad;  /* Lk rounded up to ATT_BK: the rows per head of the scratch */
-    int width4;  /* heads·HD / 4: float4 columns of a key row */
-    __nv_bfloat16 *kd, *vd;
+    const float *k, *v;
+    int64_t ld;             /* row stride, floats */
+    int n;                  /* rows */
+    int width4;             /* heads·HD / 4: float4 columns of a key row */
+    __nv_bfloat16 *kd, *vd; /* [heads][n][HD] each */
 } kv_params;
 
 /* ---------------------------------------------------------------------------
@@ -93,34 +104,21 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
-/* One CTA per key row (blockIdx.x < Lk_pad): each thread reads float4 columns
+/* One CTA per key row (blockIdx.x < n): each thread reads float4 columns
  * (coalesced along the row) and writes 4 bf16 (8 bytes) to the head-major
- * scratch; rows past Lk are written as zeros, so that padded keys and values
- * are finite (P = 0 times a padded V row must give 0). */
+ * scratch. */
 template <int HD>
 __global__ void __launch_bounds__(KV_THREADS) kv_to_bf16_kernel(const kv_params p) {
     const int key = (int)blockIdx.x;
-    const bool valid = key < p.Lk;
-    const float *krow = NULL, *vrow = NULL;
-    if (valid) {
-        const bool r1 = key >= p.n0;
-        const int64_t row = r1 ? key - p.n0 : key;
-        krow = (r1 ? p.k[1] : p.k[0]) + row * (r1 ? p.ld[1] : p.ld[0]);
-        vrow = (r1 ? p.v[1] : p.v[0]) + row * (r1 ? p.ld[1] : p.ld[0]);
-    }
+    const float4 *krow = reinterpret_cast<const float4 *>(p.k + key * p.ld);
+    const float4 *vrow = reinterpret_cast<const float4 *>(p.v + key * p.ld);
     for (int c4 = (int)threadIdx.x; c4 < p.width4; c4 += KV_THREADS) {
         const int head = c4 / (HD / 4), d = (c4 % (HD / 4)) * 4;
-        const int64_t o = ((int64_t)head * p.Lk_pad + key) * HD + d;
-        uint2 kw = make_uint2(0u, 0u), vw = make_uint2(0u, 0u);
-        if (valid) {
-            /* read once: evict-first, so that the scratch stays in L2 instead */
-            const float4 a = __ldcs(reinterpret_cast<const float4 *>(krow) + c4);
-            const float4 b = __ldcs(reinterpret_cast<const float4 *>(vrow) + c4);
-            kw = make_uint2(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w));
-            vw = make_uint2(pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
-        }
-        *reinterpret_cast<uint2 *>(p.kd + o) = kw;
-        *reinterpret_cast<uint2 *>(p.vd + o) = vw;
+        const int64_t o = ((int64_t)head * p.n + key) * HD + d;
+        /* read once: evict-first, so that the scratch stays in L2 instead */
+        const float4 a = __ldcs(krow + c4), b = __ldcs(vrow + c4);
+        *reinterpret_cast<uint2 *>(p.kd + o) = make_uint2(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w));
+        *reinterpret_cast<uint2 *>(p.vd + o) = make_uint2(pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
     }
 }
 
@@ -137,9 +135,10 @@ __device__ __forceinline__ float fast_exp2(float x) {
 __device__ __forceinline__ void sts64(__nv_bfloat16 *dst, uint2 w) { *reinterpret_cast<uint2 *>(dst) = w; }
 
 /* 16-byte asynchronous global → shared copy (L2 only) to the shared-window
- * address dst, and its group commit / wait for all of this thread's groups. */
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const __nv_bfloat16 *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+ * address dst of src_bytes (16, or 0: nothing is read and the 16 bytes are
+ * zero-filled), and its group commit / wait for all of this thread's groups. */
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const __nv_bfloat16 *src, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
 
 __device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
@@ -169,19 +168,31 @@ __device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4], uint32
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* Issues the cp.async copies of one key tile (ATT_BK contiguous scratch rows
- * of HD bf16 at src) into a shared tile (at shared-window address dst) of
- * ATT_BK rows of HD + 8 bf16. Thread tid copies the 16-byte chunks tid % 2 +
- * 2i (i < HD/16) of row tid / 2, so that all its addresses are one base plus
- * constants. */
+/* Issues the cp.async copies of key tile j (keys j·ATT_BK ..) of head `head`
+ * into the shared K and V tiles at shared-window addresses kdst, vdst
+ * (ATT_BK rows of HD + 8 bf16 each). Thread tid copies the 16-byte chunks
+ * tid % 2 + 2i (i < HD/16) of tile row tid / 2 from its key's row in the
+ * key's range, so that all its addresses are one base plus constants; the
+ * rows of keys past Lk are zero-filled, so that padded values are finite
+ * (P = 0 times a padded V row must give 0). Selects ranges without indexing
+ * the parameter array (no local-memory copy of it). */
 template <int HD>
-__device__ __forceinline__ void load_tile_async(uint32_t dst, const __nv_bfloat16 *src) {
+__device__ __forceinline__ void load_tile_async(const att_params &p, int j, int head, uint32_t kdst, uint32_t vdst) {
     static_assert(ATT_THREADS == 2 * ATT_BK, "two threads per tile row");
     const int row = (int)threadIdx.x >> 1, c0 = (int)threadIdx.x & 1;
-    dst += (uint32_t)((row * (HD + 8) + c0 * 8) * 2);
-    src += row * HD + c0 * 8;
+    const int key = j * ATT_BK + row;
+    const bool r1 = key >= p.n0, valid = key < p.Lk;
+    const int64_t ld = r1 ? p.src[1].ld : p.src[0].ld, hstride = r1 ? p.src[1].hstride : p.src[0].hstride;
+    /* a padded key reads nothing: any valid address of its range will do */
+    const int64_t off = valid ? (int64_t)(r1 ? key - p.n0 : key) * ld + head * hstride + c0 * 8 : 0;
+    const __nv_bfloat16 *ks = (r1 ? p.src[1].k : p.src[0].k) + off, *vs = (r1 ? p.src[1].v : p.src[0].v) + off;
+    const uint32_t bytes = valid ? 16u : 0u;
+    const uint32_t soff = (uint32_t)((row * (HD + 8) + c0 * 8) * 2);
 #pragma unroll
-    for (int i = 0; i < HD / 16; i++) cp_async_16(dst + i * 32, src + i * 16);
+    for (int i = 0; i < HD / 16; i++) {
+        cp_async_16(kdst + soff + i * 32, ks + i * 16, bytes);
+        cp_async_16(vdst + soff + i * 32, vs + i * 16, bytes);
+    }
 }
 
 /* Two CTAs per SM (at most 255 registers); three for head_dim 48, which fits
@@ -213,12 +224,9 @@ __global__ void __launch_bounds__(ATT_THREADS, HD <= 48 ? 3 : 2) attention_kerne
     const int head = unit / p.nb;
     const int64_t qrow0 = (int64_t)(unit % p.nb) * ATT_BQ;
     const int64_t hoff = (int64_t)head * HD;
-    const int64_t kv_head = (int64_t)head * p.tiles * ATT_BK * HD; /* this head's scratch block */
-    const __nv_bfloat16 *kg = p.k + kv_head, *vg = p.v + kv_head;
 
     /* tile t0 in flight while Q is staged (tile j goes to buffer j % 2) */
-    load_tile_async<HD>(ks_a + (t0 & 1) * TILE * 2, kg + (int64_t)t0 * ATT_BK * HD);
-    load_tile_async<HD>(vs_a + (t0 & 1) * TILE * 2, vg + (int64_t)t0 * ATT_BK * HD);
+    load_tile_async<HD>(p, t0, head, ks_a + (t0 & 1) * TILE * 2, vs_a + (t0 & 1) * TILE * 2);
     cp_async_commit();
 
     /* Q rows qrow0.. of this head, times qscale, rounded to bf16; rows past Lq
@@ -262,8 +270,7 @@ __global__ void __launch_bounds__(ATT_THREADS, HD <= 48 ? 3 : 2) attention_kerne
         __syncthreads();
         if (j + 1 < t1) {
             const uint32_t nxt = ((j + 1) & 1) * TILE * 2;
-            load_tile_async<HD>(ks_a + nxt, kg + (int64_t)(j + 1) * ATT_BK * HD);
-            load_tile_async<HD>(vs_a + nxt, vg + (int64_t)(j + 1) * ATT_BK * HD);
+            load_tile_async<HD>(p, j + 1, head, ks_a + nxt, vs_a + nxt);
             cp_async_commit();
         }
         const uint32_t cur = (j & 1) * TILE * 2;
@@ -488,10 +495,11 @@ static void plan_split(att_params *p, int64_t units, int64_t slots) {
     p->splits = (p->tiles + p->split_tiles - 1) / p->split_tiles; /* every part non-empty */
 }
 
-/* Converts K/V, then runs the attention (and the merge of split parts) for
- * head_dim HD; kv->kd and p->k/v/part_* are set here from the scratch. */
+/* Converts the f32 ranges (kv[i].k non-NULL) into the scratch and points
+ * p->src[i] at them, then runs the attention (and the merge of split parts)
+ * for head_dim HD; p->part_* are set here from the scratch too. */
 template <int HD>
-static lp_status launch(const lp_backend *be, kv_params *kv, att_params *p, int heads) {
+static lp_status launch(const lp_backend *be, const kv_params *kv, att_params *p, int heads) {
     lp_cuda_state *st = lp_cuda(be);
     const size_t smem = (size_t)(ATT_BQ + 4 * ATT_BK) * (HD + 8) * sizeof(__nv_bfloat16);
     int smem_max = 0, per_sm = 0, sms = 0;
@@ -519,22 +527,39 @@ static lp_status launch(const lp_backend *be, kv_params *kv, att_params *p, int 
     const int64_t units = (int64_t)p->nb * heads;
     plan_split(p, units, (int64_t)per_sm * (sms > 0 ? sms : 1));
 
-    /* scratch: K, V (bf16), then the split parts' O (f32) and (m, l) */
-    const size_t half = (size_t)heads * (size_t)kv->Lk_pad * HD; /* bf16 elements of K (and of V) */
-    const size_t kv_bytes = 2 * half * sizeof(__nv_bfloat16);
+    /* scratch: K then V (bf16, [heads][n][HD] each) of every f32 range (each
+     * block a multiple of 32 bytes), then the split parts' O (f32) and (m, l) */
+    size_t kv_bytes = 0;
+    for (int i = 0; i < ATT_MAX_RANGES; i++)
+        if (kv[i].k) kv_bytes += 2 * (size_t)heads * (size_t)kv[i].n * HD * sizeof(__nv_bfloat16);
+    kv_bytes = (kv_bytes + 255) & ~(size_t)255;
     const size_t parts = (size_t)(units - p->whole) * (size_t)p->splits;
     const size_t po_bytes = parts * ATT_BQ * HD * sizeof(float), ml_bytes = parts * ATT_BQ * sizeof(float2);
     unsigned char *scratch = NULL;
     LP_TRY(att_scratch(be, kv_bytes + po_bytes + ml_bytes, &scratch));
-    kv->kd = reinterpret_cast<__nv_bfloat16 *>(scratch);
-    kv->vd = kv->kd + half;
-    p->k = kv->kd;
-    p->v = kv->vd;
     p->part_o = reinterpret_cast<float *>(scratch + kv_bytes);            /* kv_bytes: a multiple of 256 */
     p->part_ml = reinterpret_cast<float2 *>(scratch + kv_bytes + po_bytes); /* po_bytes: a multiple of 512 */
 
-    kv_to_bf16_kernel<HD><<<(unsigned)kv->Lk_pad, KV_THREADS, 0, st->stream>>>(*kv);
-    LP_TRY(lp_cuda_check_launch(be, "kv_to_bf16_kernel"));
+    __nv_bfloat16 *seg = reinterpret_cast<__nv_bfloat16 *>(scratch);
+    for (int i = 0; i < ATT_MAX_RANGES; i++) {
+        if (!kv[i].k) continue;
+        kv_params c = kv[i];
+        const size_t half = (size_t)heads * (size_t)c.n * HD;
+        c.kd = seg;
+        c.vd = seg + half;
+        seg += 2 * half;
+        p->src[i].k = c.kd;
+        p->src[i].v = c.vd;
+        p->src[i].ld = HD;
+        p->src[i].hstride = (int64_t)c.n * HD;
+        kv_to_bf16_kernel<HD><<<(unsigned)c.n, KV_THREADS, 0, st->stream>>>(c);
+        LP_TRY(lp_cuda_check_launch(be, "kv_to_bf16_kernel"));
+    }
+    /* an empty range is never selected for a real key; padded keys may select
+     * it, so it borrows the other range's (valid) addresses */
+    if (!p->n0) p->src[0] = p->src[1];
+    if (p->n0 == p->Lk) p->src[1] = p->src[0];
+
     const int64_t ctas = p->whole + (units - p->whole) * p->splits;
     attention_kernel<HD><<<(unsigned)ctas, ATT_THREADS, smem, st->stream>>>(*p);
     LP_TRY(lp_cuda_check_launch(be, "attention_kernel"));
@@ -547,20 +572,21 @@ static lp_status launch(const lp_backend *be, kv_params *kv, att_params *p, int 
 
 static int misaligned16(const void *ptr) { return ((uintptr_t)ptr & 15u) != 0; }
 
-/* Whether the float ranges [a, a + na) and [b, b + nb) share an element. */
-static int overlap(const float *a, int64_t na, const float *b, int64_t nb) {
-    return (uintptr_t)a < (uintptr_t)(b + nb) && (uintptr_t)b < (uintptr_t)(a + na);
+/* Whether the byte ranges [a, a + na) and [b, b + nb) share a byte. */
+static int overlap(const void *a, int64_t na, const void *b, int64_t nb) {
+    return (uintptr_t)a < (uintptr_t)b + (uintptr_t)nb && (uintptr_t)b < (uintptr_t)a + (uintptr_t)na;
 }
 
 /* The backend.h contract, with these requirements (LP_ERR_ARG otherwise,
  * LP_ERR_UNSUPPORTED for head_dim and nranges): head_dim 48, 64, 96 or 128;
  * 1 or 2 ranges; q, out and every non-empty range's k and v 16-byte aligned;
- * each range's ld a multiple of 4 and >= heads·head_dim; fewer than 2^31 − 64
- * keys and query rows; out may be q itself but may not otherwise overlap q,
- * k or v. Lq = 0 does nothing; no keys at all is an error, as on the CPU.
- * Uses (and grows) the backend's attention scratch: the bf16 K and V,
- * 4·heads·Lk_pad·head_dim bytes (Lk_pad = Lk rounded up to 64), plus the
- * partial results of split units (see plan_split). */
+ * each range's ld >= heads·head_dim and a multiple of 16 bytes (4 floats, 8
+ * bf16); fewer than 2^31 − 64 keys and query rows; out may be q itself but
+ * may not otherwise overlap q, k or v. Lq = 0 does nothing; no keys at all is
+ * an error, as on the CPU. bf16 ranges are read in place; f32 ranges are
+ * converted into the backend's attention scratch (4·heads·n·head_dim bytes
+ * for a range of n keys), which also holds the partial results of split
+ * units (see plan_split). */
 lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                             const lp_kv_range *ranges, int nranges, float scale) {
     if (lp_cuda(be)->sticky != LP_OK)
@@ -576,10 +602,12 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
     if (Lq < 0 || Lq > INT32_MAX) return lp_fail(LP_ERR_ARG, "attention: Lq %lld out of range", (long long)Lq);
     const int64_t width = (int64_t)heads * head_dim;
     int64_t Lk = 0;
-    kv_params kv;
+    att_params p;
+    kv_params kv[ATT_MAX_RANGES];
     for (int i = 0; i < ATT_MAX_RANGES; i++) {
-        kv.k[i] = kv.v[i] = NULL;
-        kv.ld[i] = 0;
+        p.src[i].k = p.src[i].v = NULL;
+        p.src[i].ld = p.src[i].hstride = 0;
+        kv[i].k = kv[i].v = NULL;
     }
     for (int i = 0; i < nranges; i++) {
         const lp_kv_range *R = &ranges[i];
@@ -589,39 +617,46 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
         if (!R->n) continue;
         if (!R->k || !R->v || misaligned16(R->k) || misaligned16(R->v))
             return lp_fail(LP_ERR_ARG, "attention (cuda): key range %d: k/v must be non-NULL and 16-byte aligned", i);
-        if (R->ld < width || R->ld % 4)
+        const int per16 = R->bf16 ? 8 : 4; /* elements in 16 bytes */
+        if (R->ld < width || R->ld % per16)
             return lp_fail(LP_ERR_ARG,
-                           "attention (cuda): key range %d: row stride %lld must be >= heads*head_dim (%lld) and a "
-                           "multiple of 4",
-                           i, (long long)R->ld, (long long)width);
-        kv.k[i] = R->k;
-        kv.v[i] = R->v;
-        kv.ld[i] = R->ld;
+                           "attention (cuda): key range %d (%s): row stride %lld must be >= heads*head_dim (%lld) and "
+                           "a multiple of %d elements (16 bytes)",
+                           i, R->bf16 ? "bf16" : "f32", (long long)R->ld, (long long)width, per16);
+        if (R->bf16) {
+            p.src[i].k = static_cast<const __nv_bfloat16 *>(R->k);
+            p.src[i].v = static_cast<const __nv_bfloat16 *>(R->v);
+            p.src[i].ld = R->ld;
+            p.src[i].hstride = head_dim;
+        } else {
+            kv[i].k = static_cast<const float *>(R->k);
+            kv[i].v = static_cast<const float *>(R->v);
+            kv[i].ld = R->ld;
+            kv[i].n = (int)R->n;
+            kv[i].width4 = (int)(width / 4);
+        }
     }
     if (Lk == 0) return lp_fail(LP_ERR_ARG, "attention over an empty key set");
     if (Lk > INT32_MAX - ATT_BK) return lp_fail(LP_ERR_ARG, "attention: %lld keys, too many", (long long)Lk);
     if (Lq == 0) return LP_OK;
     if (!q || !out || misaligned16(q) || misaligned16(out))
         return lp_fail(LP_ERR_ARG, "attention (cuda): q and out must be non-NULL and 16-byte aligned");
-    if (out != q && overlap(out, Lq * width, q, Lq * width))
+    const int64_t qbytes = Lq * width * (int64_t)sizeof(float);
+    if (out != q && overlap(out, qbytes, q, qbytes))
         return lp_fail(LP_ERR_ARG, "attention (cuda): out partially overlaps q");
     for (int i = 0; i < nranges; i++) {
         const lp_kv_range *R = &ranges[i];
-        int64_t span = R->n ? (R->n - 1) * R->ld + width : 0;
-        if (R->n && (overlap(out, Lq * width, R->k, span) || overlap(out, Lq * width, R->v, span)))
+        const int64_t span = R->n ? ((R->n - 1) * R->ld + width) * (R->bf16 ? 2 : 4) : 0; /* bytes */
+        if (R->n && (overlap(out, qbytes, R->k, span) || overlap(out, qbytes, R->v, span)))
             return lp_fail(LP_ERR_ARG, "attention (cuda): out overlaps the keys/values of range %d", i);
     }
     const int tiles = (int)((Lk + ATT_BK - 1) / ATT_BK);
-    kv.n0 = (int)ranges[0].n;
-    kv.Lk = (int)Lk;
-    kv.Lk_pad = tiles * ATT_BK;
-    kv.width4 = (int)(width / 4);
-
-    att_params p;
     p.q = q;
     p.out = out;
     p.Lq = (int)Lq;
     p.ldq = (int)width;
+    p.n0 = (int)ranges[0].n;
+    p.Lk = (int)Lk;
     p.tiles = tiles;
     p.last_valid = (int)(Lk - (int64_t)(tiles - 1) * ATT_BK);
     p.nb = (int)((Lq + ATT_BQ - 1) / ATT_BQ);
@@ -629,9 +664,9 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
         return lp_fail(LP_ERR_ARG, "attention (cuda): %lld query rows x %d heads, too many", (long long)Lq, heads);
     p.qscale = scale * 1.4426950408889634f; /* log2(e) */
     switch (head_dim) {
-    case 48: return launch<48>(be, &kv, &p, heads);
-    case 64: return launch<64>(be, &kv, &p, heads);
-    case 96: return launch<96>(be, &kv, &p, heads);
-    default: return launch<128>(be, &kv, &p, heads);
+    case 48: return launch<48>(be, kv, &p, heads);
+    case 64: return launch<64>(be, kv, &p, heads);
+    case 96: return launch<96>(be, kv, &p, heads);
+    default: return launch<128>(be, kv, &p, heads);
     }
 }

@@ -763,6 +763,8 @@ lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
     be->gelu_tanh = lp_cuda_gelu_tanh;
     be->silu = lp_cuda_silu;
     be->rope3d = lp_cuda_rope3d;
+    be->kv_store = lp_cuda_kv_store;
+    be->kv_bf16 = 1;
     be->attention = lp_cuda_attention;
     be->conv2d = lp_cuda_conv2d;
     be->relu = lp_cuda_relu;

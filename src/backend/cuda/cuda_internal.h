@@ -28,7 +28,7 @@ typedef struct {
      * (indices, positions) uploaded for one op */
     void *act_bf16;
     size_t act_bf16_bytes;
-    void *kv_bf16;                /* attention scratch (bf16 keys/values, split partials), grown on demand */
+    void *kv_bf16;                /* attention scratch (bf16 copies of f32 K/V, split partials), grown on demand */
     size_t kv_bf16_bytes;
     char *ring;                   /* device */
     char *ring_host;              /* pinned host staging of the same size */
@@ -92,6 +92,8 @@ void lp_cuda_gated_add(const lp_backend *be, float *x, const float *y, int64_t r
 void lp_cuda_gelu_tanh(const lp_backend *be, float *x, int64_t n);
 void lp_cuda_silu(const lp_backend *be, float *x, int64_t n);
 void lp_cuda_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos);
+lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const float *src, int64_t rows, int heads,
+                           int head_dim, const int32_t *pos);
 lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
                             const lp_kv_range *ranges, int nranges, float scale);
 lp_status lp_cuda_copy_rows(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,

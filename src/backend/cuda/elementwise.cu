@@ -1,13 +1,14 @@
 /* Row-wise, element-wise and data-movement ops of the CUDA backend:
  * LayerNorm, RMSNorm, modulation, gated residual, tanh-GELU, SiLU, 3-D RoPE,
- * row gathers/scatters, patchify/unpatchify, add, and the f32 → bf16
- * conversion of GEMM inputs. The CPU versions (src/backend/cpu/elementwise.c,
- * rope.c, memory.c) are the reference semantics: fp32 arithmetic with the same
- * operation order (explicitly rounded __f*_rn so that nvcc does not fuse a
- * multiply-add the CPU rounds twice), RoPE rotations in fp64. Memory-bound:
- * float4 accesses when the row length and the pointers allow, coalesced
- * across the warp; every launch is checked, failures become the sticky error
- * that the next status-returning op reports. */
+ * the writes of the bf16 KV cache (kv_store), row gathers/scatters,
+ * patchify/unpatchify, add, and the f32 → bf16 conversion of GEMM inputs.
+ * The CPU versions (src/backend/cpu/elementwise.c, rope.c, memory.c) are the
+ * reference semantics: fp32 arithmetic with the same operation order
+ * (explicitly rounded __f*_rn so that nvcc does not fuse a multiply-add the
+ * CPU rounds twice), RoPE rotations in fp64. Memory-bound: float4 accesses
+ * when the row length and the pointers allow, coalesced across the warp;
+ * every launch is checked, failures become the sticky error that the next
+ * status-returning op reports. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -459,13 +460,26 @@ void lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src, int6
 
 /* -------------------------------------------------------------------- RoPE */
 
-/* 3-D RoPE (spec/MODEL.md §6) on rows [0, rows) of x [rows, heads·head_dim]:
- * one thread per (row, pair) computes the angle pos·10000^(−i/n) and its
- * cos/sin in fp64 (the pair's part and index i inside a part of n pairs as in
- * rope.c), then rotates that pair in every head, in fp64, rounding once. The
- * per-pair frequencies are built per block in shared memory ([head_dim/2]
- * doubles). pos [rows][3] (frame, row, col) in device memory. */
-__global__ void rope_kernel(float *x, int64_t rows, int heads, int head_dim, const int32_t *pos) {
+/* Stores a rotated pair (rounded once to f32): as f32, or as two bf16 (one
+ * 4-byte store) for the KV cache. */
+__device__ __forceinline__ void store_pair(float *y, float a, float b) {
+    y[0] = a;
+    y[1] = b;
+}
+__device__ __forceinline__ void store_pair(uint16_t *y, float a, float b) {
+    *reinterpret_cast<uint32_t *>(y) = bf16_bits(a) | bf16_bits(b) << 16;
+}
+
+/* 3-D RoPE (spec/MODEL.md §6) of rows [0, rows) of x [rows, heads·head_dim]
+ * into y (the same layout; y may be x): one thread per (row, pair) computes
+ * the angle pos·10000^(−i/n) and its cos/sin in fp64 (the pair's part and
+ * index i inside a part of n pairs as in rope.c), then rotates that pair in
+ * every head, in fp64, rounding once to f32 (and then to bf16 for a bf16 y).
+ * The per-pair frequencies are built per block in shared memory
+ * ([head_dim/2] doubles). pos [rows][3] (frame, row, col) in device memory;
+ * a bf16 y needs an even head_dim and 4-byte alignment (pair stores). */
+template <typename T>
+__global__ void rope_kernel(T *y, const float *x, int64_t rows, int heads, int head_dim, const int32_t *pos) {
     extern __shared__ double s_freq[];
     const int half = head_dim / 2, nh = head_dim / 6, nf = half - 2 * nh;
     for (int p = threadIdx.x; p < half; p += blockDim.x) {
@@ -480,16 +494,35 @@ __global__ void rope_kernel(float *x, int64_t rows, int heads, int head_dim, con
         int p = (int)(t - r * half), part = p < nf ? 0 : p < nf + nh ? 1 : 2;
         double sn, cs;
         sincos((double)pos[r * 3 + part] * s_freq[p], &sn, &cs);
-        float *v = x + r * ld + 2 * p;
-        for (int h = 0; h < heads; h++, v += head_dim) {
+        const float *v = x + r * ld + 2 * p;
+        T *w = y + r * ld + 2 * p;
+        for (int h = 0; h < heads; h++, v += head_dim, w += head_dim) {
             double x0 = v[0], x1 = v[1];
-            v[0] = (float)__dsub_rn(__dmul_rn(x0, cs), __dmul_rn(x1, sn));
-            v[1] = (float)__dadd_rn(__dmul_rn(x0, sn), __dmul_rn(x1, cs));
+            store_pair(w, (float)__dsub_rn(__dmul_rn(x0, cs), __dmul_rn(x1, sn)),
+                       (float)__dadd_rn(__dmul_rn(x0, sn), __dmul_rn(x1, cs)));
         }
     }
 }
 
-/* Positions are a host array: staged into the ring in pieces of rows. */
+/* Rotates x into y (f32 or bf16): positions are a host array, staged into the
+ * ring in pieces of rows. rows, heads > 0, head_dim >= 2. */
+template <typename T>
+static lp_status rope_launch(const lp_backend *be, T *y, const float *x, int64_t rows, int heads, int head_dim,
+                             const int32_t *pos, const char *op) {
+    const int half = head_dim / 2;
+    const int64_t chunk = stage_chunk(be, 3 * sizeof(int32_t)), ld = (int64_t)heads * head_dim;
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+        int ok = 1;
+        const int32_t *dpos = stage_i32(be, pos + r0 * 3, n * 3, &ok);
+        if (!ok) return lp_cuda(be)->sticky != LP_OK ? lp_cuda(be)->sticky : LP_ERR_NOMEM; /* sticky: stage failed */
+        rope_kernel<T><<<grid_for(n * half, THREADS), THREADS, (size_t)half * sizeof(double), lp_cuda(be)->stream>>>(
+            y + r0 * ld, x + r0 * ld, n, heads, head_dim, dpos);
+        LP_TRY(lp_cuda_check_launch(be, op));
+    }
+    return LP_OK;
+}
+
 void lp_cuda_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos) {
     if (rows < 0 || heads < 0 || head_dim < 0 || head_dim > 8192) {
         set_sticky(be, lp_fail(LP_ERR_ARG, "rope3d: invalid shape rows %lld, heads %d, head_dim %d", (long long)rows,
@@ -497,17 +530,32 @@ void lp_cuda_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int
         return;
     }
     if (rows == 0 || heads == 0 || head_dim < 2) return;
-    const int half = head_dim / 2;
-    const int64_t chunk = stage_chunk(be, 3 * sizeof(int32_t));
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
-        int ok = 1;
-        const int32_t *dpos = stage_i32(be, pos + r0 * 3, n * 3, &ok);
-        if (!ok) return;
-        rope_kernel<<<grid_for(n * half, THREADS), THREADS, (size_t)half * sizeof(double), lp_cuda(be)->stream>>>(
-            x + r0 * heads * head_dim, n, heads, head_dim, dpos);
-        if (lp_cuda_check_launch(be, "rope3d") != LP_OK) return;
-    }
+    (void)rope_launch(be, x, x, rows, heads, head_dim, pos, "rope3d"); /* failures are sticky */
+}
+
+/* The bf16 KV cache: keys through rope_kernel<uint16_t>, other rows through
+ * to_bf16_kernel (both rounding to nearest even like lp_f32_to_bf16). */
+lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const float *src, int64_t rows, int heads,
+                           int head_dim, const int32_t *pos) {
+    if (rows < 0 || heads < 0 || head_dim < 0 || head_dim > 8192)
+        return lp_fail(LP_ERR_ARG, "kv_store: invalid shape rows %lld, heads %d, head_dim %d", (long long)rows, heads,
+                       head_dim);
+    const int64_t n = rows * heads * (int64_t)head_dim;
+    if (n == 0) return pending(be, "kv_store");
+    if (!cache_rows || !src) return lp_fail(LP_ERR_ARG, "kv_store: NULL cache rows or source");
+    uint16_t *dst = (uint16_t *)cache_rows;
+    if ((uintptr_t)dst < (uintptr_t)(src + n) && (uintptr_t)src < (uintptr_t)(dst + n))
+        return lp_fail(LP_ERR_ARG, "kv_store: the cache rows overlap the source");
+    if (pos && (head_dim % 2 || ((uintptr_t)dst & 3)))
+        return lp_fail(LP_ERR_ARG, "kv_store (cuda): rotated rows need an even head_dim (got %d) and 4-byte aligned "
+                                   "cache rows", head_dim);
+    LP_TRY(pending(be, "kv_store"));
+    if (pos) return rope_launch(be, dst, src, rows, heads, head_dim, pos, "kv_store (rope)");
+    cudaStream_t s = lp_cuda(be)->stream;
+    if (aligned16(src) && ((uintptr_t)dst & 7) == 0)
+        to_bf16_kernel<4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(dst, src, n);
+    else to_bf16_kernel<1><<<grid_for(n, THREADS), THREADS, 0, s>>>(dst, src, n);
+    return lp_cuda_check_launch(be, "kv_store (bf16)");
 }
 
 /* ----------------------------------------------------------- data movement */
