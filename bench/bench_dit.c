@@ -134,6 +134,35 @@ static int run_forward(const opts *o) {
     return 0;
 }
 
+/* What the editing-loop benchmarks run: a model with its cache for one
+ * strategy, the LIPAR step plan, the restoration state and a chunk of latents. */
+typedef struct {
+    model m;
+    lp_denoise_plan plan;
+    lp_edit_state st;
+    float *x;
+    uint8_t *keep; /* [3·h·w] */
+} loop_run;
+
+static lp_status loop_setup(const opts *o, lp_prune_strategy strategy, loop_run *r) {
+    memset(r, 0, sizeof *r);
+    int steps[3] = {400, 300, 250};
+    LP_TRY(make_model(o, strategy, &r->m));
+    LP_TRY(lp_denoise_plan_init(&r->plan, steps, 3, 5.0f, 0.0f));
+    LP_TRY(lp_edit_state_init(&r->st, 16, o->h, o->w));
+    r->x = noise_latents(lp_dit_latent_elems(r->m.dit, r->m.cache, 3));
+    r->keep = malloc((size_t)(3 * (o->h / 2) * (o->w / 2)));
+    if (!r->x || !r->keep) return lp_fail(LP_ERR_NOMEM, "out of memory");
+    return LP_OK;
+}
+
+static void loop_free(loop_run *r) {
+    free(r->x);
+    free(r->keep);
+    lp_edit_state_free(&r->st);
+    free_model(&r->m);
+}
+
 /* a mask keeping fraction k of the patches of frames 1.. (frame-0 of the chunk too) */
 static void make_mask(uint8_t *keep, int64_t n, double k) {
     for (int64_t i = 0; i < n; i++) keep[i] = (double)((i * 2654435761u) % 1000003u) / 1000003.0 < k;
@@ -147,27 +176,21 @@ static int run_prune(const opts *o) {
     for (int ki = -1; ki < o->nkeeps; ki++) {
         lp_prune_strategy strategy = ki < 0 ? LP_PRUNE_NONE : LP_PRUNE_LIPAR;
         double k = ki < 0 ? 1.0 : o->keeps[ki];
-        model m;
-        if (make_model(o, strategy, &m) != LP_OK) return die("model");
-        lp_denoise_plan plan;
-        int steps[3] = {400, 300, 250};
-        lp_denoise_plan_init(&plan, steps, 3, 5.0f, 0.0f);
-        lp_edit_state st;
-        lp_edit_state_init(&st, 16, o->h, o->w);
-        int64_t n = lp_dit_latent_elems(m.dit, m.cache, F);
-        float *x = noise_latents(n);
-        uint8_t *keep = malloc((size_t)tokens);
+        loop_run run;
+        if (loop_setup(o, strategy, &run) != LP_OK) return die("model");
+        float *x = run.x;
+        uint8_t *keep = run.keep;
         make_mask(keep, tokens, k);
         lp_prng_noise pn = {99};
         double t[16];
         /* chunk 0 fills the cache (its frame 0 must be whole); then timed chunks 1.. */
         for (int64_t i = 0; i < hw; i++) keep[i] = 1;
-        if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, 0, F, x, keep, NULL, lp_prng_noise_fn, &pn, NULL) != LP_OK)
+        if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, 0, F, x, keep, NULL, lp_prng_noise_fn, &pn, NULL) != LP_OK)
             return die("chunk");
         make_mask(keep, tokens, k);
         for (int r = 0; r < o->reps; r++) {
             lp_edit_chunk_stats cs;
-            if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, (r + 1) * F, F, x, keep, NULL, lp_prng_noise_fn, &pn,
+            if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, (r + 1) * F, F, x, keep, NULL, lp_prng_noise_fn, &pn,
                               &cs) != LP_OK)
                 return die("chunk");
             t[r] = cs.dit_seconds;
@@ -176,17 +199,14 @@ static int run_prune(const opts *o) {
         int64_t kept = 0;
         for (int64_t i = 0; i < tokens; i++) kept += keep[i];
         int64_t keys = 7 * hw < (o->reps + 1) * tokens ? 7 * hw : (o->reps + 1) * tokens;
-        double flops = 4 * lp_dit_flops(lp_dit_get_config(m.dit), kept, keys);
+        double flops = 4 * lp_dit_flops(lp_dit_get_config(run.m.dit), kept, keys);
         if (ki < 0) {
             base = sec;
             base_flops = flops;
         }
         printf("| %s | %.3f | %.3f | %.2fx | %.2fx |\n", lp_prune_strategy_name(strategy), (double)kept / tokens, sec,
                base / sec, base_flops / flops);
-        free(x);
-        free(keep);
-        lp_edit_state_free(&st);
-        free_model(&m);
+        loop_free(&run);
     }
     return 0;
 }
@@ -234,16 +254,10 @@ static int run_loop(const opts *o) {
     for (int ki = -1; ki < (file_keep ? 1 : o->nkeeps); ki++) {
         lp_prune_strategy strategy = ki < 0 ? LP_PRUNE_NONE : LP_PRUNE_LIPAR;
         double k = ki < 0 ? 1.0 : file_keep ? 0.5 : o->keeps[ki];
-        model m;
-        if (make_model(o, strategy, &m) != LP_OK) return die("model");
-        lp_denoise_plan plan;
-        int steps[3] = {400, 300, 250};
-        lp_denoise_plan_init(&plan, steps, 3, 5.0f, 0.0f);
-        lp_edit_state st;
-        lp_edit_state_init(&st, 16, o->h, o->w);
-        int64_t n = lp_dit_latent_elems(m.dit, m.cache, F);
-        float *x = noise_latents(n);
-        uint8_t *keep = malloc((size_t)(F * hw));
+        loop_run run;
+        if (loop_setup(o, strategy, &run) != LP_OK) return die("model");
+        float *x = run.x;
+        uint8_t *keep = run.keep;
         lp_prng_noise pn = {99};
         double t[64], flops = 0, kept_sum = 0;
         int timed = 0;
@@ -252,15 +266,15 @@ static int run_loop(const opts *o) {
             int64_t kept = 0;
             for (int64_t i = 0; i < F * hw; i++) kept += keep[i];
             lp_edit_chunk_stats cs;
-            if (lp_edit_chunk(m.dit, m.cache, &st, strategy, &plan, c * F, F, x, strategy == LP_PRUNE_NONE ? NULL : keep, NULL,
+            if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, c * F, F, x, strategy == LP_PRUNE_NONE ? NULL : keep, NULL,
                               lp_prng_noise_fn, &pn, &cs) != LP_OK)
                 return die("chunk");
             if (c == 0) continue; /* warm-up */
             t[timed++] = cs.dit_seconds;
             int64_t keys = (int64_t)((c + 1) * F < 7 ? (c + 1) * F : 7) * hw;
             int64_t q = strategy == LP_PRUNE_NONE ? F * hw : kept;
-            flops += 3 * lp_dit_flops(lp_dit_get_config(m.dit), q, keys) +
-                     lp_dit_flops(lp_dit_get_config(m.dit), q, keys); /* 3 steps + context pass */
+            flops += 3 * lp_dit_flops(lp_dit_get_config(run.m.dit), q, keys) +
+                     lp_dit_flops(lp_dit_get_config(run.m.dit), q, keys); /* 3 steps + context pass */
             kept_sum += (double)kept / (double)(F * hw);
         }
         double total = 0;
@@ -270,10 +284,7 @@ static int run_loop(const opts *o) {
         printf("| %s | %s | %.3f | %.1f | %.1f | %.1f | %.2fx |\n", o->backend,
                ki < 0 ? "none" : file_keep ? o->keep_file : "random", kept_sum / timed, 1e3 * med, 12.0 / med,
                flops / total / 1e12, base / med);
-        free(x);
-        free(keep);
-        lp_edit_state_free(&st);
-        free_model(&m);
+        loop_free(&run);
     }
     lp_tensor_file_close(kf);
     return 0;
