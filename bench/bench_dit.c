@@ -16,10 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "../src/model/wan_dit_random.h"
+#include "../src/base/clock.h"
 #include "../src/base/prng.h"
+#include "../src/model/wan_dit_random.h"
 #include "../src/pipeline/edit.h"
 
 typedef struct {
@@ -29,12 +29,6 @@ typedef struct {
     int nkeeps;
     const char *backend, *keep_file;
 } opts;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -58,9 +52,9 @@ static double sgemm_gflops(int M, int N, int K, int reps) {
     for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)(i % 5) * 0.1f;
     double t[16];
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = lp_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-        t[r] = now() - t0;
+        t[r] = lp_seconds() - t0;
     }
     free(a);
     free(b);
@@ -116,9 +110,9 @@ static int run_forward(const opts *o) {
     double t[16];
     for (int r = 0; r < o->reps; r++) {
         lp_dit_call call = {.n_frames = F, .start_frame = 0, .timesteps = ts, .kv_policy = LP_KV_DENSE};
-        double t0 = now();
+        double t0 = lp_seconds();
         if (lp_dit_forward(m.dit, m.cache, &call, x, v) != LP_OK) return die("forward");
-        t[r] = now() - t0;
+        t[r] = lp_seconds() - t0;
     }
     double sec = median(t, o->reps);
     double flops = lp_dit_flops(lp_dit_get_config(m.dit), tokens, tokens);

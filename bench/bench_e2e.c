@@ -14,15 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../include/lipar.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "../src/base/clock.h"
 
 /* A texture [3][h][tw] wide enough to pan over for the whole clip. */
 static float *make_texture(int w, int h, int tw) {
@@ -68,12 +62,12 @@ int main(int argc, char **argv) {
     mo.backend = backend;
     mo.demo_full_size = !small;
     lipar_model *m;
-    double t0 = now();
+    double t0 = lp_seconds();
     if (lipar_model_load(&mo, &m) != LIPAR_OK) {
         fprintf(stderr, "bench_e2e: %s\n", lipar_last_error());
         return 1;
     }
-    printf("model: %s (%.1f s to build), backend %s, %d frames at %dx%d\n", lipar_model_describe(m), now() - t0,
+    printf("model: %s (%.1f s to build), backend %s, %d frames at %dx%d\n", lipar_model_describe(m), lp_seconds() - t0,
            backend, frames, w, h);
     float *rgb = malloc((size_t)3 * w * h * sizeof *rgb);
     int tw = w + 6 * frames;
@@ -112,12 +106,12 @@ int main(int argc, char **argv) {
                     pulled += got;
                 }
                 if (t == 11) { /* the first chunk warms up */
-                    start = now();
+                    start = lp_seconds();
                     timed_from = pulled;
                 }
             }
             lipar_session_finish(s);
-            double sec = now() - start;
+            double sec = lp_seconds() - start;
             int n = lipar_session_chunks(s);
             double kept = 0, st[4] = {0};
             for (int i = 1; i < n; i++) {

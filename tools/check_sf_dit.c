@@ -12,7 +12,6 @@
 
 typedef struct {
     const lp_tensor_file *g;
-    lp_status err;
 } golden_noise;
 
 static lp_status noise_from_golden(void *ctx, int chunk, int step, float *eps, int64_t n) {
@@ -43,14 +42,13 @@ lp_status check_sf_dit_t2v(lp_check_ctx *c, const lp_tensor_file *g) {
     lp_dit_setup su;
     LP_TRY(lp_check_dit_setup(c, g, &su));
     lp_status s = LP_OK;
-    int64_t chunks, shiftless;
+    int64_t chunks;
     double ctx_t = 0;
-    (void)shiftless;
     if ((s = lp_check_meta_int(g, "chunks", &chunks)) != LP_OK) goto out;
     if ((s = lp_check_meta_double(g, "context_noise", &ctx_t)) != LP_OK) goto out;
     lp_denoise_plan plan;
     if ((s = lp_check_denoise_plan(g, (float)ctx_t, &plan)) != LP_OK) goto out;
-    golden_noise gn = {g, LP_OK};
+    golden_noise gn = {g};
     observer ob = {c, g};
     int F = su.frames_per_chunk;
     int64_t n = lp_dit_latent_elems(su.dit, su.cache, F);

@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../include/lipar.h"
+#include "../src/base/clock.h"
 #include "../src/io/video.h"
 #include "plot.h"
 
@@ -426,15 +426,9 @@ static int write_plot(const char *path, const edit_args *a, lipar_session *s) {
     return ok;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void progress(const edit_args *a, int tty, int done, int64_t total, double t0, lipar_session *s, int final) {
     static double last;
-    double t = now_seconds();
+    double t = lp_seconds();
     if (a->quiet || (!final && t - last < (tty ? 0.2 : 5.0))) return;
     last = t;
     int n = lipar_session_chunks(s);
@@ -536,7 +530,7 @@ int lp_edit_main(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
-    double t0 = now_seconds();
+    double t0 = lp_seconds();
     int failed = 0;
     for (;;) {
         if (interrupted || (a.max_frames > 0 && frames_in >= a.max_frames)) break;
@@ -603,7 +597,7 @@ int lp_edit_main(int argc, char **argv) {
         fprintf(stderr, "lipar edit: %s\n", lp_last_error());
         failed = 1;
     }
-    double seconds = now_seconds() - t0;
+    double seconds = lp_seconds() - t0;
     progress(&a, tty, frames_in, frames_in, t0, s, 1);
     if (a.stats && !write_stats(a.stats, &a, s, m, frames_out, seconds)) failed = 1;
     if (a.plot && !write_plot(a.plot, &a, s)) failed = 1;

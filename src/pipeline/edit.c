@@ -2,8 +2,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../base/clock.h"
 #include "../prune/recover.h"
 
 const char *lp_prune_strategy_name(lp_prune_strategy s) {
@@ -86,12 +86,6 @@ static lp_kv_policy policy_for(lp_prune_strategy s, int first_chunk, int context
     return LP_KV_DENSE;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_strategy strategy,
                         const lp_denoise_plan *plan, int start_frame, int F, float *x, const uint8_t *keep,
                         const int32_t *merge_dst, lp_noise_fn noise, void *noise_ctx, lp_edit_chunk_stats *stats) {
@@ -134,9 +128,9 @@ lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_
                             .merge_dst = merging ? merge_dst : NULL,
                             .kv_policy = policy_for(strategy, first_chunk, 0)};
         if (merging && (s = lp_merge_average(x, merge_dst, F, cfg->in_dim, H, W)) != LP_OK) goto out;
-        double t0 = now_seconds();
+        double t0 = lp_seconds();
         if ((s = lp_dit_forward(m, c, &call, x, v)) != LP_OK) goto out;
-        local.dit_seconds += now_seconds() - t0;
+        local.dit_seconds += lp_seconds() - t0;
         if (merging) { /* outputs unmerged: every member takes its merged token's values */
             lp_unmerge(v, merge_dst, F, cfg->in_dim, H, W);
             lp_unmerge(x, merge_dst, F, cfg->in_dim, H, W);
@@ -166,9 +160,9 @@ lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_
                        .merge_dst = merging ? merge_dst : NULL,
                        .kv_policy = ctx_policy,
                        .save_last_frame = ctx_policy == LP_KV_CHAIN};
-    double t0 = now_seconds();
+    double t0 = lp_seconds();
     if ((s = lp_dit_forward(m, c, &ctx, x, v)) != LP_OK) goto out;
-    local.dit_seconds += now_seconds() - t0;
+    local.dit_seconds += lp_seconds() - t0;
     st->chunk++;
     if (stats) *stats = local;
 out:

@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../base/clock.h"
 #include "../base/prng.h"
 #include "../prune/alternatives.h"
 #include "../prune/mask.h"
@@ -79,12 +79,6 @@ struct lipar_session {
     int finished;
 };
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 void lipar_session_options_default(lipar_session_options *o) {
     memset(o, 0, sizeof *o);
     o->width = 832;
@@ -140,7 +134,6 @@ static lp_status open_vae(lipar_session *s) {
 }
 
 static lp_status enqueue(lipar_session *s, const float *frames, int n);
-static double now_seconds(void);
 
 /* Decodes one job into s->decoded; returns the number of frames made. */
 static lp_status decode_job_run(lipar_session *s, const decode_job *job, int *got) {
@@ -159,12 +152,12 @@ static void *decoder_main(void *arg) {
         if (!s->jobs_count) break; /* stopped with nothing left */
         decode_job *job = &s->jobs[s->jobs_head];
         pthread_mutex_unlock(&s->mu);
-        double t0 = now_seconds();
+        double t0 = lp_seconds();
         int got = 0;
         lp_status st = s->decode_status == LP_OK ? decode_job_run(s, job, &got) : s->decode_status;
         if (st == LP_OK && got < job->frames)
             st = lp_fail(LP_ERR_SHAPE, "the VAE decoded %d frames, expected %d", got, job->frames);
-        double dt = now_seconds() - t0;
+        double dt = lp_seconds() - t0;
         pthread_mutex_lock(&s->mu);
         if (st == LP_OK) st = enqueue(s, s->decoded, job->frames);
         if (st != LP_OK && s->decode_status == LP_OK) { /* lp_last_error is per thread: keep the message */
@@ -409,10 +402,10 @@ static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, const int32_t
     lp_prng_noise pn = {s->o.seed};
     LP_TRY(lp_prng_noise_fn(&pn, chunk, -1, s->eps, n));
     lp_flow_add_noise(s->latents, s->latents, s->eps, s->plan.sigmas[0], n);
-    double t0 = now_seconds();
+    double t0 = lp_seconds();
     LP_TRY(lp_edit_chunk(s->m->dit, s->cache, &s->est, s->strategy, &s->plan, chunk * CHUNK_LATENTS, CHUNK_LATENTS,
                          s->latents, keep, merge_dst, lp_prng_noise_fn, &pn, NULL));
-    cs->seconds_dit = now_seconds() - t0;
+    cs->seconds_dit = lp_seconds() - t0;
     cs->prompt_version = s->prompt_version;
     size_t used = s->m->be->memory_in_use(s->m->be);
     if (used > s->peak_device_bytes) s->peak_device_bytes = used;
@@ -449,14 +442,14 @@ static lp_status process_input_chunk(lipar_session *s, int n_real) {
                (size_t)s->frame_px * sizeof(float));
     lipar_chunk_stats cs = {.chunk = chunk, .frames = n_real};
     cs.first_frame = chunk == 0 ? 0 : chunk_frames(s, 0) + (chunk - 1) * 12;
-    double t0 = now_seconds();
+    double t0 = lp_seconds();
     LP_TRY(encode_chunk(s, s->in_frames, need));
-    cs.seconds_encode = now_seconds() - t0;
+    cs.seconds_encode = lp_seconds() - t0;
     s->n_in = 0;
     if (per_chunk_strategy(s)) {
-        t0 = now_seconds();
+        t0 = lp_seconds();
         LP_TRY(plan_alternative(s, chunk, s->keep, s->merge_dst));
-        cs.seconds_mask = now_seconds() - t0;
+        cs.seconds_mask = lp_seconds() - t0;
         return edit_chunk(s, s->keep, s->strategy == LP_PRUNE_TOME ? s->merge_dst : NULL, n_real, &cs);
     }
     if (s->o.batch_mask) {
@@ -474,9 +467,9 @@ static lp_status process_input_chunk(lipar_session *s, int n_real) {
         return LP_OK;
     }
     if (s->strategy == LP_PRUNE_NONE) return edit_chunk(s, NULL, NULL, n_real, &cs);
-    t0 = now_seconds();
+    t0 = lp_seconds();
     LP_TRY(lp_mask_stream_push_chunk(s->mstream, s->latents, CHUNK_LATENTS, s->keep));
-    cs.seconds_mask = now_seconds() - t0;
+    cs.seconds_mask = lp_seconds() - t0;
     return edit_chunk(s, s->keep, NULL, n_real, &cs);
 }
 
@@ -498,10 +491,10 @@ static lp_status run_batch(lipar_session *s) {
     if (!all || !keep) st = lp_fail(LP_ERR_NOMEM, "out of memory for the batch mask");
     for (int i = 0; st == LP_OK && i < s->n_pending; i++)
         memcpy(all + (int64_t)i * CHUNK_LATENTS * lat, s->pending[i].latents, (size_t)s->latent_elems * sizeof *all);
-    double t0 = now_seconds();
+    double t0 = lp_seconds();
     if (st == LP_OK && s->strategy != LP_PRUNE_NONE)
         st = lp_mask_compute(&s->mopts, all, T, s->lh, s->lw, keep, NULL, NULL);
-    double mask_seconds = (now_seconds() - t0) / (s->n_pending ? s->n_pending : 1);
+    double mask_seconds = (lp_seconds() - t0) / (s->n_pending ? s->n_pending : 1);
     for (int i = 0; st == LP_OK && i < s->n_pending; i++) {
         memcpy(s->latents, s->pending[i].latents, (size_t)s->latent_elems * sizeof *all);
         lipar_chunk_stats cs = {.chunk = i, .frames = s->pending[i].frames, .seconds_mask = mask_seconds};
