@@ -378,8 +378,9 @@ static lp_status push_stats(lipar_session *s, const lipar_chunk_stats *cs) {
     return LP_OK;
 }
 
-/* Edits the chunk whose latents are in s->latents with keep (NULL = all),
- * decodes it and queues its first `frames` output frames. */
+/* Edits the chunk whose latents are in s->latents with keep (NULL = all) or
+ * the merge plan, records its statistics and hands the edited latents to the
+ * decoder thread, which queues the chunk's first `frames` output frames. */
 static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, const int32_t *merge_dst, int frames,
                             lipar_chunk_stats *cs) {
     int chunk = s->est.chunk;
