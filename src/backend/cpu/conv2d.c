@@ -61,13 +61,6 @@ size_t lp_conv2d_scratch_floats(const lp_conv2d *cv, const lp_conv_in *in) {
     }
 }
 
-double lp_conv2d_flops(const lp_conv2d *cv, const lp_conv_in *in) {
-    int ho, wo;
-    lp_conv2d_out_size(cv, in, &ho, &wo);
-    double taps = choose_path(cv, in) == PATH_UP2 ? 4.0 : (double)cv->k * cv->k;
-    return 2.0 * cv->cout * (double)cv->cin * taps * (double)ho * wo;
-}
-
 /* dst[yy·wo + x] = the input channel chan ([h, w] seen through the ×up upsample)
  * at row (y0 + yy)·s + dy, column x·s + dx, zero outside; for yy < rows, x < wo. */
 static void fill_row(float *dst, const float *chan, const lp_conv_in *in, int y0, int rows, int wo, int s, int dy,
@@ -363,42 +356,4 @@ static void clamp01_range(void *ctx, int64_t b, int64_t e) {
 void lp_clamp01(lp_pool *pool, float *dst, const float *src, int64_t n) {
     ew_task t = {dst, src};
     lp_parallel_for(pool, n, clamp01_range, &t);
-}
-
-static void add_range(void *ctx, int64_t b, int64_t e) {
-    ew_task *t = ctx;
-    for (int64_t i = b; i < e; i++) t->dst[i] += t->src[i];
-}
-
-void lp_add_inplace(lp_pool *pool, float *y, const float *x, int64_t n) {
-    ew_task t = {y, x};
-    lp_parallel_for(pool, n, add_range, &t);
-}
-
-typedef struct {
-    float *dst;
-    const float *src;
-    int w;
-} up_task;
-
-/* Rows [b, e) of the source, all channels flattened (c·h rows). */
-static void upsample_rows(void *ctx, int64_t b, int64_t e) {
-    up_task *t = ctx;
-    for (int64_t r = b; r < e; r++) {
-        const float *s = t->src + (size_t)r * t->w;
-        float *d = t->dst + (size_t)r * 4 * t->w;
-        for (int x = 0; x < t->w; x++) d[2 * x] = d[2 * x + 1] = s[x];
-        memcpy(d + 2 * t->w, d, (size_t)2 * t->w * sizeof *d);
-    }
-}
-
-void lp_upsample2x_nearest(lp_pool *pool, float *dst, const float *src, int c, int h, int w) {
-    up_task t = {dst, src, w};
-    lp_parallel_for(pool, (int64_t)c * h, upsample_rows, &t);
-}
-
-void lp_concat_channels(float *dst, const float *a, int ca, const float *b, int cb, int h, int w) {
-    size_t plane = (size_t)h * w;
-    memcpy(dst, a, (size_t)ca * plane * sizeof *dst);
-    if (cb > 0) memcpy(dst + (size_t)ca * plane, b, (size_t)cb * plane * sizeof *dst);
 }

@@ -46,9 +46,6 @@ size_t lp_conv2d_scratch_floats(const lp_conv2d *cv, const lp_conv_in *in);
 lp_status lp_conv2d_forward(lp_pool *pool, const lp_conv2d *cv, const lp_conv_in *in, float *out, int accumulate,
                             float *scratch);
 
-/* FLOPs that one lp_conv2d_forward call performs (2 per multiply-add; the
- * upsampled 3×3 path counts its 2×2 phase taps). */
-double lp_conv2d_flops(const lp_conv2d *cv, const lp_conv_in *in);
 
 /* x[i] = max(x[i], 0) for i < n. */
 void lp_relu(lp_pool *pool, float *x, int64_t n);
@@ -56,11 +53,5 @@ void lp_relu(lp_pool *pool, float *x, int64_t n);
 void lp_tanh_clamp(lp_pool *pool, float *dst, const float *src, int64_t n);
 /* dst[i] = min(max(src[i], 0), 1); dst may equal src. */
 void lp_clamp01(lp_pool *pool, float *dst, const float *src, int64_t n);
-/* y[i] += x[i]. */
-void lp_add_inplace(lp_pool *pool, float *y, const float *x, int64_t n);
-/* dst[c, 2h, 2w] = nearest ×2 upsample of src[c, h, w]. */
-void lp_upsample2x_nearest(lp_pool *pool, float *dst, const float *src, int c, int h, int w);
-/* dst[ca + cb, h, w] = concatenation of a[ca, h, w] and b[cb, h, w] along channels. */
-void lp_concat_channels(float *dst, const float *a, int ca, const float *b, int cb, int h, int w);
 
 #endif
