@@ -175,7 +175,7 @@ static int run_prune(const opts *o) {
         float *x = run.x;
         uint8_t *keep = run.keep;
         make_mask(keep, tokens, k);
-        lp_prng_noise pn = {99};
+        lp_prng_noise pn = {99, NULL};
         double t[16];
         /* chunk 0 fills the cache (its frame 0 must be whole); then timed chunks 1.. */
         for (int64_t i = 0; i < hw; i++) keep[i] = 1;
@@ -243,7 +243,8 @@ static int run_loop(const opts *o) {
             return 1;
         }
     }
-    printf("| backend | mask | kept | chunk ms (median) | DiT FPS | TFLOP/s | speed-up |\n|---|---|---|---|---|---|---|\n");
+    printf("| backend | mask | kept | chunk ms (median) | DiT FPS | TFLOP/s | speed-up | host issue / call time |\n"
+           "|---|---|---|---|---|---|---|---|\n");
     double base = 0;
     for (int ki = -1; ki < (file_keep ? 1 : o->nkeeps); ki++) {
         lp_prune_strategy strategy = ki < 0 ? LP_PRUNE_NONE : LP_PRUNE_LIPAR;
@@ -252,18 +253,23 @@ static int run_loop(const opts *o) {
         if (loop_setup(o, strategy, &run) != LP_OK) return die("model");
         float *x = run.x;
         uint8_t *keep = run.keep;
-        lp_prng_noise pn = {99};
-        double t[64], flops = 0, kept_sum = 0;
+        lp_prng_noise pn = {99, NULL};
+        double t[64], flops = 0, kept_sum = 0, issue = 0, total_call = 0;
         int timed = 0;
         for (int c = 0; c < chunks && c < 64; c++) {
             for (int f = 0; f < F; f++) loop_mask(o, file_keep, k, c * F + f, keep + f * hw, hw);
             int64_t kept = 0;
             for (int64_t i = 0; i < F * hw; i++) kept += keep[i];
             lp_edit_chunk_stats cs;
+            double issue0, total0, issue1, total1;
+            lp_dit_cache_seconds(run.m.cache, &issue0, &total0);
             if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, c * F, F, x, strategy == LP_PRUNE_NONE ? NULL : keep, NULL,
                               lp_prng_noise_fn, &pn, &cs) != LP_OK)
                 return die("chunk");
             if (c == 0) continue; /* warm-up */
+            lp_dit_cache_seconds(run.m.cache, &issue1, &total1);
+            issue += issue1 - issue0;
+            total_call += total1 - total0;
             t[timed++] = cs.dit_seconds;
             int64_t keys = (int64_t)((c + 1) * F < 7 ? (c + 1) * F : 7) * hw;
             int64_t q = strategy == LP_PRUNE_NONE ? F * hw : kept;
@@ -275,9 +281,9 @@ static int run_loop(const opts *o) {
         for (int i = 0; i < timed; i++) total += t[i];
         double med = median(t, timed);
         if (ki < 0) base = med;
-        printf("| %s | %s | %.3f | %.1f | %.1f | %.1f | %.2fx |\n", o->backend,
+        printf("| %s | %s | %.3f | %.1f | %.1f | %.1f | %.2fx | %.2f |\n", o->backend,
                ki < 0 ? "none" : file_keep ? o->keep_file : "random", kept_sum / timed, 1e3 * med, 12.0 / med,
-               flops / total / 1e12, base / med);
+               flops / total / 1e12, base / med, issue / total_call);
         loop_free(&run);
     }
     lp_tensor_file_close(kf);

@@ -59,7 +59,7 @@ static void random_as(lp_dtype dt, size_t n, uint32_t seed, float scale, void *r
 
 /* ---------------------------------------------------------------- linear */
 
-static int linear_case(int64_t M, int64_t K, int64_t N, lp_dtype wdt, int bias, lp_dtype bdt) {
+static int linear_case(int64_t M, int64_t K, int64_t N, lp_dtype wdt, int bias, lp_dtype bdt, int gelu) {
     size_t wn = (size_t)(N * K);
     float *x = malloc((size_t)(M * K + 1) * sizeof *x), *w = malloc(wn * sizeof *w), *b = malloc((size_t)N * sizeof *b);
     float *y = malloc((size_t)(M * N + 1) * sizeof *y);
@@ -75,10 +75,10 @@ static int linear_case(int64_t M, int64_t K, int64_t N, lp_dtype wdt, int bias, 
         for (int64_t n = 0; n < N; n++) {
             double s = bias ? b[n] : 0.0;
             for (int64_t k = 0; k < K; k++) s += (double)x[m * K + k] * w[n * K + k];
-            ref[m * N + n] = s;
+            ref[m * N + n] = gelu ? 0.5 * s * (1.0 + tanh(sqrt(2.0 / M_PI) * (s + 0.044715 * s * s * s))) : s;
         }
     y[M * N] = 12345.0f; /* sentinel after the output */
-    lp_status st = be->linear(be, y, x, M, &W, bias ? &B : NULL);
+    lp_status st = be->linear(be, y, x, M, &W, bias ? &B : NULL, gelu ? LP_LINEAR_GELU : 0);
     int r = 0;
     if (st != LP_OK) {
         fprintf(stderr, "  linear: %s\n", lp_last_error());
@@ -87,8 +87,8 @@ static int linear_case(int64_t M, int64_t K, int64_t N, lp_dtype wdt, int bias, 
         r = y[0] != 12345.0f;
     } else {
         char what[96];
-        snprintf(what, sizeof what, "linear M%lld K%lld N%lld w %s%s%s", (long long)M, (long long)K, (long long)N,
-                 lp_dtype_name(wdt), bias ? " bias " : "", bias ? lp_dtype_name(bdt) : "");
+        snprintf(what, sizeof what, "linear M%lld K%lld N%lld w %s%s%s%s", (long long)M, (long long)K, (long long)N,
+                 lp_dtype_name(wdt), bias ? " bias " : "", bias ? lp_dtype_name(bdt) : "", gelu ? " GELU" : "");
         r = compare(what, y, ref, (size_t)(M * N), 1e-6) || y[M * N] != 12345.0f;
     }
     free(x), free(w), free(b), free(y), free(wraw), free(braw), free(ref);
@@ -103,9 +103,11 @@ static int test_linear(void) {
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
         for (int d = 0; d < 3; d++)
             for (int bias = 0; bias < 2; bias++)
-                if (linear_case(sizes[s].M, sizes[s].K, sizes[s].N, dts[d], bias, dts[(d + s) % 3])) return 1;
+                if (linear_case(sizes[s].M, sizes[s].K, sizes[s].N, dts[d], bias, dts[(d + s) % 3], 0)) return 1;
+    /* GELU after the bias (LP_LINEAR_GELU) */
+    if (linear_case(37, 65, 31, LP_BF16, 1, LP_F32, 1) || linear_case(5, 257, 300, LP_F32, 0, LP_F32, 1)) return 1;
     /* M = 0 leaves y alone */
-    if (linear_case(0, 7, 5, LP_F32, 1, LP_F32) || linear_case(0, 7, 5, LP_BF16, 0, LP_F32)) return 1;
+    if (linear_case(0, 7, 5, LP_F32, 1, LP_F32, 0) || linear_case(0, 7, 5, LP_BF16, 0, LP_F32, 0)) return 1;
     return 0;
 }
 
@@ -114,11 +116,11 @@ static int test_linear_errors(void) {
     int64_t s3[3] = {2, 2, 2}, s2[2] = {4, 2}, s1[1] = {3};
     lp_tensor W3 = view("w3", LP_F32, 3, s3, buf), W = view("w", LP_F32, 2, s2, buf), B = view("b", LP_F32, 1, s1, buf);
     lp_tensor Wi = view("wi", LP_I32, 2, s2, buf);
-    CHECK(be->linear(be, y, buf, 1, &W3, NULL) == LP_ERR_SHAPE && strstr(lp_last_error(), "'w3' must be 2-D"), "%s",
+    CHECK(be->linear(be, y, buf, 1, &W3, NULL, 0) == LP_ERR_SHAPE && strstr(lp_last_error(), "'w3' must be 2-D"), "%s",
           lp_last_error());
-    CHECK(be->linear(be, y, buf, 1, &W, &B) == LP_ERR_SHAPE && strstr(lp_last_error(), "bias 'b' has 3 elements"),
+    CHECK(be->linear(be, y, buf, 1, &W, &B, 0) == LP_ERR_SHAPE && strstr(lp_last_error(), "bias 'b' has 3 elements"),
           "%s", lp_last_error());
-    CHECK(be->linear(be, y, buf, 1, &Wi, NULL) == LP_ERR_UNSUPPORTED && strstr(lp_last_error(), "'wi'"), "%s",
+    CHECK(be->linear(be, y, buf, 1, &Wi, NULL, 0) == LP_ERR_UNSUPPORTED && strstr(lp_last_error(), "'wi'"), "%s",
           lp_last_error());
     CHECK(lp_cpu_to_f32(be, &W, 4, 5, y) == LP_ERR_ARG && lp_cpu_to_f32(be, &W, INT64_MAX, 1, y) == LP_ERR_ARG &&
               lp_cpu_to_f32(be, &W, 1, INT64_MAX, y) == LP_ERR_ARG,
@@ -168,17 +170,17 @@ static int test_layer_norm(void) {
             ref_layer_norm(ref, x, rows, dim, pw ? w : NULL, pb ? b : NULL, 1e-6);
             char what[96];
             snprintf(what, sizeof what, "layer_norm %s (%s)", kinds[k], lp_dtype_name(pdt));
-            be->layer_norm(be, y, x, rows, dim, pw, pb, 1e-6f);
+            lp_cpu_layer_norm(be, y, x, rows, dim, pw, pb, 1e-6f);
             if (compare(what, y, ref, n, 1e-6)) return 1;
             /* in place */
             memcpy(y, x, n * sizeof *y);
-            be->layer_norm(be, y, y, rows, dim, pw, pb, 1e-6f);
+            lp_cpu_layer_norm(be, y, y, rows, dim, pw, pb, 1e-6f);
             if (compare("  ... in place", y, ref, n, 1e-6)) return 1;
         }
     }
     /* a large eps matters */
     ref_layer_norm(ref, x, rows, dim, NULL, NULL, 0.5);
-    be->layer_norm(be, y, x, rows, dim, NULL, NULL, 0.5f);
+    lp_cpu_layer_norm(be, y, x, rows, dim, NULL, NULL, 0.5f);
     if (compare("layer_norm eps 0.5", y, ref, n, 1e-6)) return 1;
     free(x), free(y), free(ref);
     return 0;
@@ -204,7 +206,7 @@ static int test_rms_norm(void) {
             for (int64_t c = 0; c < dim; c++) ref[r * dim + c] = x[r * dim + c] * rs * w[c];
         }
         memcpy(y, x, n * sizeof *y);
-        be->rms_norm(be, y, rows, dim, &W, 1e-6f);
+        lp_cpu_rms_norm(be, y, rows, dim, &W, 1e-6f);
         char what[64];
         snprintf(what, sizeof what, "rms_norm (w %s)", lp_dtype_name(dts[d]));
         if (compare(what, y, ref, n, 1e-6)) return 1;
@@ -227,12 +229,12 @@ static int test_modulate_gated_add(void) {
     lp_test_fill(gate, 129, 35, 1.5f);
     for (size_t i = 0; i < n; i++) ref[i] = x[i] * (1.0 + scale[i % 129]) + shift[i % 129];
     memcpy(y, x, n * sizeof *y);
-    be->modulate(be, y, rows, dim, shift, scale);
+    lp_cpu_modulate(be, y, rows, dim, shift, scale);
     if (compare("modulate", y, ref, n, 1e-6)) return 1;
     for (int g = 0; g < 2; g++) {
         for (size_t i = 0; i < n; i++) ref[i] = x[i] + (double)v[i] * (g ? gate[i % 129] : 1.0);
         memcpy(y, x, n * sizeof *y);
-        be->gated_add(be, y, v, rows, dim, g ? gate : NULL);
+        lp_cpu_gated_add(be, y, v, rows, dim, g ? gate : NULL);
         if (compare(g ? "gated_add with gate" : "gated_add without gate", y, ref, n, 1e-6)) return 1;
     }
     free(x), free(y), free(v), free(ref);
@@ -250,7 +252,7 @@ static int test_activations(void) {
         ref[i] = 0.5 * v * (1.0 + tanh(sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
     }
     memcpy(y, x, (size_t)n * sizeof *y);
-    be->gelu_tanh(be, y, n);
+    lp_cpu_gelu_tanh(be, y, n);
     if (compare("gelu_tanh", y, ref, (size_t)n, 1e-6)) return 1;
     for (int64_t i = 0; i < n; i++) ref[i] = x[i] / (1.0 + exp(-(double)x[i]));
     memcpy(y, x, (size_t)n * sizeof *y);
@@ -300,7 +302,7 @@ static int test_rope3d(void) {
         lp_test_fill(x, n, (uint32_t)(52 + d), 1.0f);
         ref_rope(ref, x, rows, heads, d, pos);
         memcpy(y, x, n * sizeof *y);
-        be->rope3d(be, y, rows, heads, d, pos);
+        lp_cpu_rope3d(be, y, rows, heads, d, pos);
         char what[64];
         snprintf(what, sizeof what, "rope3d head_dim %d", d);
         int r = compare(what, y, ref, n, 1e-6);
@@ -309,6 +311,74 @@ static int test_rope3d(void) {
         free(x), free(y), free(ref);
         if (r) return 1;
     }
+    return 0;
+}
+
+/* ------------------------------------------------- the table's composite ops */
+
+/* norm_modulate: LayerNorm (optionally affine) then, per segment, the
+ * segment's shift and scale; rms_norm_rope: RMSNorm then RoPE; gated_residual:
+ * per segment gate. Three segments of unequal sizes, the middle one empty. */
+static int test_composite_ops(void) {
+    const int64_t dim = 96, rows = 29;
+    const int heads = 2, hd = 48;
+    const lp_segments seg = {.n = 4, .start = {0, 11, 11, 20, 29}};
+    const size_t n = (size_t)(rows * dim);
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), *v = malloc(n * sizeof *v);
+    float mod[4 * 3 * 96], w[96], b[96];
+    double *ref = malloc(n * sizeof *ref);
+    int32_t pos[29 * 3];
+    REQUIRE(x && y && v && ref);
+    lp_test_fill(x, n, 61, 2.0f);
+    for (size_t i = 0; i < n; i++) x[i] += 0.25f;
+    lp_test_fill(v, n, 62, 1.0f);
+    lp_test_fill(mod, 4 * 3 * 96, 63, 0.7f);
+    lp_test_fill(w, 96, 64, 1.5f);
+    lp_test_fill(b, 96, 65, 1.0f);
+    for (int i = 0; i < 29 * 3; i++) pos[i] = (int32_t)((i * 37) % (i % 3 ? 30 : 9));
+    int64_t s1[1] = {dim};
+    lp_tensor W = view("w", LP_F32, 1, s1, w), B = view("b", LP_F32, 1, s1, b);
+    const int64_t stride = 3 * dim; /* per frame: shift, scale, gate */
+    for (int f = 0; f < seg.n; f++) {
+        ref_layer_norm(ref + seg.start[f] * dim, x + seg.start[f] * dim, seg.start[f + 1] - seg.start[f], dim, NULL,
+                       NULL, 1e-6);
+        for (int64_t r = seg.start[f]; r < seg.start[f + 1]; r++)
+            for (int64_t c = 0; c < dim; c++)
+                ref[r * dim + c] = ref[r * dim + c] * (1.0 + mod[f * stride + dim + c]) + mod[f * stride + c];
+    }
+    be->norm_modulate(be, y, x, dim, NULL, NULL, 1e-6f, &seg, mod, mod + dim, stride);
+    if (compare("norm_modulate, 4 segments", y, ref, n, 1e-6)) return 1;
+    ref_layer_norm(ref, x, rows, dim, w, b, 1e-6);
+    be->norm_modulate(be, y, x, dim, &W, &B, 1e-6f, &seg, NULL, NULL, 0);
+    if (compare("norm_modulate, affine, no modulation", y, ref, n, 1e-6)) return 1;
+    /* rms_norm_rope: into another buffer with RoPE, in place without */
+    for (int64_t r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int64_t c = 0; c < dim; c++) ss += (double)x[r * dim + c] * x[r * dim + c];
+        double rs = 1.0 / sqrt(ss / dim + 1e-6);
+        for (int64_t c = 0; c < dim; c++) y[r * dim + c] = (float)(x[r * dim + c] * rs * w[c]);
+    }
+    float *normed = malloc(n * sizeof *normed);
+    REQUIRE(normed);
+    memcpy(normed, y, n * sizeof *y);
+    ref_rope(ref, normed, rows, heads, hd, pos);
+    be->rms_norm_rope(be, y, 1, x, rows, heads, hd, &W, 1e-6f, pos);
+    if (compare("rms_norm_rope with positions", y, ref, n, 1e-6)) return 1;
+    for (size_t i = 0; i < n; i++) ref[i] = normed[i];
+    memcpy(y, x, n * sizeof *y);
+    be->rms_norm_rope(be, y, 0, y, rows, heads, hd, &W, 1e-6f, NULL);
+    if (compare("rms_norm_rope in place, no positions", y, ref, n, 1e-6)) return 1;
+    /* gated_residual */
+    for (int g = 0; g < 2; g++) {
+        for (int f = 0; f < seg.n; f++)
+            for (int64_t r = seg.start[f]; r < seg.start[f + 1]; r++)
+                for (int64_t c = 0; c < dim; c++)
+                    ref[r * dim + c] = x[r * dim + c] + (double)v[r * dim + c] * (g ? mod[f * stride + 2 * dim + c] : 1.0);
+        memcpy(y, x, n * sizeof *y);
+        be->gated_residual(be, y, v, dim, &seg, g ? mod + 2 * dim : NULL, stride);
+        if (compare(g ? "gated_residual, per-segment gates" : "gated_residual, no gate", y, ref, n, 1e-6)) return 1;
+    }
+    free(x), free(y), free(v), free(ref), free(normed);
     return 0;
 }
 
@@ -425,16 +495,42 @@ static int test_kv_store(void) {
     REQUIRE(x && want && got);
     lp_test_fill(x, n, 81, 2.0f);
     memcpy(want, x, n * sizeof *want);
-    be->rope3d(be, want, rows, heads, d, pos);
-    lp_status s = be->kv_store(be, got, x, rows, heads, d, pos);
+    lp_cpu_rope3d(be, want, rows, heads, d, pos);
+    lp_status s = be->kv_store(be, got, NULL, x, NULL, NULL, rows, heads, d, pos);
     int keys_ok = s == LP_OK && !memcmp(got, want, n * sizeof *got);
-    s = be->kv_store(be, got, x, rows, heads, d, NULL);
+    s = be->kv_store(be, got, NULL, x, NULL, NULL, rows, heads, d, NULL);
     int values_ok = s == LP_OK && !memcmp(got, x, n * sizeof *got);
+    /* scattered: row i into row rows − 1 − i */
+    int32_t rev[37];
+    for (int i = 0; i < 37; i++) rev[i] = 36 - i;
+    s = be->kv_store(be, got, rev, x, NULL, NULL, rows, heads, d, pos);
+    int scattered_ok = s == LP_OK;
+    for (int64_t r = 0; r < rows && scattered_ok; r++)
+        scattered_ok = !memcmp(got + (rows - 1 - r) * heads * d, want + r * heads * d, (size_t)(heads * d) * sizeof *got);
     printf("    %-44s %s\n", "kv_store keys == copy + rope3d (bitwise)", keys_ok ? "ok" : "FAIL");
     printf("    %-44s %s\n", "kv_store values == copy (bitwise)", values_ok ? "ok" : "FAIL");
-    lp_status bad = be->kv_store(be, got, x, -1, heads, d, NULL);
+    printf("    %-44s %s\n", "kv_store keys scattered by dst_idx (bitwise)", scattered_ok ? "ok" : "FAIL");
+    /* gathered: even rows from saved row i/2 (src_idx −i/2 − 1), odd rows from x */
+    int32_t from[37];
+    for (int i = 0; i < 37; i++) from[i] = i % 2 ? i : -(i / 2) - 1;
+    float *saved = malloc(n * sizeof *saved);
+    REQUIRE(saved);
+    lp_test_fill(saved, n, 82, 2.0f);
+    s = be->kv_store(be, got, NULL, x, saved, from, rows, heads, d, pos);
+    int gathered_ok = s == LP_OK;
+    for (int64_t r = 0; r < rows && gathered_ok; r++) {
+        float row[3 * 48];
+        memcpy(row, r % 2 ? x + r * heads * d : saved + (r / 2) * heads * d, sizeof row);
+        lp_cpu_rope3d(be, row, 1, heads, d, pos + 3 * r);
+        gathered_ok = !memcmp(got + r * heads * d, row, sizeof row);
+    }
+    printf("    %-44s %s\n", "kv_store keys gathered from saved rows (bitwise)", gathered_ok ? "ok" : "FAIL");
+    CHECK(be->kv_store(be, got, NULL, x, NULL, from, rows, heads, d, pos) == LP_ERR_ARG, "%s",
+          "a saved row without saved rows is refused");
+    free(saved);
+    lp_status bad = be->kv_store(be, got, NULL, x, NULL, NULL, -1, heads, d, NULL);
     free(x), free(want), free(got);
-    CHECK(keys_ok && values_ok, "%s", "kv_store differs from copy (+ rope3d)");
+    CHECK(keys_ok && values_ok && scattered_ok && gathered_ok, "%s", "kv_store differs from copy (+ rope3d)");
     CHECK(bad == LP_ERR_ARG, "kv_store with -1 rows: %s", lp_status_name(bad));
     return 0;
 }
@@ -451,6 +547,7 @@ int main(void) {
     lp_test_run("modulate_gated_add", test_modulate_gated_add);
     lp_test_run("activations", test_activations);
     lp_test_run("rope3d", test_rope3d);
+    lp_test_run("composite_ops", test_composite_ops);
     lp_test_run("attention", test_attention);
     lp_test_run("kv_store", test_kv_store);
     lp_backend_destroy(be);

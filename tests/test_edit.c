@@ -69,7 +69,7 @@ static lp_status run_plan(fixture *fx, lp_prune_strategy strategy, const uint8_t
     lp_edit_state st;
     if (s == LP_OK) s = lp_edit_state_init(&st, fx->C, fx->H, fx->W);
     int64_t frame = (int64_t)fx->C * fx->H * fx->W, hw = (int64_t)(fx->H / 2) * (fx->W / 2);
-    lp_prng_noise pn = {5};
+    lp_prng_noise pn = {5, NULL};
     float *eps = malloc((size_t)(3 * frame) * sizeof *eps);
     for (int b = 0; s == LP_OK && b < chunks; b++) {
         float *x = out + b * 3 * frame;

@@ -1,9 +1,10 @@
 /* The table of ops that model code calls. Model code never includes a backend
  * header directly and contains no #ifdef per backend: it calls through an
- * lp_backend. Activation buffers are f32 row-major [rows, dim] in the
+ * lp_backend. Activation buffers are row-major [rows, dim] in the
  * backend's memory (host memory for the CPU, device memory for CUDA), made by
- * be->alloc; weights are lp_tensor views of host memory in their stored dtype
- * (f32/f16/bf16), which a backend converts inside the op or uploads once on
+ * be->alloc, f32 unless an op says they are of the activation type
+ * (act_bf16); weights are lp_tensor views of host memory in their stored
+ * dtype (f32/f16/bf16), which a backend converts inside the op or uploads once on
  * first use (keyed by the view's data pointer, which must stay valid and
  * unchanged while the backend lives). Small index and position arrays are
  * always host arrays. Ops run in order; results are visible to the host after
@@ -42,6 +43,20 @@ typedef struct {
     int h, w, up;
 } lp_conv2d_input;
 
+/* Rows grouped by frame: rows [start[f], start[f+1]) belong to frame f,
+ * f < n <= LP_MAX_SEGMENTS, start[0] = 0 and start non-decreasing (per-frame
+ * modulation and gates). */
+#define LP_MAX_SEGMENTS 64
+typedef struct {
+    int n;
+    int64_t start[LP_MAX_SEGMENTS + 1];
+} lp_segments;
+
+/* linear's flags */
+#define LP_LINEAR_X_ACT 1u /* x is of the activation type */
+#define LP_LINEAR_Y_ACT 2u /* y is written in the activation type */
+#define LP_LINEAR_GELU 4u  /* GELU (tanh approximation) after the bias */
+
 struct lp_backend {
     const char *name;
     lp_pool *pool;   /* CPU threads (also used by CPU-side work of other backends) */
@@ -51,6 +66,11 @@ struct lp_backend {
      * (CUDA, where attention reads them without conversion). A KV-cache row
      * of heads·head_dim elements takes heads·head_dim·(kv_bf16 ? 2 : 4) bytes. */
     int kv_bf16;
+    /* The element type of activation buffers that only feed matrix products
+     * (linear's x with LP_LINEAR_X_ACT, norm_modulate's output, attention's q
+     * and out): 0 f32 (the CPU), 1 bf16 (CUDA). An element takes
+     * (act_bf16 ? 2 : 4) bytes. */
+    int act_bf16;
 
     /* ---- memory ---- */
     /* A zero-filled buffer of bytes in the backend's memory; NULL (error set) on failure. */
@@ -82,39 +102,53 @@ struct lp_backend {
     void (*destroy)(lp_backend *be);
 
     /* y[M,N] = x[M,K] · Wᵀ + b, W a PyTorch Linear weight [N, K] (any float
-     * dtype), b [N] or NULL. x and y must not overlap. */
-    lp_status (*linear)(const lp_backend *be, float *y, const float *x, int64_t M, const lp_tensor *W,
-                        const lp_tensor *b);
-    /* LayerNorm over the last dim (fp32, biased variance), without affine when
-     * w and b are NULL. y may equal x. */
-    void (*layer_norm)(const lp_backend *be, float *y, const float *x, int64_t rows, int64_t dim, const lp_tensor *w,
-                       const lp_tensor *b, float eps);
-    /* RMSNorm over the last dim: x·rsqrt(mean(x²)+eps)·w, in place. */
-    void (*rms_norm)(const lp_backend *be, float *x, int64_t rows, int64_t dim, const lp_tensor *w, float eps);
-    /* x = x·(1 + scale) + shift on rows [0, rows), scale/shift [dim]. */
-    void (*modulate)(const lp_backend *be, float *x, int64_t rows, int64_t dim, const float *shift,
-                     const float *scale);
-    /* x += y·gate (gate [dim], broadcast over rows; NULL gate = plain add). */
-    void (*gated_add)(const lp_backend *be, float *x, const float *y, int64_t rows, int64_t dim, const float *gate);
+     * dtype), b [N] or NULL, then GELU (tanh approximation) with
+     * LP_LINEAR_GELU. x is f32, or of the activation type (act_bf16) with
+     * LP_LINEAR_X_ACT; y likewise with LP_LINEAR_Y_ACT. x and y must not
+     * overlap. */
+    lp_status (*linear)(const lp_backend *be, void *y, const void *x, int64_t M, const lp_tensor *W,
+                        const lp_tensor *b, unsigned flags);
+    /* y (activation type) = LayerNorm(x) over the last dim (fp32, biased
+     * variance), times w plus b when given (both or neither), then when
+     * shift and scale are given, per segment f: ·(1 + scale[f·stride + j]) +
+     * shift[f·stride + j] (spec/MODEL.md "modulation"). x f32 [rows, dim],
+     * rows = seg->start[seg->n]. y must not overlap x. */
+    void (*norm_modulate)(const lp_backend *be, void *y, const float *x, int64_t dim, const lp_tensor *w,
+                          const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
+                          const float *scale, int64_t stride);
+    /* y = RMSNorm(x)·w over rows of heads·head_dim (x·rsqrt(mean(x²)+eps)·w),
+     * then with pos ([rows][3] host positions) 3-D RoPE (spec/MODEL.md §6)
+     * per head. y is of the activation type when y_act, else f32 (and may
+     * then equal x). */
+    void (*rms_norm_rope)(const lp_backend *be, void *y, int y_act, const float *x, int64_t rows, int heads,
+                          int head_dim, const lp_tensor *w, float eps, const int32_t *pos);
+    /* x[r] += y[r]·gate[f·stride + j] for the rows r of segment f (gate NULL:
+     * x += y); x, y f32 [rows, dim], rows = seg->start[seg->n]. */
+    void (*gated_residual)(const lp_backend *be, float *x, const float *y, int64_t dim, const lp_segments *seg,
+                           const float *gate, int64_t stride);
     /* In place, n elements. */
-    void (*gelu_tanh)(const lp_backend *be, float *x, int64_t n);
     void (*silu)(const lp_backend *be, float *x, int64_t n);
-    /* 3-D RoPE (spec/MODEL.md §6) on x [rows, heads·head_dim] in place; pos
-     * [rows][3] = (frame, row, col) absolute positions. */
-    void (*rope3d)(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos);
-    /* Writes rows [0, rows) of f32 activations src [rows, heads·head_dim] into
-     * KV-cache rows (contiguous, heads·head_dim elements of the kv_bf16 type
-     * each) at cache_rows, which must not overlap src: with pos ([rows][3]
-     * host positions) the rows are rotated by 3-D RoPE as rope3d does (keys),
-     * without (pos NULL) copied as they are (values, text K/V). f32: exactly
-     * a copy then rope3d; bf16: the same f32 values rounded to nearest even. */
-    lp_status (*kv_store)(const lp_backend *be, void *cache_rows, const float *src, int64_t rows, int heads,
-                          int head_dim, const int32_t *pos);
+    /* Writes `rows` rows into KV-cache rows (heads·head_dim elements of the
+     * kv_bf16 type each) of cache_rows, row i into cache row dst_idx[i]
+     * (dst_idx NULL: row i), taken from row src_idx[i] of src (f32
+     * activations [.., heads·head_dim]) when src_idx[i] >= 0, from row
+     * −src_idx[i] − 1 of saved (rows of the kv_bf16 type, such as rows this op
+     * wrote earlier without pos) when it is negative (src_idx NULL: row i of
+     * src). With pos ([rows][3] positions, one per row written) the rows are
+     * rotated by 3-D RoPE as rms_norm_rope does (keys); without (pos NULL)
+     * copied as they are (values, text K/V, saved rows). Index and position
+     * arrays are host arrays; the rows written must not overlap those read.
+     * f32 cache: exactly a copy then the rotation; bf16: the same f32 values
+     * rounded to nearest even. */
+    lp_status (*kv_store)(const lp_backend *be, void *cache_rows, const int32_t *dst_idx, const float *src,
+                          const void *saved, const int32_t *src_idx, int64_t rows, int heads, int head_dim,
+                          const int32_t *pos);
     /* out[Lq, heads·hd] = softmax(q·kᵀ·scale)·v per head over the keys of all
-     * ranges together (numerically stable softmax in fp32). q and out have row
-     * stride heads·hd. Ranges are f32 or bf16 (lp_kv_range); the CPU takes
-     * f32 ranges only (LP_ERR_UNSUPPORTED otherwise). */
-    lp_status (*attention)(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
+     * ranges together (numerically stable softmax in fp32). q and out are of
+     * the activation type with row stride heads·hd. Ranges are f32 or bf16
+     * (lp_kv_range); the CPU takes f32 ranges only (LP_ERR_UNSUPPORTED
+     * otherwise). */
+    lp_status (*attention)(const lp_backend *be, void *out, const void *q, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale);
 
     /* ---- small conv nets (TAEHV), one frame [c, h, w] at a time ---- */
@@ -138,9 +172,10 @@ struct lp_backend {
 /* The CPU backend (OpenBLAS GEMMs, lp_pool for the rest). nthreads <= 0: all
  * cores. */
 lp_status lp_backend_cpu_create(int nthreads, lp_backend **out);
-/* The CUDA backend on device 0 (bf16 tensor-core GEMMs and attention, f32
- * activations); LP_ERR_UNSUPPORTED when lipar was built without CUDA or no
- * GPU is usable. nthreads is for its CPU pool. */
+/* The CUDA backend on device 0 (bf16 tensor-core GEMMs and attention, bf16
+ * activations between matrix products, f32 residual stream);
+ * LP_ERR_UNSUPPORTED when lipar was built without CUDA or no GPU is usable.
+ * nthreads is for its CPU pool. */
 lp_status lp_backend_cuda_create(int nthreads, lp_backend **out);
 /* "cpu" or "cuda". */
 lp_status lp_backend_create(const char *name, int nthreads, lp_backend **out);

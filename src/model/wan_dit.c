@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../base/arena.h"
+#include "../base/clock.h"
 
 struct lp_dit {
     lp_dit_config cfg;
@@ -28,6 +29,19 @@ static lp_status to_backend_f32(lp_backend *be, const lp_tensor *t, float **out)
     return s;
 }
 
+/* The per-frame modulation of a call depends only on its timesteps
+ * (spec/MODEL.md step 2): entries keep, for one list of F timesteps, every
+ * block's modulation + e0[f] and the head's shift and scale, in the
+ * backend's memory, so that calls repeating timesteps (every chunk of a
+ * stream uses the same few) skip the time embedding. */
+#define TIME_SLOTS 8
+typedef struct {
+    int F;              /* 0: empty */
+    float t[64];
+    float *mod;         /* [layers][F][6·dim] */
+    float *shift, *scale; /* [F][dim] each */
+} time_entry;
+
 struct lp_dit_cache {
     lp_backend *be;
     lp_dit_cache_config cc;
@@ -35,19 +49,27 @@ struct lp_dit_cache {
     int64_t frame_tokens;     /* (H/2)·(W/2) */
     size_t kv_row;            /* bytes of a KV-cache row: dim elements of the backend's kv_bf16 type */
     /* per block; k, v, ck and cv hold elements of the kv_bf16 type (written by
-     * be->kv_store), last_k and last_v f32 */
+     * be->kv_store) */
     void **k, **v;            /* [capacity, dim], keys rotated */
     void **ck, **cv;          /* cross-attention K/V [text_len, dim] */
-    void **last_k, **last_v;  /* saved un-rotated last frame [frame_tokens, dim] */
+    void **last_k, **last_v;  /* saved un-rotated last frame [frame_tokens, dim], kv_bf16 type */
     int has_last;
     int prompt_set;
     int64_t local_end;        /* tokens held */
     int chunk_frame;          /* start_frame of the chunk the last call worked on (-1: none) */
     int64_t chunk_local_start; /* first slot of that chunk */
+    double issue_seconds, call_seconds; /* lp_dit_cache_seconds */
+    /* The last call was a LP_KV_DUPLICATE call on chunk dup_frame (dup_F
+     * frames) with keep-mask dup_keep: the pruned rows of those slots hold
+     * what another such call would write again. */
+    int dup_valid, dup_frame, dup_F;
+    uint8_t *dup_keep;
+    time_entry times[TIME_SLOTS];
+    int next_time;            /* slot replaced next */
     lp_arena scratch;         /* activations, over scratch_base in the backend's memory */
     void *scratch_base;
     /* host arrays of a call's plan, for max_frames frames of tokens */
-    int32_t *h_idx, *h_pos, *h_pos_all, *h_fill_dst, *h_fill_src;
+    int32_t *h_idx, *h_pos, *h_pos_all, *h_src_of, *h_fill_dst, *h_fill_src, *h_fill_pos, *h_save_dst, *h_save_src;
     float *h_sinus;
 };
 
@@ -213,6 +235,11 @@ void lp_dit_cache_grid(const lp_dit_cache *c, int *H, int *W) {
     *W = c->cc.latent_w;
 }
 
+void lp_dit_cache_seconds(const lp_dit_cache *c, double *issue, double *total) {
+    *issue = c->issue_seconds;
+    *total = c->call_seconds;
+}
+
 int64_t lp_dit_latent_elems(const lp_dit *m, const lp_dit_cache *c, int F) {
     return (int64_t)F * m->cfg.in_dim * c->cc.latent_h * c->cc.latent_w;
 }
@@ -239,19 +266,19 @@ static void free_per_block(lp_backend *be, void **p, int layers) {
     free(p);
 }
 
-/* Scratch floats for a call over up to n tokens (see lp_dit_forward). */
-static size_t scratch_bytes(const lp_dit_config *c, int64_t n, int max_frames, int H, int W) {
+/* Scratch bytes for a call over up to n tokens (see alloc_buffers), act_size
+ * the bytes of an element of the backend's activation type. */
+static size_t scratch_bytes(const lp_dit_config *c, size_t act_size, int64_t n, int max_frames, int H, int W) {
     size_t D = (size_t)c->dim, N = (size_t)n, F = (size_t)max_frames;
     size_t b = 0;
     b += lp_arena_round(F * (size_t)c->in_dim * (size_t)H * (size_t)W * 4);  /* latents in */
     b += lp_arena_round(F * (size_t)c->out_dim * (size_t)H * (size_t)W * 4); /* flow out */
-    b += 7 * lp_arena_round(N * D * 4);                        /* x, xn, q, k, v, att, y */
-    b += lp_arena_round(N * (size_t)c->ffn_dim * 4);           /* ffn hidden */
+    b += 5 * lp_arena_round(N * D * 4);                        /* x, q, k, v, y */
+    b += 3 * lp_arena_round(N * D * act_size);                 /* xn, qa, att */
+    b += lp_arena_round(N * (size_t)c->ffn_dim * act_size);    /* ffn hidden */
     b += lp_arena_round(N * (size_t)c->in_dim * 4 * 4);        /* patches */
     b += lp_arena_round(N * (size_t)c->out_dim * 4 * 4);       /* head out */
-    b += 2 * lp_arena_round(N * D * 4);                        /* rebuilt chunk K, V */
-    b += lp_arena_round(F * (size_t)c->freq_dim * 4) + 3 * lp_arena_round(F * D * 4) + 2 * lp_arena_round(F * 6 * D * 4);
-    b += 2 * lp_arena_round(F * D * 4);                        /* head shift/scale */
+    b += lp_arena_round(F * (size_t)c->freq_dim * 4) + 2 * lp_arena_round(F * D * 4) + lp_arena_round(F * 6 * D * 4);
     return b + 4096;
 }
 
@@ -285,8 +312,8 @@ lp_status lp_dit_cache_create(const lp_dit *m, const lp_dit_cache_config *cc, lp
     k->v = alloc_per_block(m->be, c->num_layers, (size_t)cc->capacity * k->kv_row);
     k->ck = alloc_per_block(m->be, c->num_layers, (size_t)c->text_len * k->kv_row);
     k->cv = alloc_per_block(m->be, c->num_layers, (size_t)c->text_len * k->kv_row);
-    k->last_k = alloc_per_block(m->be, c->num_layers, (size_t)ft * D * sizeof(float));
-    k->last_v = alloc_per_block(m->be, c->num_layers, (size_t)ft * D * sizeof(float));
+    k->last_k = alloc_per_block(m->be, c->num_layers, (size_t)ft * k->kv_row);
+    k->last_v = alloc_per_block(m->be, c->num_layers, (size_t)ft * k->kv_row);
     int ok = k->k && k->v && k->ck && k->cv && k->last_k && k->last_v;
     for (int i = 0; ok && i < c->num_layers; i++)
         ok = k->k[i] && k->v[i] && k->ck[i] && k->cv[i] && k->last_k[i] && k->last_v[i];
@@ -298,14 +325,21 @@ lp_status lp_dit_cache_create(const lp_dit *m, const lp_dit_cache_config *cc, lp
         k->h_idx = malloc(N * sizeof(int32_t));
         k->h_pos = malloc(3 * N * sizeof(int32_t));
         k->h_pos_all = malloc(3 * N * sizeof(int32_t));
+        k->h_src_of = malloc(N * sizeof(int32_t));
         k->h_fill_dst = malloc(N * sizeof(int32_t));
         k->h_fill_src = malloc(N * sizeof(int32_t));
+        k->h_fill_pos = malloc(3 * N * sizeof(int32_t));
+        k->h_save_dst = malloc(N * sizeof(int32_t));
+        k->h_save_src = malloc(N * sizeof(int32_t));
         k->h_sinus = malloc((size_t)cc->max_frames * (size_t)c->freq_dim * sizeof(float));
-        if (!k->h_idx || !k->h_pos || !k->h_pos_all || !k->h_fill_dst || !k->h_fill_src || !k->h_sinus)
+        k->dup_keep = malloc(N);
+        if (!k->h_idx || !k->h_pos || !k->h_pos_all || !k->h_src_of || !k->h_fill_dst || !k->h_fill_src ||
+            !k->h_fill_pos || !k->h_save_dst || !k->h_save_src || !k->h_sinus || !k->dup_keep)
             s = lp_fail(LP_ERR_NOMEM, "out of memory for the DiT call plan");
     }
     if (s == LP_OK) {
-        size_t bytes = scratch_bytes(c, (int64_t)cc->max_frames * ft, cc->max_frames, cc->latent_h, cc->latent_w);
+        size_t bytes = scratch_bytes(c, m->be->act_bf16 ? 2 : 4, (int64_t)cc->max_frames * ft, cc->max_frames,
+                                     cc->latent_h, cc->latent_w);
         k->scratch_base = m->be->alloc(m->be, bytes);
         if (!k->scratch_base) s = LP_ERR_NOMEM;
         else lp_arena_wrap(&k->scratch, k->scratch_base, bytes);
@@ -328,12 +362,19 @@ void lp_dit_cache_free(lp_dit_cache *c) {
     free_per_block(c->be, c->last_k, c->layers);
     free_per_block(c->be, c->last_v, c->layers);
     if (c->scratch_base) c->be->release(c->be, c->scratch_base);
+    for (int i = 0; i < TIME_SLOTS; i++)
+        if (c->times[i].mod) c->be->release(c->be, c->times[i].mod);
     free(c->h_idx);
     free(c->h_pos);
     free(c->h_pos_all);
+    free(c->h_src_of);
     free(c->h_fill_dst);
     free(c->h_fill_src);
+    free(c->h_fill_pos);
+    free(c->h_save_dst);
+    free(c->h_save_src);
     free(c->h_sinus);
+    free(c->dup_keep);
     free(c);
 }
 
@@ -342,6 +383,7 @@ void lp_dit_cache_reset(lp_dit_cache *c) {
     c->chunk_frame = -1;
     c->chunk_local_start = 0;
     c->has_last = 0;
+    c->dup_valid = 0;
 }
 
 /* ------------------------------------------------------------------- text */
@@ -362,18 +404,19 @@ lp_status lp_dit_set_prompt(lp_dit *m, lp_dit_cache *c, const float *context, in
     memcpy(host, context, (size_t)L * (size_t)cfg->text_dim * sizeof *host);
     if ((s = be->upload(be, ctx, host, ctx_bytes)) != LP_OK) goto out;
     /* text_embedding: Linear → GELU(tanh) → Linear */
-    if ((s = be->linear(be, h, ctx, (int64_t)T, m->w.text0_w, m->w.text0_b)) != LP_OK) goto out;
-    be->gelu_tanh(be, h, (int64_t)(T * D));
-    if ((s = be->linear(be, e, h, (int64_t)T, m->w.text2_w, m->w.text2_b)) != LP_OK) goto out;
+    if ((s = be->linear(be, h, ctx, (int64_t)T, m->w.text0_w, m->w.text0_b, LP_LINEAR_GELU)) != LP_OK) goto out;
+    if ((s = be->linear(be, e, h, (int64_t)T, m->w.text2_w, m->w.text2_b, 0)) != LP_OK) goto out;
     /* per block K = norm_k(k(e)), V = v(e), computed in h (free again) and
      * stored in the cache's element type */
     for (int i = 0; i < cfg->num_layers; i++) {
         const lp_dit_block_weights *b = &m->w.blocks[i];
-        if ((s = be->linear(be, h, e, (int64_t)T, b->ca_k_w, b->ca_k_b)) != LP_OK) goto out;
-        be->rms_norm(be, h, (int64_t)T, (int64_t)D, b->ca_norm_k, cfg->eps);
-        if ((s = be->kv_store(be, c->ck[i], h, (int64_t)T, cfg->num_heads, cfg->head_dim, NULL)) != LP_OK) goto out;
-        if ((s = be->linear(be, h, e, (int64_t)T, b->ca_v_w, b->ca_v_b)) != LP_OK) goto out;
-        if ((s = be->kv_store(be, c->cv[i], h, (int64_t)T, cfg->num_heads, cfg->head_dim, NULL)) != LP_OK) goto out;
+        if ((s = be->linear(be, h, e, (int64_t)T, b->ca_k_w, b->ca_k_b, 0)) != LP_OK) goto out;
+        be->rms_norm_rope(be, h, 0, h, (int64_t)T, cfg->num_heads, cfg->head_dim, b->ca_norm_k, cfg->eps, NULL);
+        s = be->kv_store(be, c->ck[i], NULL, h, NULL, NULL, (int64_t)T, cfg->num_heads, cfg->head_dim, NULL);
+        if (s != LP_OK) goto out;
+        if ((s = be->linear(be, h, e, (int64_t)T, b->ca_v_w, b->ca_v_b, 0)) != LP_OK) goto out;
+        s = be->kv_store(be, c->cv[i], NULL, h, NULL, NULL, (int64_t)T, cfg->num_heads, cfg->head_dim, NULL);
+        if (s != LP_OK) goto out;
     }
     be->synchronize(be);
     c->prompt_set = 1;
@@ -414,14 +457,18 @@ typedef struct {
     int32_t *idx;       /* [n] chunk-local index of each computed token (host) */
     int32_t *pos;       /* [n][3] (host) */
     int32_t *pos_all;   /* [n_all][3] (host) */
-    int64_t seg_start[64], seg_count[64]; /* computed tokens of each frame */
-    /* K/V recovery (LP_KV_CHAIN / LP_KV_DUPLICATE): per frame, the pruned
-     * slots fill_dst[fill_start[f] ..] take row fill_src[..] of the saved last
-     * frame (from_last[f]) or of the rebuilt chunk (the chain) */
-    int32_t *fill_dst, *fill_src;
-    int64_t fill_start[64], fill_count[64];
-    int from_last[64];
+    lp_segments seg;    /* computed tokens of each frame: rows [seg.start[f], seg.start[f+1]) */
+    /* K/V recovery (LP_KV_CHAIN / _DUPLICATE / _MERGE, spec/LIPAR.md §3): the
+     * source of every chunk token, src_of[t] (host, [n_all]): >= 0 a computed
+     * row of this call, < 0 row −src_of[t] − 1 of the saved last frame. The
+     * nfill pruned slots fill_dst[i] take source fill_src[i], rotated at
+     * fill_pos[i]; saving the last frame writes its slots save_dst[i] from
+     * computed row save_src[i] (the others keep their saved row). */
+    int32_t *src_of, *fill_dst, *fill_src, *fill_pos, *save_dst, *save_src;
+    int64_t nfill, nsave;
+    int uses_last;      /* a fill reads the saved last frame */
     int64_t slot;       /* first cache slot of the chunk */
+    int pruned_current; /* the pruned rows' K/V in the slots are already this call's (lp_dit_cache.dup_*) */
     int nranges;        /* cached key ranges attended to */
     int64_t range_begin[2], range_end[2];
 } call_plan;
@@ -482,102 +529,73 @@ static lp_status place_chunk(lp_dit_cache *c, const lp_dit_call *call, int64_t n
     return LP_OK;
 }
 
+/* f32 buffers, and act-typed ones (the backend's activation type, which only
+ * feeds matrix products: be->act_bf16) */
 typedef struct {
-    float *xin, *xout, *x, *xn, *q, *k, *v, *att, *y, *hid, *patches, *head_out, *kfull, *vfull;
-    float *sinus, *e, *e0, *mod, *tmp, *shift, *scale;
+    float *xin, *xout, *x, *q, *k, *v, *y, *patches, *head_out;
+    void *xn, *qa, *att, *hid;
+    float *sinus, *e, *e0, *tmp;
 } buffers;
 
-static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, int64_t n, int64_t n_all, int F, int64_t HW,
+static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, size_t act_size, int64_t n, int F, int64_t HW,
                                buffers *b) {
     size_t D = (size_t)c->dim;
-#define TAKE(ptr, count)                                                   \
-    do {                                                                   \
-        if (!((ptr) = lp_arena_alloc(a, (size_t)(count) * sizeof *(ptr)))) \
-            return LP_ERR_NOMEM;                                           \
+#define TAKE_BYTES(ptr, bytes)                          \
+    do {                                                \
+        if (!((ptr) = lp_arena_alloc(a, (size_t)(bytes)))) \
+            return LP_ERR_NOMEM;                        \
     } while (0)
+#define TAKE(ptr, count) TAKE_BYTES(ptr, (size_t)(count) * sizeof *(ptr))
     TAKE(b->xin, (size_t)F * (size_t)c->in_dim * (size_t)HW);
     TAKE(b->xout, (size_t)F * (size_t)c->out_dim * (size_t)HW);
     TAKE(b->x, n * D);
-    TAKE(b->xn, n * D);
+    TAKE_BYTES(b->xn, n * D * act_size);
     TAKE(b->q, n * D);
+    TAKE_BYTES(b->qa, n * D * act_size);
     TAKE(b->k, n * D);
     TAKE(b->v, n * D);
-    TAKE(b->att, n * D);
+    TAKE_BYTES(b->att, n * D * act_size);
     TAKE(b->y, n * D);
-    TAKE(b->hid, n * (size_t)c->ffn_dim);
+    TAKE_BYTES(b->hid, n * (size_t)c->ffn_dim * act_size);
     TAKE(b->patches, n * (size_t)c->in_dim * 4);
     TAKE(b->head_out, n * (size_t)c->out_dim * 4);
-    TAKE(b->kfull, n_all * D);
-    TAKE(b->vfull, n_all * D);
     TAKE(b->sinus, (size_t)F * (size_t)c->freq_dim);
     TAKE(b->e, (size_t)F * D);
     TAKE(b->tmp, (size_t)F * D);
     TAKE(b->e0, (size_t)F * 6 * D);
-    TAKE(b->mod, (size_t)F * 6 * D);
-    TAKE(b->shift, (size_t)F * D);
-    TAKE(b->scale, (size_t)F * D);
 #undef TAKE
+#undef TAKE_BYTES
     return LP_OK;
 }
 
 /* K/V of the chunk in its cache slots, built per policy (spec/LIPAR.md §3),
- * keys rotated at their own positions as they are stored. */
+ * keys rotated at their own positions as they are stored: computed rows from
+ * this call, pruned slots from their sources (plan_tokens), then the saved
+ * last frame updated. */
 static lp_status write_chunk_kv(lp_dit *m, lp_dit_cache *c, int layer, const lp_dit_call *call, const call_plan *p,
-                                buffers *b) {
+                                const buffers *b) {
     lp_backend *be = m->be;
     const lp_dit_config *cfg = &m->cfg;
-    int64_t D = cfg->dim, hw = c->frame_tokens;
-    size_t row = (size_t)D * sizeof(float);
-    const float *src_k = b->k, *src_v = b->v; /* what goes into the slots (un-rotated) */
-    int64_t rows = p->n;
-    const int32_t *pos = p->pos;
-    if (call->kv_policy == LP_KV_CHAIN || call->kv_policy == LP_KV_DUPLICATE || call->kv_policy == LP_KV_MERGE) {
-        /* rebuild every token of the chunk: kept rows from this call, pruned
-         * rows frame by frame from the saved last frame, the frame before, or
-         * (merging) the computed token they were merged into */
-        LP_TRY(be->copy_rows(be, b->kfull, p->idx, b->k, NULL, p->n, D));
-        LP_TRY(be->copy_rows(be, b->vfull, p->idx, b->v, NULL, p->n, D));
-        for (int f = 0; f < call->n_frames; f++) {
-            if (!p->fill_count[f]) continue;
-            const int32_t *dst = p->fill_dst + p->fill_start[f], *src = p->fill_src + p->fill_start[f];
-            if (p->from_last[f] && !c->has_last)
-                return lp_fail(LP_ERR_ARG,
-                               "DiT: a pruned token in frame %d of the chunk at frame %d has no previous frame to "
-                               "recover from",
-                               f, call->start_frame);
-            LP_TRY(be->copy_rows(be, b->kfull, dst, p->from_last[f] ? c->last_k[layer] : b->kfull, src,
-                                 p->fill_count[f], D));
-            LP_TRY(be->copy_rows(be, b->vfull, dst, p->from_last[f] ? c->last_v[layer] : b->vfull, src,
-                                 p->fill_count[f], D));
-        }
-        src_k = b->kfull;
-        src_v = b->vfull;
-        rows = p->n_all;
-        pos = p->pos_all;
+    int H = cfg->num_heads, hd = cfg->head_dim;
+    void *k_slots = kv_rows(c, c->k[layer], p->slot), *v_slots = kv_rows(c, c->v[layer], p->slot);
+    /* kept-only and dense calls hold their computed rows in order; the
+     * others place them at their tokens */
+    const int32_t *at = call->keep && call->kv_policy != LP_KV_KEPT_ONLY ? p->idx : NULL;
+    LP_TRY(be->kv_store(be, k_slots, at, b->k, NULL, NULL, p->n, H, hd, p->pos));
+    LP_TRY(be->kv_store(be, v_slots, at, b->v, NULL, NULL, p->n, H, hd, NULL));
+    if (p->nfill && !p->pruned_current) {
+        if (p->uses_last && !c->has_last)
+            return lp_fail(LP_ERR_ARG, "DiT: a pruned token of the chunk at frame %d has no previous frame to recover "
+                                       "from", call->start_frame);
+        LP_TRY(be->kv_store(be, k_slots, p->fill_dst, b->k, c->last_k[layer], p->fill_src, p->nfill, H, hd,
+                            p->fill_pos));
+        LP_TRY(be->kv_store(be, v_slots, p->fill_dst, b->v, c->last_v[layer], p->fill_src, p->nfill, H, hd, NULL));
     }
-    if (call->save_last_frame) {
-        if (rows != p->n_all) return lp_fail(LP_ERR_ARG, "DiT: saving the last frame needs every token of it");
-        LP_TRY(be->copy(be, c->last_k[layer], src_k + (p->n_all - hw) * D, (size_t)hw * row));
-        LP_TRY(be->copy(be, c->last_v[layer], src_v + (p->n_all - hw) * D, (size_t)hw * row));
+    if (call->save_last_frame && p->nsave) {
+        LP_TRY(be->kv_store(be, c->last_k[layer], p->save_dst, b->k, NULL, p->save_src, p->nsave, H, hd, NULL));
+        LP_TRY(be->kv_store(be, c->last_v[layer], p->save_dst, b->v, NULL, p->save_src, p->nsave, H, hd, NULL));
     }
-    LP_TRY(be->kv_store(be, kv_rows(c, c->k[layer], p->slot), src_k, rows, cfg->num_heads, cfg->head_dim, pos));
-    return be->kv_store(be, kv_rows(c, c->v[layer], p->slot), src_v, rows, cfg->num_heads, cfg->head_dim, NULL);
-}
-
-/* Applies fn(x rows of frame f, per-frame vectors) over the frame segments. */
-static void modulate_frames(lp_backend *be, float *x, const call_plan *p, int F, int64_t D, const float *shift,
-                            int64_t shift_stride, const float *scale, int64_t scale_stride) {
-    for (int f = 0; f < F; f++)
-        if (p->seg_count[f])
-            be->modulate(be, x + p->seg_start[f] * D, p->seg_count[f], D, shift + f * shift_stride,
-                         scale + f * scale_stride);
-}
-
-static void gate_frames(lp_backend *be, float *x, const float *y, const call_plan *p, int F, int64_t D,
-                        const float *gate, int64_t stride) {
-    for (int f = 0; f < F; f++)
-        if (p->seg_count[f])
-            be->gated_add(be, x + p->seg_start[f] * D, y + p->seg_start[f] * D, p->seg_count[f], D, gate + f * stride);
+    return LP_OK;
 }
 
 static lp_status block_forward(lp_dit *m, lp_dit_cache *c, int layer, const lp_dit_call *call, const call_plan *p,
@@ -585,18 +603,18 @@ static lp_status block_forward(lp_dit *m, lp_dit_cache *c, int layer, const lp_d
     lp_backend *be = m->be;
     const lp_dit_config *cfg = &m->cfg;
     const lp_dit_block_weights *w = &m->w.blocks[layer];
-    int F = call->n_frames;
     int64_t D = cfg->dim, n = p->n, M6 = 6 * D;
-    /* self-attention on LN(x)·(1+m1)+m0 */
-    be->layer_norm(be, b->xn, b->x, n, D, NULL, NULL, cfg->eps);
-    modulate_frames(be, b->xn, p, F, D, mod + 0 * D, M6, mod + 1 * D, M6);
-    LP_TRY(be->linear(be, b->q, b->xn, n, w->sa_q_w, w->sa_q_b));
-    LP_TRY(be->linear(be, b->k, b->xn, n, w->sa_k_w, w->sa_k_b));
-    LP_TRY(be->linear(be, b->v, b->xn, n, w->sa_v_w, w->sa_v_b));
-    be->rms_norm(be, b->q, n, D, w->sa_norm_q, cfg->eps);
-    be->rms_norm(be, b->k, n, D, w->sa_norm_k, cfg->eps);
+    int H = cfg->num_heads, hd = cfg->head_dim;
+    const unsigned XA = LP_LINEAR_X_ACT;
+    /* self-attention on LN(x)·(1+m1)+m0; q and k RMS-normed, q rotated here,
+     * k rotated as it is stored */
+    be->norm_modulate(be, b->xn, b->x, D, NULL, NULL, cfg->eps, &p->seg, mod + 0 * D, mod + 1 * D, M6);
+    LP_TRY(be->linear(be, b->q, b->xn, n, w->sa_q_w, w->sa_q_b, XA));
+    LP_TRY(be->linear(be, b->k, b->xn, n, w->sa_k_w, w->sa_k_b, XA));
+    LP_TRY(be->linear(be, b->v, b->xn, n, w->sa_v_w, w->sa_v_b, XA));
+    be->rms_norm_rope(be, b->qa, 1, b->q, n, H, hd, w->sa_norm_q, cfg->eps, p->pos);
+    be->rms_norm_rope(be, b->k, 0, b->k, n, H, hd, w->sa_norm_k, cfg->eps, NULL);
     LP_TRY(write_chunk_kv(m, c, layer, call, p, b));
-    be->rope3d(be, b->q, n, cfg->num_heads, cfg->head_dim, p->pos);
     lp_kv_range self[2];
     for (int r = 0; r < p->nranges; r++) {
         self[r].k = kv_rows(c, c->k[layer], p->range_begin[r]);
@@ -605,62 +623,135 @@ static lp_status block_forward(lp_dit *m, lp_dit_cache *c, int layer, const lp_d
         self[r].ld = D;
         self[r].bf16 = be->kv_bf16;
     }
-    float scale = 1.0f / sqrtf((float)cfg->head_dim);
-    LP_TRY(be->attention(be, b->att, b->q, n, cfg->num_heads, cfg->head_dim, self, p->nranges, scale));
-    LP_TRY(be->linear(be, b->y, b->att, n, w->sa_o_w, w->sa_o_b));
-    gate_frames(be, b->x, b->y, p, F, D, mod + 2 * D, M6);
+    float scale = 1.0f / sqrtf((float)hd);
+    LP_TRY(be->attention(be, b->att, b->qa, n, H, hd, self, p->nranges, scale));
+    LP_TRY(be->linear(be, b->y, b->att, n, w->sa_o_w, w->sa_o_b, XA));
+    be->gated_residual(be, b->x, b->y, D, &p->seg, mod + 2 * D, M6);
     /* cross-attention on norm3(x), no modulation, no gate */
-    be->layer_norm(be, b->xn, b->x, n, D, w->norm3_w, w->norm3_b, cfg->eps);
-    LP_TRY(be->linear(be, b->q, b->xn, n, w->ca_q_w, w->ca_q_b));
-    be->rms_norm(be, b->q, n, D, w->ca_norm_q, cfg->eps);
+    be->norm_modulate(be, b->xn, b->x, D, w->norm3_w, w->norm3_b, cfg->eps, &p->seg, NULL, NULL, 0);
+    LP_TRY(be->linear(be, b->q, b->xn, n, w->ca_q_w, w->ca_q_b, XA));
+    be->rms_norm_rope(be, b->qa, 1, b->q, n, H, hd, w->ca_norm_q, cfg->eps, NULL);
     lp_kv_range text = {c->ck[layer], c->cv[layer], cfg->text_len, D, be->kv_bf16};
-    LP_TRY(be->attention(be, b->att, b->q, n, cfg->num_heads, cfg->head_dim, &text, 1, scale));
-    LP_TRY(be->linear(be, b->y, b->att, n, w->ca_o_w, w->ca_o_b));
-    be->gated_add(be, b->x, b->y, n, D, NULL);
-    /* FFN on LN(x)·(1+m4)+m3 */
-    be->layer_norm(be, b->xn, b->x, n, D, NULL, NULL, cfg->eps);
-    modulate_frames(be, b->xn, p, F, D, mod + 3 * D, M6, mod + 4 * D, M6);
-    LP_TRY(be->linear(be, b->hid, b->xn, n, w->ffn0_w, w->ffn0_b));
-    be->gelu_tanh(be, b->hid, n * cfg->ffn_dim);
-    LP_TRY(be->linear(be, b->y, b->hid, n, w->ffn2_w, w->ffn2_b));
-    gate_frames(be, b->x, b->y, p, F, D, mod + 5 * D, M6);
+    LP_TRY(be->attention(be, b->att, b->qa, n, H, hd, &text, 1, scale));
+    LP_TRY(be->linear(be, b->y, b->att, n, w->ca_o_w, w->ca_o_b, XA));
+    be->gated_residual(be, b->x, b->y, D, &p->seg, NULL, 0);
+    /* FFN on LN(x)·(1+m4)+m3: GELU(tanh) fused into the first product */
+    be->norm_modulate(be, b->xn, b->x, D, NULL, NULL, cfg->eps, &p->seg, mod + 3 * D, mod + 4 * D, M6);
+    LP_TRY(be->linear(be, b->hid, b->xn, n, w->ffn0_w, w->ffn0_b, XA | LP_LINEAR_Y_ACT | LP_LINEAR_GELU));
+    LP_TRY(be->linear(be, b->y, b->hid, n, w->ffn2_w, w->ffn2_b, XA));
+    be->gated_residual(be, b->x, b->y, D, &p->seg, mod + 5 * D, M6);
     return LP_OK;
 }
 
-/* Builds the token list, positions and recovery lists of the call. */
-static void plan_tokens(const lp_dit_call *call, int h, int w, call_plan *p) {
+/* Builds the token list, positions and recovery lists of the call
+ * (call_plan). Pruned tokens resolve to their source through the policy's
+ * chain (spec/LIPAR.md §3): the computed token they were merged into
+ * (merging), the saved last frame at their position (duplicating, and the
+ * first frame of a chain), or whatever the same position of the frame
+ * before resolved to (the chain). */
+static lp_status plan_tokens(const lp_dit_call *call, int h, int w, call_plan *p) {
     int F = call->n_frames;
     int64_t hw = (int64_t)h * w;
     p->n_all = F * hw;
-    int64_t n = 0, nf = 0;
+    int64_t n = 0;
+    p->seg.n = F;
     for (int f = 0; f < F; f++) {
-        p->fill_start[f] = nf;
-        p->from_last[f] = (f == 0 || call->kv_policy == LP_KV_DUPLICATE) && call->kv_policy != LP_KV_MERGE;
-        for (int64_t s = 0; call->keep && s < hw; s++)
-            if (!call->keep[f * hw + s]) {
-                p->fill_dst[nf] = (int32_t)(f * hw + s);
-                p->fill_src[nf++] = call->kv_policy == LP_KV_MERGE ? call->merge_dst[f * hw + s]
-                                    : p->from_last[f]              ? (int32_t)s
-                                                                   : (int32_t)((f - 1) * hw + s);
-            }
-        p->fill_count[f] = nf - p->fill_start[f];
-    }
-    for (int f = 0; f < F; f++) {
-        p->seg_start[f] = n;
+        p->seg.start[f] = n;
         for (int64_t s = 0; s < hw; s++) {
             int64_t t = f * hw + s;
             int32_t *pa = p->pos_all + 3 * t;
             pa[0] = call->start_frame + f;
             pa[1] = (int32_t)(s / w);
             pa[2] = (int32_t)(s % w);
+            p->src_of[t] = -1; /* resolved below when pruned */
             if (call->keep && !call->keep[t]) continue;
             p->idx[n] = (int32_t)t;
             memcpy(p->pos + 3 * n, pa, 3 * sizeof *pa);
-            n++;
+            p->src_of[t] = (int32_t)n++;
         }
-        p->seg_count[f] = n - p->seg_start[f];
     }
+    p->seg.start[F] = n;
     p->n = n;
+    p->nfill = p->nsave = 0;
+    p->uses_last = 0;
+    lp_kv_policy pol = call->kv_policy;
+    if (call->keep && (pol == LP_KV_CHAIN || pol == LP_KV_DUPLICATE || pol == LP_KV_MERGE))
+        for (int64_t t = 0; t < p->n_all; t++) {
+            if (call->keep[t]) continue;
+            int64_t f = t / hw, s = t % hw;
+            int32_t src;
+            if (pol == LP_KV_MERGE) {
+                int32_t to = call->merge_dst[t];
+                if (to < 0 || to >= p->n_all || p->src_of[to] < 0)
+                    return lp_fail(LP_ERR_ARG, "DiT: token %lld is merged into %d, which is not computed",
+                                   (long long)t, (int)to);
+                src = p->src_of[to];
+            } else {
+                src = pol == LP_KV_DUPLICATE || f == 0 ? (int32_t)(-s - 1) : p->src_of[t - hw];
+            }
+            p->src_of[t] = src;
+            p->uses_last |= src < 0;
+            p->fill_dst[p->nfill] = (int32_t)t;
+            p->fill_src[p->nfill] = src;
+            memcpy(p->fill_pos + 3 * p->nfill, p->pos_all + 3 * t, 3 * sizeof(int32_t));
+            p->nfill++;
+        }
+    if (call->save_last_frame)
+        for (int64_t s = 0; s < hw; s++) {
+            int32_t src = p->src_of[(F - 1) * hw + s];
+            if (src < 0) continue; /* resolves to the saved row at s: unchanged */
+            p->save_dst[p->nsave] = (int32_t)s;
+            p->save_src[p->nsave++] = src;
+        }
+    return LP_OK;
+}
+
+/* The modulation of the call's timesteps (time_entry), computed on a miss
+ * into the next slot with b's time-embedding buffers. */
+static lp_status time_modulation(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, buffers *b,
+                                 const time_entry **out) {
+    const lp_dit_config *cfg = &m->cfg;
+    lp_backend *be = m->be;
+    int F = call->n_frames;
+    int64_t D = cfg->dim, L = cfg->num_layers;
+    for (int i = 0; i < TIME_SLOTS; i++) {
+        const time_entry *t = &c->times[i];
+        if (t->F == F && !memcmp(t->t, call->timesteps, (size_t)F * sizeof *t->t)) {
+            *out = t;
+            return LP_OK;
+        }
+    }
+    time_entry *t = &c->times[c->next_time];
+    c->next_time = (c->next_time + 1) % TIME_SLOTS;
+    t->F = 0;
+    if (!t->mod) { /* sized for max_frames */
+        size_t floats = (size_t)c->cc.max_frames * (size_t)(L * 6 * D + 2 * D);
+        if (!(t->mod = be->alloc(be, floats * sizeof(float)))) return LP_ERR_NOMEM;
+    }
+    t->shift = t->mod + (size_t)(L * F * 6 * D);
+    t->scale = t->shift + (size_t)(F * D);
+    /* e = time_embedding(sinusoid), e0 = time_projection(e) */
+    for (int f = 0; f < F; f++) time_sinusoid(cfg->freq_dim, (double)call->timesteps[f], c->h_sinus + f * cfg->freq_dim);
+    LP_TRY(be->upload(be, b->sinus, c->h_sinus, (size_t)F * (size_t)cfg->freq_dim * sizeof(float)));
+    LP_TRY(be->linear(be, b->tmp, b->sinus, F, m->w.time0_w, m->w.time0_b, 0));
+    be->silu(be, b->tmp, F * D);
+    LP_TRY(be->linear(be, b->e, b->tmp, F, m->w.time2_w, m->w.time2_b, 0));
+    LP_TRY(be->copy(be, b->tmp, b->e, (size_t)(F * D) * sizeof(float)));
+    be->silu(be, b->tmp, F * D);
+    LP_TRY(be->linear(be, b->e0, b->tmp, F, m->w.tproj_w, m->w.tproj_b, 0));
+    /* block modulation = block.modulation + e0[f]; head: head.modulation + e[f] */
+    for (int64_t l = 0; l < L; l++)
+        for (int f = 0; f < F; f++)
+            be->add(be, t->mod + (l * F + f) * 6 * D, m->w.blocks[l].modulation_f32, b->e0 + f * 6 * D, 6 * D);
+    const float *hm = m->w.head_modulation_f32;
+    for (int f = 0; f < F; f++) {
+        be->add(be, t->shift + f * D, hm, b->e + f * D, D);
+        be->add(be, t->scale + f * D, hm + D, b->e + f * D, D);
+    }
+    memcpy(t->t, call->timesteps, (size_t)F * sizeof *t->t);
+    t->F = F;
+    *out = t;
+    return LP_OK;
 }
 
 lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, const float *x, float *flow) {
@@ -673,6 +764,7 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
     if (F <= 0 || F > c->cc.max_frames || F > 64)
         return lp_fail(LP_ERR_ARG, "DiT: %d frames per call (the cache was made for at most %d)", F, c->cc.max_frames);
     if (call->start_frame < 0) return lp_fail(LP_ERR_ARG, "DiT: negative start frame");
+    double t0 = lp_seconds();
     size_t mark = lp_arena_mark(&c->scratch);
     buffers b;
     call_plan p;
@@ -680,66 +772,69 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
     p.idx = c->h_idx;
     p.pos = c->h_pos;
     p.pos_all = c->h_pos_all;
+    p.src_of = c->h_src_of;
     p.fill_dst = c->h_fill_dst;
     p.fill_src = c->h_fill_src;
-    lp_status s = alloc_buffers(&c->scratch, cfg, F * hw, F * hw, F, HW, &b);
+    p.fill_pos = c->h_fill_pos;
+    p.save_dst = c->h_save_dst;
+    p.save_src = c->h_save_src;
+    lp_status s = alloc_buffers(&c->scratch, cfg, be->act_bf16 ? 2 : 4, F * hw, F, HW, &b);
     if (s != LP_OK) goto out;
-    plan_tokens(call, h, w, &p);
+    if (call->kv_policy == LP_KV_MERGE && !call->merge_dst) {
+        s = lp_fail(LP_ERR_ARG, "DiT: the merge K/V policy needs the merge targets");
+        goto out;
+    }
+    if ((s = plan_tokens(call, h, w, &p)) != LP_OK) goto out;
     int64_t n = p.n;
     if (call->kv_policy == LP_KV_DENSE && n != p.n_all) {
         s = lp_fail(LP_ERR_ARG, "DiT: the dense K/V policy needs every token (%lld of %lld kept)", (long long)n,
                     (long long)p.n_all);
         goto out;
     }
-    if (call->kv_policy == LP_KV_MERGE && !call->merge_dst) {
-        s = lp_fail(LP_ERR_ARG, "DiT: the merge K/V policy needs the merge targets");
-        goto out;
-    }
     if (call->save_last_frame && call->kv_policy == LP_KV_KEPT_ONLY) {
         s = lp_fail(LP_ERR_ARG, "DiT: a kept-only call cannot save a full last frame");
         goto out;
     }
+    /* a repeated duplicating call on the same chunk and mask (the denoising
+     * steps after the first) rewrites only the kept rows' K/V */
+    int duplicating = call->kv_policy == LP_KV_DUPLICATE && call->keep;
+    p.pruned_current = duplicating && c->dup_valid && c->dup_frame == call->start_frame && c->dup_F == F &&
+                       !memcmp(c->dup_keep, call->keep, (size_t)(F * hw));
+    c->dup_valid = 0; /* until this call has written its slots */
     if ((s = place_chunk(c, call, call->kv_policy == LP_KV_KEPT_ONLY ? n : p.n_all, &p)) != LP_OK) goto out;
     if (n == 0 && call->kv_policy == LP_KV_KEPT_ONLY) goto out; /* nothing computed, nothing written */
 
-    /* 1. patchify the computed tokens: each input vector is (c, q, r) */
-    size_t lat_bytes = (size_t)(F * C * HW) * sizeof(float);
+    /* 1. patchify the computed tokens: each input vector is (c, q, r); the
+     * output latents start as the caller's (pixels of pruned tokens keep
+     * them), both uploaded while the backend is idle */
+    size_t lat_bytes = (size_t)(F * C * HW) * sizeof(float), out_bytes = (size_t)(F * Co * HW) * sizeof(float);
     if ((s = be->upload(be, b.xin, x, lat_bytes)) != LP_OK) goto out;
+    if ((s = be->upload(be, b.xout, flow, out_bytes)) != LP_OK) goto out;
     if ((s = be->patchify(be, b.patches, b.xin, p.idx, n, C, H, W)) != LP_OK) goto out;
-    if ((s = be->linear(be, b.x, b.patches, n, &m->w.patch_w, m->w.patch_b)) != LP_OK) goto out;
+    if ((s = be->linear(be, b.x, b.patches, n, &m->w.patch_w, m->w.patch_b, 0)) != LP_OK) goto out;
 
-    /* 2. time embedding per frame: e = time_embedding(sinusoid), e0 = time_projection(e) */
-    for (int f = 0; f < F; f++) time_sinusoid(cfg->freq_dim, (double)call->timesteps[f], c->h_sinus + f * cfg->freq_dim);
-    if ((s = be->upload(be, b.sinus, c->h_sinus, (size_t)F * (size_t)cfg->freq_dim * sizeof(float))) != LP_OK) goto out;
-    if ((s = be->linear(be, b.tmp, b.sinus, F, m->w.time0_w, m->w.time0_b)) != LP_OK) goto out;
-    be->silu(be, b.tmp, F * D);
-    if ((s = be->linear(be, b.e, b.tmp, F, m->w.time2_w, m->w.time2_b)) != LP_OK) goto out;
-    if ((s = be->copy(be, b.tmp, b.e, (size_t)(F * D) * sizeof(float))) != LP_OK) goto out;
-    be->silu(be, b.tmp, F * D);
-    if ((s = be->linear(be, b.e0, b.tmp, F, m->w.tproj_w, m->w.tproj_b)) != LP_OK) goto out;
+    /* 2. time embedding and modulation per frame */
+    const time_entry *te;
+    if ((s = time_modulation(m, c, call, &b, &te)) != LP_OK) goto out;
 
-    /* 4. blocks; modulation = block.modulation + e0[f] */
-    for (int l = 0; l < cfg->num_layers; l++) {
-        for (int f = 0; f < F; f++)
-            be->add(be, b.mod + f * 6 * D, m->w.blocks[l].modulation_f32, b.e0 + f * 6 * D, 6 * D);
-        if ((s = block_forward(m, c, l, call, &p, &b, b.mod)) != LP_OK) goto out;
-    }
+    /* 4. blocks */
+    for (int l = 0; l < cfg->num_layers; l++)
+        if ((s = block_forward(m, c, l, call, &p, &b, te->mod + (size_t)l * (size_t)(F * 6 * D))) != LP_OK) goto out;
     if (call->save_last_frame) c->has_last = 1;
+    if (duplicating) {
+        memcpy(c->dup_keep, call->keep, (size_t)(F * hw));
+        c->dup_frame = call->start_frame;
+        c->dup_F = F;
+        c->dup_valid = 1;
+    }
 
     /* 7. head: LN(x)·(1+scale)+shift with (head.modulation + e[f]), then unpatchify (q, r, c) */
-    const float *hm = m->w.head_modulation_f32;
-    for (int f = 0; f < F; f++) {
-        be->add(be, b.shift + f * D, hm, b.e + f * D, D);
-        be->add(be, b.scale + f * D, hm + D, b.e + f * D, D);
-    }
-    be->layer_norm(be, b.xn, b.x, n, D, NULL, NULL, cfg->eps);
-    modulate_frames(be, b.xn, &p, F, D, b.shift, D, b.scale, D);
-    if ((s = be->linear(be, b.head_out, b.xn, n, m->w.head_w, m->w.head_b)) != LP_OK) goto out;
-    /* pixels of pruned tokens keep the caller's values */
-    size_t out_bytes = (size_t)(F * Co * HW) * sizeof(float);
-    if ((s = be->upload(be, b.xout, flow, out_bytes)) != LP_OK) goto out;
+    be->norm_modulate(be, b.xn, b.x, D, NULL, NULL, cfg->eps, &p.seg, te->shift, te->scale, D);
+    if ((s = be->linear(be, b.head_out, b.xn, n, m->w.head_w, m->w.head_b, LP_LINEAR_X_ACT)) != LP_OK) goto out;
     if ((s = be->unpatchify(be, b.xout, b.head_out, p.idx, n, Co, H, W)) != LP_OK) goto out;
+    c->issue_seconds += lp_seconds() - t0;
     s = be->download(be, flow, b.xout, out_bytes);
+    c->call_seconds += lp_seconds() - t0;
 out:
     if (s == LP_ERR_NOMEM && !*lp_last_error()) lp_fail(LP_ERR_NOMEM, "DiT: out of scratch memory");
     lp_arena_reset(&c->scratch, mark);

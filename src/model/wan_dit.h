@@ -139,6 +139,11 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
 
 /* The latent grid H×W of the cache. */
 void lp_dit_cache_grid(const lp_dit_cache *c, int *H, int *W);
+/* Seconds spent in lp_dit_forward on this cache since it was created: in all
+ * (*total) and issuing the work (*issue: up to the final download, which waits
+ * for the backend). issue ≈ total means the host, not the device, sets the
+ * pace. */
+void lp_dit_cache_seconds(const lp_dit_cache *c, double *issue, double *total);
 
 /* Floats in F latent frames [F, C, H, W] of the cache's grid. */
 int64_t lp_dit_latent_elems(const lp_dit *m, const lp_dit_cache *c, int F);

@@ -21,9 +21,21 @@ lp_status lp_denoise_plan_init(lp_denoise_plan *p, const int *step_list, int n_s
     return LP_OK;
 }
 
+typedef struct {
+    uint64_t seed, stream;
+    float *eps;
+} noise_job;
+
+static void noise_range(void *ctx, int64_t b, int64_t e) {
+    const noise_job *j = ctx;
+    lp_prng_fill_normal(j->seed, j->stream, (uint64_t)b, j->eps + b, (size_t)(e - b));
+}
+
 lp_status lp_prng_noise_fn(void *ctx, int chunk, int step, float *eps, int64_t n) {
     const lp_prng_noise *pn = ctx;
-    lp_prng_fill_normal(pn->seed, (uint64_t)chunk * LP_MAX_STEPS + (uint64_t)(step + 1), 0, eps, (size_t)n);
+    noise_job j = {pn->seed, (uint64_t)chunk * LP_MAX_STEPS + (uint64_t)(step + 1), eps};
+    if (pn->pool) lp_parallel_for(pn->pool, n, noise_range, &j);
+    else noise_range(&j, 0, n);
     return LP_OK;
 }
 

@@ -27,9 +27,12 @@ typedef lp_status (*lp_noise_fn)(void *ctx, int chunk, int step, float *eps, int
 typedef void (*lp_denoise_observer)(void *ctx, int chunk, int step, const char *what, const float *data, int64_t n);
 
 /* Noise from the counter-based PRNG: stream = chunk·LP_MAX_STEPS + step + 1
- * under the seed (step −1, stream chunk·LP_MAX_STEPS, is the initial noise). */
+ * under the seed (step −1, stream chunk·LP_MAX_STEPS, is the initial noise).
+ * With a pool the elements are drawn in parallel (the same values: each
+ * element depends only on its counter). */
 typedef struct {
     uint64_t seed;
+    lp_pool *pool; /* NULL: on the calling thread */
 } lp_prng_noise;
 lp_status lp_prng_noise_fn(void *ctx, int chunk, int step, float *eps, int64_t n);
 

@@ -411,7 +411,7 @@ static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, const int32_t
     cs->kept_fraction = (double)kept / (double)total;
     cs->latent_frames = CHUNK_LATENTS;
     /* SDEdit start: x = (1 − σ0)·src + σ0·ε with ε from the counter-based PRNG */
-    lp_prng_noise pn = {s->o.seed};
+    lp_prng_noise pn = {s->o.seed, s->m->be->pool};
     LP_TRY(lp_prng_noise_fn(&pn, chunk, -1, s->eps, n));
     lp_flow_add_noise(s->latents, s->latents, s->eps, s->plan.sigmas[0], n);
     double t0 = lp_seconds();

@@ -34,8 +34,10 @@ void lp_cpu_softmax_rows(lp_pool *pool, float *s, int64_t rows, int64_t cols) {
     lp_parallel_for(pool, rows, softmax_rows, &j);
 }
 
-lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
+lp_status lp_cpu_attention(const lp_backend *be, void *outv, const void *qv, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale) {
+    float *out = outv; /* the CPU's activation type is f32 */
+    const float *q = qv;
     int64_t Lk = 0;
     for (int i = 0; i < nranges; i++) {
         if (ranges[i].bf16)

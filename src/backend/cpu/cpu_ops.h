@@ -14,8 +14,10 @@ typedef struct {
     size_t conv_scratch_len;
 } lp_cpu_state;
 
-lp_status lp_cpu_linear(const lp_backend *be, float *y, const float *x, int64_t M, const lp_tensor *W,
-                        const lp_tensor *b);
+lp_status lp_cpu_linear(const lp_backend *be, void *y, const void *x, int64_t M, const lp_tensor *W,
+                        const lp_tensor *b, unsigned flags);
+/* The plain row ops below are not in the table; the table's composite ops
+ * (fused.c) are made of them, and other CPU-only models call them directly. */
 void lp_cpu_layer_norm(const lp_backend *be, float *y, const float *x, int64_t rows, int64_t dim, const lp_tensor *w,
                        const lp_tensor *b, float eps);
 void lp_cpu_rms_norm(const lp_backend *be, float *x, int64_t rows, int64_t dim, const lp_tensor *w, float eps);
@@ -25,12 +27,20 @@ void lp_cpu_gated_add(const lp_backend *be, float *x, const float *y, int64_t ro
 void lp_cpu_gelu_tanh(const lp_backend *be, float *x, int64_t n);
 void lp_cpu_silu(const lp_backend *be, float *x, int64_t n);
 void lp_cpu_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos);
-/* kv_store for f32 KV-cache rows: a copy of src, then lp_cpu_rope3d in place
- * when pos is given. */
-lp_status lp_cpu_kv_store(const lp_backend *be, void *cache_rows, const float *src, int64_t rows, int heads,
-                          int head_dim, const int32_t *pos);
-lp_status lp_cpu_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
+/* kv_store for f32 KV-cache rows: a copy of the source rows, each rotated as
+ * lp_cpu_rope3d does when pos is given. */
+lp_status lp_cpu_kv_store(const lp_backend *be, void *cache_rows, const int32_t *dst_idx, const float *src,
+                          const void *saved, const int32_t *src_idx, int64_t rows, int heads, int head_dim,
+                          const int32_t *pos);
+lp_status lp_cpu_attention(const lp_backend *be, void *out, const void *q, int64_t Lq, int heads, int head_dim,
                            const lp_kv_range *ranges, int nranges, float scale);
+void lp_cpu_norm_modulate(const lp_backend *be, void *y, const float *x, int64_t dim, const lp_tensor *w,
+                          const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
+                          const float *scale, int64_t stride);
+void lp_cpu_rms_norm_rope(const lp_backend *be, void *y, int y_act, const float *x, int64_t rows, int heads,
+                          int head_dim, const lp_tensor *w, float eps, const int32_t *pos);
+void lp_cpu_gated_residual(const lp_backend *be, float *x, const float *y, int64_t dim, const lp_segments *seg,
+                           const float *gate, int64_t stride);
 /* In-place softmax of each row of s [rows, cols] (rows on pool): subtract
  * the row max, expf, sum in double, scale by the f32 inverse of the sum.
  * Shared by attention and the VAE's attention (conv3d.c). */

@@ -45,8 +45,10 @@ static void add_bias_rows(void *ctx, int64_t b, int64_t e) {
     }
 }
 
-lp_status lp_cpu_linear(const lp_backend *be, float *y, const float *x, int64_t M, const lp_tensor *W,
-                        const lp_tensor *b) {
+lp_status lp_cpu_linear(const lp_backend *be, void *yv, const void *xv, int64_t M, const lp_tensor *W,
+                        const lp_tensor *b, unsigned flags) {
+    float *y = yv; /* the CPU's activation type is f32: the X_ACT/Y_ACT flags change nothing */
+    const float *x = xv;
     if (W->ndim != 2)
         return lp_fail(LP_ERR_SHAPE, "linear: weight '%s' must be 2-D [out, in], has %d dims", W->name, W->ndim);
     int64_t N = W->shape[0], K = W->shape[1];
@@ -77,5 +79,6 @@ lp_status lp_cpu_linear(const lp_backend *be, float *y, const float *x, int64_t 
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)K, w, (int)K, beta, y,
                 (int)N);
+    if (flags & LP_LINEAR_GELU) lp_cpu_gelu_tanh(be, y, M * N);
     return LP_OK;
 }

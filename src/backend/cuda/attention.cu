@@ -1,6 +1,10 @@
-/* Scaled dot-product attention on the GPU (the backend.h `attention` op), a
- * flash-attention forward pass on bf16 tensor cores (mma.sync m16n8k16, fp32
- * accumulation), in three kernels:
+/* Scaled dot-product attention on the GPU (the backend.h `attention` op): q
+ * and out bf16, flash-attention forward passes on bf16 tensor cores with fp32
+ * accumulation. Head_dim 128 on a Hopper GPU (compute capability 9.0) runs the
+ * wgmma kernel of attention_wgmma.cu; everything else (and everything when the
+ * environment variable LIPAR_ATTENTION is "mma") the mma.sync m16n8k16 kernel
+ * here. The host side (argument checks, the f32 K/V conversion, the split of
+ * the last wave, the merge) is shared, in three kernels:
  *
  * 1. The keys are those of the ranges in order (range 0 first). A bf16
  *    range (the backend's KV cache, written by kv_store) is read where it is;
@@ -9,17 +13,17 @@
  *    [heads][n][head_dim] for K and one for V. Either way a key's head slice
  *    is a run of head_dim bf16 at base + row·ld + head·hstride (att_src).
  * 2. attention_kernel: one CTA of 4 warps per (block of 128 query rows,
- *    head). Q (pre-multiplied by scale·log2 e, rounded to bf16) is staged in
- *    shared memory once; the key tiles stream through a double-buffered
- *    shared-memory pipeline of 16-byte cp.async copies, each tile row from
- *    its key's range (rows past Lk zero-filled; tile j + 1 is in flight while
- *    tile j computes; one barrier per tile). Each warp owns 32
- *    query rows (two m16 row blocks), so every K/V fragment read from shared
- *    memory feeds two mma; per tile: S = Q·Kᵀ (log2 domain), keys past Lk get
- *    -inf, the online softmax in fp32 (running row base m and sum l; O is
- *    rescaled by 2^(m_old − m_new) only when a row's max grows by more than
- *    ATT_RESCALE), then O += bf16(P)·V. At the end O / l is stored as f32;
- *    rows past Lq are never stored.
+ *    head). Q is staged in shared memory once; the key tiles stream through
+ *    a double-buffered shared-memory pipeline of 16-byte cp.async copies,
+ *    each tile row from its key's range (rows past Lk zero-filled; tile j + 1
+ *    is in flight while tile j computes; one barrier per tile). Each warp
+ *    owns 32 query rows (two m16 row blocks), so every K/V fragment read from
+ *    shared memory feeds two mma; per tile: S = Q·Kᵀ times scale·log2 e (the
+ *    log2 domain), keys past Lk get -inf, the online softmax in fp32 (running
+ *    row base m and sum l; O is rescaled by 2^(m_old − m_new) only when a
+ *    row's max grows by more than ATT_RESCALE), then O += bf16(P)·V. At the
+ *    end O / l is stored as bf16; rows past Lq are never stored. The wgmma
+ *    kernel does the same work per CTA by other means (attention_wgmma.cu).
  * 3. When the CTAs do not fill the last wave of the GPU, the units (row
  *    block, head) of that wave are split over the key tiles (see
  *    plan_split): their parts leave O and (m, l) in the scratch and
@@ -37,55 +41,22 @@
  * C/D (16×8) c0, c1 = (row g, cols 2t, 2t+1), c2, c3 = (row g+8, the same). */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-/* The base headers have no C++ guards: give them C linkage here. */
-extern "C" {
-#include "../backend.h"
-}
+#include "attention.h"
 #include "cuda_internal.h"
 
 #define ATT_WARPS 4
 #define ATT_THREADS (ATT_WARPS * 32)
-#define ATT_WROWS 32                   /* query rows per warp: two m16 row blocks */
-#define ATT_BQ (ATT_WARPS * ATT_WROWS) /* query rows per CTA */
-#define ATT_BK 64                      /* keys per tile */
-#define ATT_MAX_RANGES 2
-#define ATT_RESCALE 8.f /* log2-domain headroom of the running row max (see the softmax) */
+#define ATT_WROWS 32 /* query rows per warp: two m16 row blocks */
+#define ATT_BK 64    /* keys per tile */
 #define KV_THREADS 128
 
-/* Where the keys of one range are: element d of head h of key row r is
- * k[r·ld + h·hstride + d] (likewise v), bf16; base, ld·2 and hstride·2 bytes
- * are multiples of 16 (cp.async). */
-typedef struct {
-    const __nv_bfloat16 *k, *v;
-    int64_t ld, hstride;
-} att_src;
-
-/* The work is made of units (block of ATT_BQ query rows, head), unit u =
- * head·nb + block. CTA c < whole takes unit c over all key tiles; the units
- * after those (the last, partial wave) are split into `splits` parts of
- * split_tiles key tiles (the last part may have fewer), CTA whole + i·splits
- * + s taking part s of unit whole + i and leaving its unnormalised O and
- * (m, l) per row in part_o / part_ml, entry i·splits + s, for
- * combine_kernel. */
-typedef struct {
-    const float *q;
-    float *out;
-    att_src src[ATT_MAX_RANGES]; /* key i < n0 is row i of src[0], else row i − n0 of src[1] */
-    float *part_o;               /* [parts][ATT_BQ][HD] */
-    float2 *part_ml;             /* [parts][ATT_BQ]: the row's base m and sum l */
-    int Lq;
-    int ldq;        /* heads·HD: the row stride of q and out */
-    int n0, Lk;     /* keys of range 0, of all ranges */
-    int tiles;      /* key tiles per head */
-    int last_valid; /* keys of the last tile (1..ATT_BK); the rest are padding */
-    int nb;         /* query row blocks per head */
-    int whole, splits, split_tiles;
-    float qscale;   /* scale·log2(e): logits come out in the log2 domain */
-} att_params;
+static_assert(ATT_BQ == ATT_WARPS * ATT_WROWS, "a CTA covers one row block");
 
 /* One f32 range to convert. */
 typedef struct {
@@ -130,9 +101,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
 }
-
-/* An ordinary 8-byte shared-memory store. */
-__device__ __forceinline__ void sts64(__nv_bfloat16 *dst, uint2 w) { *reinterpret_cast<uint2 *>(dst) = w; }
 
 /* 16-byte asynchronous global → shared copy (L2 only) to the shared-window
  * address dst of src_bytes (16, or 0: nothing is read and the 16 bytes are
@@ -185,7 +153,8 @@ __device__ __forceinline__ void load_tile_async(const att_params &p, int j, int 
     const int64_t ld = r1 ? p.src[1].ld : p.src[0].ld, hstride = r1 ? p.src[1].hstride : p.src[0].hstride;
     /* a padded key reads nothing: any valid address of its range will do */
     const int64_t off = valid ? (int64_t)(r1 ? key - p.n0 : key) * ld + head * hstride + c0 * 8 : 0;
-    const __nv_bfloat16 *ks = (r1 ? p.src[1].k : p.src[0].k) + off, *vs = (r1 ? p.src[1].v : p.src[0].v) + off;
+    const __nv_bfloat16 *ks = reinterpret_cast<const __nv_bfloat16 *>(r1 ? p.src[1].k : p.src[0].k) + off;
+    const __nv_bfloat16 *vs = reinterpret_cast<const __nv_bfloat16 *>(r1 ? p.src[1].v : p.src[0].v) + off;
     const uint32_t bytes = valid ? 16u : 0u;
     const uint32_t soff = (uint32_t)((row * (HD + 8) + c0 * 8) * 2);
 #pragma unroll
@@ -229,15 +198,15 @@ __global__ void __launch_bounds__(ATT_THREADS, HD <= 48 ? 3 : 2) attention_kerne
     load_tile_async<HD>(p, t0, head, ks_a + (t0 & 1) * TILE * 2, vs_a + (t0 & 1) * TILE * 2);
     cp_async_commit();
 
-    /* Q rows qrow0.. of this head, times qscale, rounded to bf16; rows past Lq
-     * are zeros. Element e is row e / (HD/4), float4 column e % (HD/4). */
+    /* Q rows qrow0.. of this head; rows past Lq are zeros. Item e is row
+     * e / (HD/8), 16-byte chunk e % (HD/8). */
+    const __nv_bfloat16 *q = reinterpret_cast<const __nv_bfloat16 *>(p.q);
 #pragma unroll 8
-    for (int e = tid; e < ATT_BQ * HD / 4; e += ATT_THREADS) {
-        const int row = e / (HD / 4), c4 = e % (HD / 4);
-        float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (qrow0 + row < p.Lq) x = *(reinterpret_cast<const float4 *>(p.q + (qrow0 + row) * p.ldq + hoff) + c4);
-        sts64(qs + row * LDS + c4 * 4, make_uint2(pack_bf16(x.x * p.qscale, x.y * p.qscale),
-                                                  pack_bf16(x.z * p.qscale, x.w * p.qscale)));
+    for (int e = tid; e < ATT_BQ * HD / 8; e += ATT_THREADS) {
+        const int row = e / (HD / 8), c8 = e % (HD / 8);
+        uint4 x = make_uint4(0u, 0u, 0u, 0u);
+        if (qrow0 + row < p.Lq) x = *(reinterpret_cast<const uint4 *>(q + (qrow0 + row) * p.ldq + hoff) + c8);
+        *reinterpret_cast<uint4 *>(qs + row * LDS + c8 * 8) = x;
     }
 
     /* This warp's rows are warp·32 + mb·16 + {g, g+8} for row block mb; the
@@ -297,6 +266,14 @@ __global__ void __launch_bounds__(ATT_THREADS, HD <= 48 ? 3 : 2) attention_kerne
                 }
             }
         }
+
+        /* logits into the log2 domain */
+#pragma unroll
+        for (int mb = 0; mb < 2; mb++)
+#pragma unroll
+            for (int n = 0; n < ATT_BK / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[mb][n][e] *= p.qscale;
 
         /* padding keys of the last tile */
         if (j == p.tiles - 1 && p.last_valid < ATT_BK) {
@@ -379,8 +356,8 @@ __global__ void __launch_bounds__(ATT_THREADS, HD <= 48 ? 3 : 2) attention_kerne
         }
     }
 
-    /* a whole unit stores O / l (rows past Lq skipped); a split part leaves
-     * O and (m, l) of all its rows for combine_kernel */
+    /* a whole unit stores O / l as bf16 (rows past Lq skipped); a split part
+     * leaves O and (m, l) of all its rows (f32) for combine_kernel */
     const int64_t pidx = (int64_t)blockIdx.x - p.whole;
 #pragma unroll
     for (int r = 0; r < 4; r++) {
@@ -389,26 +366,28 @@ __global__ void __launch_bounds__(ATT_THREADS, HD <= 48 ? 3 : 2) attention_kerne
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         sum += __shfl_xor_sync(0xffffffffu, sum, 2);
         const int lrow = warp * ATT_WROWS + mb * 16 + g + (r & 1) * 8; /* row within the block */
-        float *dst;
-        float inv = 1.f;
         if (part < 0) {
             if (qrow0 + lrow >= p.Lq) continue;
-            dst = p.out + (qrow0 + lrow) * p.ldq + hoff;
-            inv = 1.f / sum;
-        } else {
-            dst = p.part_o + (pidx * ATT_BQ + lrow) * HD;
-            if (t == 0) p.part_ml[pidx * ATT_BQ + lrow] = make_float2(m[r], sum);
-        }
+            __nv_bfloat16 *dst = reinterpret_cast<__nv_bfloat16 *>(p.out) + (qrow0 + lrow) * p.ldq + hoff;
+            const float inv = 1.f / sum;
 #pragma unroll
-        for (int d = 0; d < HD / 8; d++)
-            *reinterpret_cast<float2 *>(dst + d * 8 + 2 * t) = make_float2(o[mb][d][h] * inv, o[mb][d][h + 1] * inv);
+            for (int d = 0; d < HD / 8; d++)
+                *reinterpret_cast<uint32_t *>(dst + d * 8 + 2 * t) =
+                    pack_bf16(o[mb][d][h] * inv, o[mb][d][h + 1] * inv);
+        } else {
+            float *dst = p.part_o + (pidx * ATT_BQ + lrow) * HD;
+            if (t == 0) reinterpret_cast<float2 *>(p.part_ml)[pidx * ATT_BQ + lrow] = make_float2(m[r], sum);
+#pragma unroll
+            for (int d = 0; d < HD / 8; d++)
+                *reinterpret_cast<float2 *>(dst + d * 8 + 2 * t) = make_float2(o[mb][d][h], o[mb][d][h + 1]);
+        }
     }
 }
 
-/* Merges the split parts: thread item e = (split unit i, row, float4 column
- * c4) of the ATT_BQ·(HD/4) items of each split unit. With the parts' bases
- * m_s and sums l_s, M = max m_s: out = Σ 2^(m_s − M)·O_s / Σ 2^(m_s − M)·l_s.
- * Rows past Lq are skipped. */
+/* Merges the split parts (of either kernel): thread item e = (split unit i,
+ * row, float4 column c4) of the ATT_BQ·(HD/4) items of each split unit. With
+ * the parts' bases m_s and sums l_s, M = max m_s: out = Σ 2^(m_s − M)·O_s /
+ * Σ 2^(m_s − M)·l_s, stored as bf16. Rows past Lq are skipped. */
 template <int HD>
 __global__ void __launch_bounds__(KV_THREADS) combine_kernel(const att_params p, int64_t items) {
     for (int64_t e = (int64_t)blockIdx.x * KV_THREADS + threadIdx.x; e < items;
@@ -421,20 +400,21 @@ __global__ void __launch_bounds__(KV_THREADS) combine_kernel(const att_params p,
         if (qrow >= p.Lq) continue;
         const int64_t first = (rowi / ATT_BQ) * p.splits; /* part index of part 0 */
         float M = -INFINITY;
-        for (int s = 0; s < p.splits; s++) M = fmaxf(M, p.part_ml[(first + s) * ATT_BQ + lrow].x);
+        const float2 *ml = reinterpret_cast<const float2 *>(p.part_ml) + first * ATT_BQ + lrow;
+        for (int s = 0; s < p.splits; s++) M = fmaxf(M, ml[s * ATT_BQ].x);
         if (M == -INFINITY) M = 0.f; /* rows without a finite logit: 0 / 0, as for a whole unit */
         float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
         float L = 0.f;
         for (int s = 0; s < p.splits; s++) {
-            const float2 ml = p.part_ml[(first + s) * ATT_BQ + lrow];
-            const float w = exp2f(ml.x - M);
+            const float2 mls = ml[s * ATT_BQ];
+            const float w = exp2f(mls.x - M);
             const float4 x = reinterpret_cast<const float4 *>(p.part_o + ((first + s) * ATT_BQ + lrow) * HD)[c4];
             acc.x += w * x.x, acc.y += w * x.y, acc.z += w * x.z, acc.w += w * x.w;
-            L += w * ml.y;
+            L += w * mls.y;
         }
         const float inv = 1.f / L;
-        reinterpret_cast<float4 *>(p.out + qrow * p.ldq + (int64_t)(unit / p.nb) * HD)[c4] =
-            make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+        reinterpret_cast<uint2 *>(p.out + qrow * p.ldq + (int64_t)(unit / p.nb) * HD)[c4] =
+            make_uint2(pack_bf16(acc.x * inv, acc.y * inv), pack_bf16(acc.z * inv, acc.w * inv));
     }
 }
 
@@ -473,11 +453,14 @@ static lp_status att_scratch(const lp_backend *be, size_t bytes, unsigned char *
  * tile on a loaded SM), so a grid of whole units takes ceil(units / slots)
  * waves; the units of a last, partial wave (rest) may be split into k parts
  * of tiles / k key tiles instead, which take ceil(rest·k / slots)·tiles·τ / k
- * but cost a merge: a launch (about 2τ) and a round trip of each part's f32 O
- * through memory (about 0.02τ per part, at head_dim 128 as at 48). The k in
- * 1..8 (at least 2 tiles per part) of least estimated time is taken. */
-static void plan_split(att_params *p, int64_t units, int64_t slots) {
+ * but cost a merge: a launch (about 2τ of the mma.sync kernel's 64-key tiles)
+ * and a round trip of each part's f32 O through memory (about 0.02τ per part,
+ * at head_dim 128 as at 48); tile_keys / 64 times fewer τ for tiles of
+ * tile_keys keys. The k in 1..8 (at least 2 tiles per part) of least
+ * estimated time is taken. */
+static void plan_split(att_params *p, int64_t units, int64_t slots, int tile_keys) {
     const int64_t rest = units % slots;
+    const double per_tau = 64.0 / tile_keys; /* the costs above in this kernel's τ */
     p->whole = (int)units;
     p->splits = 1;
     p->split_tiles = p->tiles;
@@ -486,7 +469,7 @@ static void plan_split(att_params *p, int64_t units, int64_t slots) {
     int best_k = 1;
     for (int k = 2; k <= kmax; k++) {
         const double waves = (double)((rest * k + slots - 1) / slots) / k;
-        const double t = (double)p->tiles * waves + 2.0 + 0.02 * (double)(rest * k);
+        const double t = (double)p->tiles * waves + (2.0 + 0.02 * (double)(rest * k)) * per_tau;
         if (t < best) best = t, best_k = k;
     }
     if (rest == 0 || best_k == 1) return;
@@ -495,14 +478,11 @@ static void plan_split(att_params *p, int64_t units, int64_t slots) {
     p->splits = (p->tiles + p->split_tiles - 1) / p->split_tiles; /* every part non-empty */
 }
 
-/* Converts the f32 ranges (kv[i].k non-NULL) into the scratch and points
- * p->src[i] at them, then runs the attention (and the merge of split parts)
- * for head_dim HD; p->part_* are set here from the scratch too. */
-template <int HD>
-static lp_status launch(const lp_backend *be, const kv_params *kv, att_params *p, int heads) {
+/* Sets the mma.sync kernel's attributes for head_dim HD and reports how many
+ * of its CTAs fit an SM (*per_sm). */
+template <int HD> static lp_status mma_occupancy(const lp_backend *be, size_t smem, int *per_sm) {
     lp_cuda_state *st = lp_cuda(be);
-    const size_t smem = (size_t)(ATT_BQ + 4 * ATT_BK) * (HD + 8) * sizeof(__nv_bfloat16);
-    int smem_max = 0, per_sm = 0, sms = 0;
+    int smem_max = 0;
     LP_TRY(lp_cuda_check(be, cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, st->device),
                          "attention: cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)"));
     if ((size_t)smem_max < smem)
@@ -517,15 +497,30 @@ static lp_status launch(const lp_backend *be, const kv_params *kv, att_params *p
     LP_TRY(lp_cuda_check(be, cudaFuncSetAttribute(attention_kernel<HD>, cudaFuncAttributePreferredSharedMemoryCarveout,
                                                   (int)cudaSharedmemCarveoutMaxShared),
                          "attention: cudaFuncSetAttribute(PreferredSharedMemoryCarveout)"));
-    LP_TRY(lp_cuda_check(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, attention_kernel<HD>, ATT_THREADS,
-                                                                         smem),
-                         "attention: cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
-    LP_TRY(lp_cuda_check(be, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, st->device),
-                         "attention: cudaDeviceGetAttribute(MultiProcessorCount)"));
+    return lp_cuda_check(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, attention_kernel<HD>, ATT_THREADS,
+                                                                          smem),
+                         "attention: cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+}
+
+/* Converts the f32 ranges (kv[i].k non-NULL) into the scratch and points
+ * p->src[i] at them, then runs the attention with the wgmma kernel (wgmma,
+ * HD 128) or the mma.sync one, and the merge of split parts, for head_dim HD;
+ * p->part_* are set here from the scratch too. */
+template <int HD>
+static lp_status launch(const lp_backend *be, const kv_params *kv, att_params *p, int heads, bool wgmma) {
+    lp_cuda_state *st = lp_cuda(be);
+    const size_t smem = (size_t)(ATT_BQ + 4 * ATT_BK) * (HD + 8) * sizeof(__nv_bfloat16); /* mma.sync kernel */
+    /* the kernel's attributes are set and its occupancy read once per backend */
+    int *per_sm_cached = &st->att_per_sm[wgmma ? 4 : HD == 48 ? 0 : HD == 64 ? 1 : HD == 96 ? 2 : 3];
+    if (!*per_sm_cached)
+        LP_TRY(wgmma ? lp_cuda_attention_wgmma_occupancy(be, per_sm_cached)
+                     : mma_occupancy<HD>(be, smem, per_sm_cached));
+    const int per_sm = *per_sm_cached, sms = st->sms;
     if (per_sm < 1)
-        return lp_fail(LP_ERR_UNSUPPORTED, "attention (cuda): the kernel for head_dim %d does not fit an SM", HD);
+        return lp_fail(LP_ERR_UNSUPPORTED, "attention (cuda): the %s kernel for head_dim %d does not fit an SM",
+                       wgmma ? "wgmma" : "mma.sync", HD);
     const int64_t units = (int64_t)p->nb * heads;
-    plan_split(p, units, (int64_t)per_sm * (sms > 0 ? sms : 1));
+    plan_split(p, units, (int64_t)per_sm * sms, wgmma ? ATT_WG_BK : ATT_BK);
 
     /* scratch: K then V (bf16, [heads][n][HD] each) of every f32 range (each
      * block a multiple of 32 bytes), then the split parts' O (f32) and (m, l) */
@@ -538,7 +533,7 @@ static lp_status launch(const lp_backend *be, const kv_params *kv, att_params *p
     unsigned char *scratch = NULL;
     LP_TRY(att_scratch(be, kv_bytes + po_bytes + ml_bytes, &scratch));
     p->part_o = reinterpret_cast<float *>(scratch + kv_bytes);            /* kv_bytes: a multiple of 256 */
-    p->part_ml = reinterpret_cast<float2 *>(scratch + kv_bytes + po_bytes); /* po_bytes: a multiple of 512 */
+    p->part_ml = reinterpret_cast<float *>(scratch + kv_bytes + po_bytes); /* po_bytes: a multiple of 512 */
 
     __nv_bfloat16 *seg = reinterpret_cast<__nv_bfloat16 *>(scratch);
     for (int i = 0; i < ATT_MAX_RANGES; i++) {
@@ -548,8 +543,8 @@ static lp_status launch(const lp_backend *be, const kv_params *kv, att_params *p
         c.kd = seg;
         c.vd = seg + half;
         seg += 2 * half;
-        p->src[i].k = c.kd;
-        p->src[i].v = c.vd;
+        p->src[i].k = reinterpret_cast<const uint16_t *>(c.kd);
+        p->src[i].v = reinterpret_cast<const uint16_t *>(c.vd);
         p->src[i].ld = HD;
         p->src[i].hstride = (int64_t)c.n * HD;
         kv_to_bf16_kernel<HD><<<(unsigned)c.n, KV_THREADS, 0, st->stream>>>(c);
@@ -561,8 +556,12 @@ static lp_status launch(const lp_backend *be, const kv_params *kv, att_params *p
     if (p->n0 == p->Lk) p->src[1] = p->src[0];
 
     const int64_t ctas = p->whole + (units - p->whole) * p->splits;
-    attention_kernel<HD><<<(unsigned)ctas, ATT_THREADS, smem, st->stream>>>(*p);
-    LP_TRY(lp_cuda_check_launch(be, "attention_kernel"));
+    if (wgmma) {
+        LP_TRY(lp_cuda_attention_wgmma_launch(be, p, ctas));
+    } else {
+        attention_kernel<HD><<<(unsigned)ctas, ATT_THREADS, smem, st->stream>>>(*p);
+        LP_TRY(lp_cuda_check_launch(be, "attention_kernel"));
+    }
     if (p->whole == units) return LP_OK;
     const int64_t items = (units - p->whole) * ATT_BQ * (HD / 4);
     const int64_t blocks = (items + KV_THREADS - 1) / KV_THREADS;
@@ -577,18 +576,48 @@ static int overlap(const void *a, int64_t na, const void *b, int64_t nb) {
     return (uintptr_t)a < (uintptr_t)b + (uintptr_t)nb && (uintptr_t)b < (uintptr_t)a + (uintptr_t)na;
 }
 
+/* Whether the wgmma kernel can run head_dim on be's device with scale (it
+ * takes the row maxima of the unscaled logits, so the scale must be positive;
+ * it is built for sm_90a only). */
+static bool wgmma_usable(const lp_backend *be, int head_dim, float scale) {
+    return head_dim == 128 && lp_cuda(be)->cc == 90 && scale > 0.f && scale < INFINITY;
+}
+
+/* LIPAR_ATTENTION=mma, read on first use. */
+static bool env_forces_mma(void) {
+    static int forced = -1;
+    if (forced < 0) {
+        const char *e = getenv("LIPAR_ATTENTION");
+        forced = e && !strcmp(e, "mma");
+    }
+    return forced != 0;
+}
+
+lp_cuda_att_kernel lp_cuda_attention_auto_kernel(const lp_backend *be, int head_dim, float scale) {
+    if (env_forces_mma() || !wgmma_usable(be, head_dim, scale)) return LP_CUDA_ATT_MMA;
+    return LP_CUDA_ATT_WGMMA;
+}
+
+lp_status lp_cuda_attention(const lp_backend *be, void *out, const void *q, int64_t Lq, int heads, int head_dim,
+                            const lp_kv_range *ranges, int nranges, float scale) {
+    return lp_cuda_attention_with(be, LP_CUDA_ATT_AUTO, out, q, Lq, heads, head_dim, ranges, nranges, scale);
+}
+
 /* The backend.h contract, with these requirements (LP_ERR_ARG otherwise,
  * LP_ERR_UNSUPPORTED for head_dim and nranges): head_dim 48, 64, 96 or 128;
  * 1 or 2 ranges; q, out and every non-empty range's k and v 16-byte aligned;
  * each range's ld >= heads·head_dim and a multiple of 16 bytes (4 floats, 8
- * bf16); fewer than 2^31 − 64 keys and query rows; out may be q itself but
+ * bf16); fewer than 2^31 − 128 keys and query rows; out may be q itself but
  * may not otherwise overlap q, k or v. Lq = 0 does nothing; no keys at all is
  * an error, as on the CPU. bf16 ranges are read in place; f32 ranges are
  * converted into the backend's attention scratch (4·heads·n·head_dim bytes
  * for a range of n keys), which also holds the partial results of split
- * units (see plan_split). */
-lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
-                            const lp_kv_range *ranges, int nranges, float scale) {
+ * units (see plan_split). LP_CUDA_ATT_WGMMA where the wgmma kernel cannot run
+ * (head_dim other than 128, a device other than compute capability 9.0, or
+ * scale <= 0) is LP_ERR_UNSUPPORTED. */
+lp_status lp_cuda_attention_with(const lp_backend *be, lp_cuda_att_kernel kernel, void *out, const void *q,
+                                 int64_t Lq, int heads, int head_dim, const lp_kv_range *ranges, int nranges,
+                                 float scale) {
     if (lp_cuda(be)->sticky != LP_OK)
         return lp_fail(lp_cuda(be)->sticky, "attention: an earlier CUDA operation failed (%s)",
                        lp_status_name(lp_cuda(be)->sticky));
@@ -600,6 +629,16 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
         return lp_fail(LP_ERR_UNSUPPORTED, "attention (cuda): head_dim %d (supported: 48, 64, 96, 128)", head_dim);
     if (heads < 1 || heads > 65535) return lp_fail(LP_ERR_ARG, "attention: %d heads (1..65535)", heads);
     if (Lq < 0 || Lq > INT32_MAX) return lp_fail(LP_ERR_ARG, "attention: Lq %lld out of range", (long long)Lq);
+    if (kernel == LP_CUDA_ATT_AUTO) kernel = lp_cuda_attention_auto_kernel(be, head_dim, scale);
+    const bool wgmma = kernel == LP_CUDA_ATT_WGMMA;
+    if (wgmma) {
+        if (!wgmma_usable(be, head_dim, scale))
+            return lp_fail(LP_ERR_UNSUPPORTED,
+                           "attention (cuda): the wgmma kernel needs head_dim 128, a device of compute capability "
+                           "9.0 and a positive scale (head_dim %d, scale %g)",
+                           head_dim, (double)scale);
+    }
+    const int bk = wgmma ? ATT_WG_BK : ATT_BK; /* keys per tile */
     const int64_t width = (int64_t)heads * head_dim;
     int64_t Lk = 0;
     att_params p;
@@ -611,7 +650,7 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
     }
     for (int i = 0; i < nranges; i++) {
         const lp_kv_range *R = &ranges[i];
-        if (R->n < 0 || R->n > INT32_MAX - ATT_BK)
+        if (R->n < 0 || R->n > INT32_MAX - ATT_WG_BK)
             return lp_fail(LP_ERR_ARG, "attention: key range %d has %lld rows", i, (long long)R->n);
         Lk += R->n;
         if (!R->n) continue;
@@ -624,8 +663,8 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
                            "a multiple of %d elements (16 bytes)",
                            i, R->bf16 ? "bf16" : "f32", (long long)R->ld, (long long)width, per16);
         if (R->bf16) {
-            p.src[i].k = static_cast<const __nv_bfloat16 *>(R->k);
-            p.src[i].v = static_cast<const __nv_bfloat16 *>(R->v);
+            p.src[i].k = static_cast<const uint16_t *>(R->k);
+            p.src[i].v = static_cast<const uint16_t *>(R->v);
             p.src[i].ld = R->ld;
             p.src[i].hstride = head_dim;
         } else {
@@ -637,11 +676,11 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
         }
     }
     if (Lk == 0) return lp_fail(LP_ERR_ARG, "attention over an empty key set");
-    if (Lk > INT32_MAX - ATT_BK) return lp_fail(LP_ERR_ARG, "attention: %lld keys, too many", (long long)Lk);
+    if (Lk > INT32_MAX - ATT_WG_BK) return lp_fail(LP_ERR_ARG, "attention: %lld keys, too many", (long long)Lk);
     if (Lq == 0) return LP_OK;
     if (!q || !out || misaligned16(q) || misaligned16(out))
         return lp_fail(LP_ERR_ARG, "attention (cuda): q and out must be non-NULL and 16-byte aligned");
-    const int64_t qbytes = Lq * width * (int64_t)sizeof(float);
+    const int64_t qbytes = Lq * width * (int64_t)sizeof(__nv_bfloat16);
     if (out != q && overlap(out, qbytes, q, qbytes))
         return lp_fail(LP_ERR_ARG, "attention (cuda): out partially overlaps q");
     for (int i = 0; i < nranges; i++) {
@@ -650,23 +689,23 @@ lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, in
         if (R->n && (overlap(out, qbytes, R->k, span) || overlap(out, qbytes, R->v, span)))
             return lp_fail(LP_ERR_ARG, "attention (cuda): out overlaps the keys/values of range %d", i);
     }
-    const int tiles = (int)((Lk + ATT_BK - 1) / ATT_BK);
-    p.q = q;
-    p.out = out;
+    const int tiles = (int)((Lk + bk - 1) / bk);
+    p.q = static_cast<const uint16_t *>(q);
+    p.out = static_cast<uint16_t *>(out);
     p.Lq = (int)Lq;
     p.ldq = (int)width;
     p.n0 = (int)ranges[0].n;
     p.Lk = (int)Lk;
     p.tiles = tiles;
-    p.last_valid = (int)(Lk - (int64_t)(tiles - 1) * ATT_BK);
+    p.last_valid = (int)(Lk - (int64_t)(tiles - 1) * bk);
     p.nb = (int)((Lq + ATT_BQ - 1) / ATT_BQ);
     if ((int64_t)p.nb * heads > INT32_MAX / 8)
         return lp_fail(LP_ERR_ARG, "attention (cuda): %lld query rows x %d heads, too many", (long long)Lq, heads);
     p.qscale = scale * 1.4426950408889634f; /* log2(e) */
     switch (head_dim) {
-    case 48: return launch<48>(be, kv, &p, heads);
-    case 64: return launch<64>(be, kv, &p, heads);
-    case 96: return launch<96>(be, kv, &p, heads);
-    default: return launch<128>(be, kv, &p, heads);
+    case 48: return launch<48>(be, kv, &p, heads, false);
+    case 64: return launch<64>(be, kv, &p, heads, false);
+    case 96: return launch<96>(be, kv, &p, heads, false);
+    default: return launch<128>(be, kv, &p, heads, wgmma);
     }
 }

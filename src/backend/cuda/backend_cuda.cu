@@ -1,6 +1,7 @@
 /* The CUDA backend core: device state, memory ops, the upload ring for small
  * host arrays, the device cache of host weight views, and the linear layer
- * through cuBLASLt (bf16 tensor cores, fp32 accumulation and output).
+ * through cuBLASLt (bf16 tensor cores, fp32 accumulation, f32 or bf16 output
+ * with the bias and GELU in cuBLASLt's epilogue).
  *
  * Error model: a CUDA failure seen by lp_cuda_check (and any failure of
  * lp_cuda_stage or lp_cuda_weight, whose callers may be ops returning void)
@@ -34,13 +35,25 @@ extern "C" {
 /* ---------------------------------------------------------------------------
  * Private state */
 
-/* One cached GEMM configuration, keyed by (M, N, K, bias or not, alignment
- * of y); g.op == NULL marks an empty slot. */
+/* How a linear plan applies its bias, GELU and output type, in the order
+ * plan_build tries them: the first one that cuBLASLt has an algorithm for is
+ * kept. */
+enum {
+    EPI_FUSED,           /* all in cuBLASLt's epilogue, f32 bias, D of y's type */
+    EPI_FUSED_BF16_BIAS, /* the same with a bf16 copy of the bias (bf16 y: cuBLASLt's default bias type) */
+    EPI_KERNEL,          /* a plain GEMM into f32 (y, or the gemm_y scratch for a bf16 y), then lp_cuda_bias_act */
+};
+
+/* One cached GEMM configuration, keyed by (M, N, K, the flags that shape
+ * the output (LP_LINEAR_Y_ACT, LP_LINEAR_GELU), bias or not, alignment of x
+ * and y); g.op == NULL marks an empty slot. */
 typedef struct {
     int64_t M, N, K;
+    unsigned out_flags;
     int bias;
-    uint32_t align_y;
-    lp_cuda_gemm g; /* A = W, B = x, D = y */
+    uint32_t align_x, align_y;
+    int epi;        /* EPI_* */
+    lp_cuda_gemm g; /* A = W, B = x, D = y (or the scratch) */
 } gemm_plan;
 
 /* A device copy of a host weight view, keyed by (host data pointer, as_bf16). */
@@ -64,6 +77,10 @@ typedef struct {
     lp_cuda_weight_cache cache;
     gemm_plan plans[PLAN_SLOTS];
     int next_plan;
+    /* linear's scratch, grown on demand: the bf16 copy of an f32 x, and the
+     * f32 GEMM output of an EPI_KERNEL plan with a bf16 y */
+    void *gemm_x, *gemm_y;
+    size_t gemm_x_bytes, gemm_y_bytes;
     int max_blocks;        /* grid size cap for grid-stride kernels */
     char sticky_msg[512];  /* the message of st.sticky */
 } cuda_impl;
@@ -142,7 +159,7 @@ static lp_status device_alloc(void **p, size_t bytes, const char *what) {
 }
 
 /* ---------------------------------------------------------------------------
- * Conversion kernels (weights of any float dtype, and GEMM inputs) */
+ * Conversion kernels (weights of any float dtype) */
 
 __device__ __forceinline__ float load_f32(const float *p) { return *p; }
 __device__ __forceinline__ float load_f32(const double *p) { return (float)*p; }
@@ -157,28 +174,6 @@ static __global__ void convert_kernel(Out *__restrict__ dst, const In *__restric
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
         store_f32(dst + i, load_f32(src + i));
-}
-
-struct __align__(8) bf16x4 {
-    __nv_bfloat162 lo, hi;
-};
-
-/* The same for f32 → bf16 with 16-byte loads and 8-byte stores; src must be
- * 16-byte and dst 8-byte aligned. The n % 4 tail goes to the first threads. */
-static __global__ void f32_to_bf16_vec4_kernel(__nv_bfloat16 *__restrict__ dst, const float *__restrict__ src,
-                                               int64_t n) {
-    int64_t n4 = n / 4, stride = (int64_t)gridDim.x * blockDim.x;
-    int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const float4 *s4 = (const float4 *)src;
-    bf16x4 *d4 = (bf16x4 *)dst;
-    for (int64_t i = tid; i < n4; i += stride) {
-        float4 v = s4[i];
-        bf16x4 o;
-        o.lo = __floats2bfloat162_rn(v.x, v.y);
-        o.hi = __floats2bfloat162_rn(v.z, v.w);
-        d4[i] = o;
-    }
-    if (tid < n - 4 * n4) dst[4 * n4 + tid] = __float2bfloat16_rn(src[4 * n4 + tid]);
 }
 
 static unsigned grid_for(const cuda_impl *im, int64_t n) {
@@ -464,7 +459,8 @@ lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who) 
                             "transB");
 }
 
-lp_status lp_cuda_gemm_choose_algo(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_d, const char *who) {
+lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_b, uint32_t align_d,
+                                     const char *who) {
     lp_cuda_state *st = lp_cuda(be);
     cublasLtMatmulPreference_t pref = NULL;
     lp_status s = lp_cuda_lt_check(cublasLtMatmulPreferenceCreate(&pref), who, "matmul preference");
@@ -473,13 +469,12 @@ lp_status lp_cuda_gemm_choose_algo(const lp_backend *be, lp_cuda_gemm *g, uint32
         s = lp_cuda_lt_check(
             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), who,
             "workspace preference");
-    if (s == LP_OK)
-        s = lp_cuda_lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                                  &align_d, sizeof align_d),
-                             who, "alignment preference");
-    if (s == LP_OK)
-        s = lp_cuda_lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                                  &align_d, sizeof align_d),
+    const cublasLtMatmulPreferenceAttributes_t align_attr[3] = {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                                CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                                CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    const uint32_t align[3] = {align_b, align_d, align_d};
+    for (int i = 0; i < 3 && s == LP_OK; i++)
+        s = lp_cuda_lt_check(cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &align[i], sizeof align[i]),
                              who, "alignment preference");
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
@@ -494,8 +489,12 @@ lp_status lp_cuda_gemm_choose_algo(const lp_backend *be, lp_cuda_gemm *g, uint32
     return s;
 }
 
+lp_status lp_cuda_gemm_choose_algo(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_d, const char *who) {
+    return lp_cuda_gemm_choose_algo_b(be, g, 256, align_d, who);
+}
+
 lp_status lp_cuda_gemm_run(const lp_backend *be, const lp_cuda_gemm *g, const void *A, const void *B, float beta,
-                           float *D, const char *who) {
+                           void *D, const char *who) {
     lp_cuda_state *st = lp_cuda(be);
     const float alpha = 1.0f;
     return lp_cuda_lt_check(cublasLtMatmul((cublasLtHandle_t)st->cublaslt, g->op, &alpha, A, g->a, B, g->b, &beta, D,
@@ -526,7 +525,7 @@ static void plan_clear(gemm_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* Builds the descriptors of y = x·Wᵀ (+ b) and picks an algorithm.
+/* Builds g for y = x·Wᵀ with epilogue mode epi (see plan_build).
  *
  * cuBLASLt is column-major. A row-major [R, C] array with row stride C is
  * the column-major C×R matrix of its transpose, with leading dimension C. So:
@@ -535,34 +534,31 @@ static void plan_clear(gemm_plan *p) {
  *   y row-major [M, N]  = column-major N×M, ld N   (C and D)
  * and D(N×M) = Aᵀ(N×K) · B(K×M) is yᵀ = W·xᵀ, i.e. y = x·Wᵀ. The bias
  * epilogue adds bias[i] to row i of D (length = rows of D = N), which is
- * column i of y for every token, as Linear does. W, x (in act_bf16) and the
- * bias are cudaMalloc'd; y may be a row of a larger buffer (align_y). */
-static lp_status plan_build(const lp_backend *be, gemm_plan *p, int64_t M, int64_t N, int64_t K, const float *bias,
-                            uint32_t align_y) {
-    char who[96];
-    snprintf(who, sizeof who, "linear M=%lld N=%lld K=%lld", (long long)M, (long long)N, (long long)K);
-    p->M = M;
-    p->N = N;
-    p->K = K;
-    p->bias = bias != NULL;
-    p->align_y = align_y;
+ * column i of y for every token, as Linear does, before the GELU. W and the
+ * bias are cache entries (cudaMalloc'd, 256-byte aligned; the heuristic reads
+ * the bias pointer's alignment, so it is set here and again per call). */
+static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, const void *bias, const char *who) {
     lp_cuda_gemm *g = &p->g;
+    const int y_bf16 = (p->out_flags & LP_LINEAR_Y_ACT) != 0, gelu = (p->out_flags & LP_LINEAR_GELU) != 0;
+    const int fused = epi != EPI_KERNEL, d_bf16 = fused && y_bf16;
     lp_status s = lp_cuda_gemm_create_op(g, 1, who);
-    if (s == LP_OK && bias) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        int32_t bias_type = CUDA_R_32F;
-        s = lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
-                             who, "bias epilogue");
-        if (s == LP_OK)
-            s = lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                                &bias_type, sizeof bias_type),
-                                 who, "bias type");
-        /* the heuristic reads the bias pointer's alignment (cache entries are cudaMalloc'd: 256) */
+    if (s == LP_OK && fused && (p->bias || gelu)) {
+        cublasLtEpilogue_t e = p->bias ? (gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                                       : CUBLASLT_EPILOGUE_GELU;
+        s = lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e), who,
+                             "epilogue");
+    }
+    if (s == LP_OK && fused && p->bias) {
+        int32_t bias_type = epi == EPI_FUSED_BF16_BIAS ? CUDA_R_16BF : CUDA_R_32F;
+        s = lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                            sizeof bias_type),
+                             who, "bias type");
         if (s == LP_OK)
             s = lp_cuda_lt_check(
                 cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), who,
                 "bias pointer");
     }
+    const int64_t M = p->M, N = p->N, K = p->K;
     if (s == LP_OK)
         s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->a, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K), who,
                              "layout of W");
@@ -570,20 +566,50 @@ static lp_status plan_build(const lp_backend *be, gemm_plan *p, int64_t M, int64
         s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->b, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K), who,
                              "layout of x");
     if (s == LP_OK)
-        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N), who,
-                             "layout of y");
-    if (s == LP_OK) s = lp_cuda_gemm_choose_algo(be, g, align_y, who);
-    if (s != LP_OK) plan_clear(p);
+        s = lp_cuda_lt_check(
+            cublasLtMatrixLayoutCreate(&g->d, d_bf16 ? CUDA_R_16BF : CUDA_R_32F, (uint64_t)N, (uint64_t)M, N), who,
+            "layout of y");
+    /* an EPI_KERNEL plan with a bf16 y writes the 256-byte aligned scratch */
+    uint32_t align_d = !fused && y_bf16 ? 256 : p->align_y;
+    if (s == LP_OK) s = lp_cuda_gemm_choose_algo_b(be, g, p->align_x, align_d, who);
+    if (s != LP_OK) lp_cuda_gemm_clear(g);
     return s;
 }
 
-/* *out = the cached plan for this shape, built on first use. */
-static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K, const float *bias, uint32_t align_y,
-                          gemm_plan **out) {
+/* Builds the plan of y = x·Wᵀ (+ b) (then GELU) for its key, with the first
+ * epilogue mode that cuBLASLt takes: EPI_FUSED, then (a bias into a bf16 y)
+ * EPI_FUSED_BF16_BIAS, then (any bias, GELU or bf16 y) EPI_KERNEL, whose
+ * plain f32 GEMM is what cuBLASLt always has. The error of the last one
+ * tried is returned when none works. */
+static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias) {
+    char who[112];
+    snprintf(who, sizeof who, "linear M=%lld N=%lld K=%lld%s%s%s", (long long)p->M, (long long)p->N,
+             (long long)p->K, p->bias ? " +bias" : "", p->out_flags & LP_LINEAR_GELU ? " +gelu" : "",
+             p->out_flags & LP_LINEAR_Y_ACT ? " (bf16 out)" : "");
+    const int y_bf16 = (p->out_flags & LP_LINEAR_Y_ACT) != 0;
+    const int modes[3] = {EPI_FUSED, p->bias && y_bf16 ? EPI_FUSED_BF16_BIAS : -1,
+                          p->bias || p->out_flags ? EPI_KERNEL : -1};
+    lp_status s = LP_ERR_UNSUPPORTED;
+    for (int i = 0; i < 3; i++) {
+        if (modes[i] < 0) continue;
+        s = plan_build_epi(be, p, modes[i], bias, who);
+        if (s == LP_OK) {
+            p->epi = modes[i];
+            return LP_OK;
+        }
+    }
+    plan_clear(p);
+    return s;
+}
+
+/* *out = the cached plan for this key, built on first use. */
+static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K, unsigned out_flags,
+                          const void *bias, uint32_t align_x, uint32_t align_y, gemm_plan **out) {
     cuda_impl *im = impl_of(be);
     for (int i = 0; i < PLAN_SLOTS; i++) {
         gemm_plan *p = &im->plans[i];
-        if (p->g.op && p->M == M && p->N == N && p->K == K && p->bias == (bias != NULL) && p->align_y == align_y) {
+        if (p->g.op && p->M == M && p->N == N && p->K == K && p->out_flags == out_flags &&
+            p->bias == (bias != NULL) && p->align_x == align_x && p->align_y == align_y) {
             *out = p;
             return LP_OK;
         }
@@ -591,36 +617,33 @@ static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K,
     gemm_plan *p = &im->plans[im->next_plan];
     im->next_plan = (im->next_plan + 1) % PLAN_SLOTS;
     plan_clear(p);
+    p->M = M;
+    p->N = N;
+    p->K = K;
+    p->out_flags = out_flags;
+    p->bias = bias != NULL;
+    p->align_x = align_x;
+    p->align_y = align_y;
     *out = p;
-    return plan_build(be, p, M, N, K, bias, align_y);
+    return plan_build(be, p, bias);
 }
 
-/* x (f32 [n]) → act_bf16, growing the scratch when needed. */
-static lp_status input_to_bf16(const lp_backend *be, const float *x, size_t n) {
-    cuda_impl *im = impl_of(be);
-    lp_cuda_state *st = &im->st;
-    size_t need = n * 2;
-    if (st->act_bf16_bytes < need) {
-        /* GEMMs in flight may still read the old scratch */
-        LP_TRY(lp_cuda_check(be, cudaStreamSynchronize(st->stream), "cudaStreamSynchronize (GEMM scratch)"));
-        cudaFree(st->act_bf16);
-        size_t want = (need + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1); /* whole MiB */
-        st->act_bf16_bytes = 0;
-        LP_TRY(device_alloc(&st->act_bf16, want, "the bf16 GEMM input scratch"));
-        st->act_bf16_bytes = want;
-    }
-    __nv_bfloat16 *dst = (__nv_bfloat16 *)st->act_bf16;
-    if ((uintptr_t)x % 16 == 0) /* act_bf16 itself is 256-byte aligned */
-        f32_to_bf16_vec4_kernel<<<grid_for(im, (int64_t)(n / 4) + 1), CONVERT_THREADS, 0, st->stream>>>(dst, x,
-                                                                                                    (int64_t)n);
-    else
-        convert_kernel<float, __nv_bfloat16><<<grid_for(im, (int64_t)n), CONVERT_THREADS, 0, st->stream>>>(dst, x,
-                                                                                                        (int64_t)n);
-    return lp_cuda_check_launch(be, "f32 → bf16 conversion of the GEMM input");
+/* Grows the scratch *buf of *bytes to at least need bytes (whole MiB). */
+static lp_status scratch_reserve(const lp_backend *be, void **buf, size_t *bytes, size_t need, const char *what) {
+    if (*bytes >= need) return LP_OK;
+    /* GEMMs in flight may still use the old scratch */
+    LP_TRY(lp_cuda_check(be, cudaStreamSynchronize(lp_cuda(be)->stream), "cudaStreamSynchronize (GEMM scratch)"));
+    cudaFree(*buf);
+    *buf = NULL;
+    *bytes = 0;
+    size_t want = (need + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+    LP_TRY(device_alloc(buf, want, what));
+    *bytes = want;
+    return LP_OK;
 }
 
-lp_status lp_cuda_linear(const lp_backend *be, float *y, const float *x, int64_t M, const lp_tensor *W,
-                         const lp_tensor *b) {
+lp_status lp_cuda_linear(const lp_backend *be, void *y, const void *x, int64_t M, const lp_tensor *W,
+                         const lp_tensor *b, unsigned flags) {
     if (W->ndim != 2)
         return lp_fail(LP_ERR_SHAPE, "linear: weight '%s' must be 2-D [out, in], has %d dims", W->name, W->ndim);
     int64_t N = W->shape[0], K = W->shape[1];
@@ -631,24 +654,46 @@ lp_status lp_cuda_linear(const lp_backend *be, float *y, const float *x, int64_t
     if (N <= 0 || K <= 0)
         return lp_fail(LP_ERR_SHAPE, "linear: weight '%s' has an empty shape [%lld, %lld]", W->name, (long long)N,
                        (long long)K);
+    if (flags & ~(LP_LINEAR_X_ACT | LP_LINEAR_Y_ACT | LP_LINEAR_GELU))
+        return lp_fail(LP_ERR_ARG, "linear: unknown flags 0x%x (weight '%s')", flags, W->name);
     LP_TRY(sticky_status(be));
     if (M == 0) return LP_OK;
-    if (M > INT64_MAX / 4 / K)
-        return lp_fail(LP_ERR_ARG, "linear: %lld rows of %lld inputs are too many (weight '%s')", (long long)M,
-                       (long long)K, W->name);
-    lp_cuda_state *st = lp_cuda(be);
+    if (M > INT64_MAX / 4 / K || M > INT64_MAX / 4 / N)
+        return lp_fail(LP_ERR_ARG, "linear: %lld rows of %lld inputs and %lld outputs are too many (weight '%s')",
+                       (long long)M, (long long)K, (long long)N, W->name);
+    cuda_impl *im = impl_of(be);
+    lp_cuda_state *st = &im->st;
     const void *w = lp_cuda_weight(be, W, 1); /* bf16 [N, K] */
     if (!w) return st->sticky;
     const float *bias = NULL; /* f32 [N] */
     if (b && !(bias = (const float *)lp_cuda_weight(be, b, 0))) return st->sticky;
-    LP_TRY(input_to_bf16(be, x, (size_t)M * (size_t)K));
+    const void *xb = x; /* bf16 [M, K] */
+    if (!(flags & LP_LINEAR_X_ACT)) {
+        LP_TRY(scratch_reserve(be, &im->gemm_x, &im->gemm_x_bytes, (size_t)(M * K) * 2, "the bf16 GEMM input"));
+        LP_TRY(lp_cuda_f32_to_bf16(be, im->gemm_x, (const float *)x, M * K));
+        xb = im->gemm_x;
+    }
+    const unsigned out_flags = flags & (LP_LINEAR_Y_ACT | LP_LINEAR_GELU);
     gemm_plan *p;
-    LP_TRY(plan_get(be, M, N, K, bias, alignment_of(y), &p));
-    if (bias)
+    LP_TRY(plan_get(be, M, N, K, out_flags, bias, alignment_of(xb), alignment_of(y), &p));
+    if (p->epi == EPI_KERNEL) {
+        void *d = y;
+        if (out_flags & LP_LINEAR_Y_ACT) {
+            LP_TRY(scratch_reserve(be, &im->gemm_y, &im->gemm_y_bytes, (size_t)(M * N) * 4, "the f32 GEMM output"));
+            d = im->gemm_y;
+        }
+        LP_TRY(lp_cuda_gemm_run(be, &p->g, w, xb, 0.0f, d, "linear"));
+        return lp_cuda_bias_act(be, y, (out_flags & LP_LINEAR_Y_ACT) != 0, (const float *)d, M, N, bias,
+                                (out_flags & LP_LINEAR_GELU) != 0);
+    }
+    if (bias) {
+        const void *bp = bias;
+        if (p->epi == EPI_FUSED_BF16_BIAS && !(bp = lp_cuda_weight(be, b, 1))) return st->sticky;
         LP_TRY(lp_cuda_lt_check(
-            cublasLtMatmulDescSetAttribute(p->g.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "linear",
+            cublasLtMatmulDescSetAttribute(p->g.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp), "linear",
             "bias pointer"));
-    return lp_cuda_gemm_run(be, &p->g, w, st->act_bf16, 0.0f, y, "linear");
+    }
+    return lp_cuda_gemm_run(be, &p->g, w, xb, 0.0f, y, "linear");
 }
 
 /* ---------------------------------------------------------------------------
@@ -664,7 +709,8 @@ static void cuda_destroy(lp_backend *be) {
         for (size_t i = 0; i < im->cache.cap; i++)
             if (im->cache.slots[i].host) cudaFree(im->cache.slots[i].dev);
         free(im->cache.slots);
-        cudaFree(st->act_bf16);
+        cudaFree(im->gemm_x);
+        cudaFree(im->gemm_y);
         cudaFree(st->kv_bf16);
         lp_cuda_conv_free(st);
         cudaFree(st->ring);
@@ -735,6 +781,8 @@ lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
     }
     be->impl = &im->st;
     im->st.device = 0;
+    im->st.sms = sms > 0 ? sms : 1;
+    im->st.cc = major * 10 + minor;
     im->max_blocks = (sms > 0 ? sms : 1) * 8; /* 8 blocks of 256 threads fill an SM */
     lp_status s = lp_pool_create(nthreads, &be->pool);
     if (s == LP_OK) s = init_device(be);
@@ -756,15 +804,13 @@ lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
     be->memory_in_use = cuda_memory_in_use;
     be->destroy = cuda_destroy;
     be->linear = lp_cuda_linear;
-    be->layer_norm = lp_cuda_layer_norm;
-    be->rms_norm = lp_cuda_rms_norm;
-    be->modulate = lp_cuda_modulate;
-    be->gated_add = lp_cuda_gated_add;
-    be->gelu_tanh = lp_cuda_gelu_tanh;
+    be->norm_modulate = lp_cuda_norm_modulate;
+    be->rms_norm_rope = lp_cuda_rms_norm_rope;
+    be->gated_residual = lp_cuda_gated_residual;
     be->silu = lp_cuda_silu;
-    be->rope3d = lp_cuda_rope3d;
     be->kv_store = lp_cuda_kv_store;
     be->kv_bf16 = 1;
+    be->act_bf16 = 1;
     be->attention = lp_cuda_attention;
     be->conv2d = lp_cuda_conv2d;
     be->relu = lp_cuda_relu;

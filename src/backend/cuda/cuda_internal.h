@@ -19,17 +19,16 @@ typedef struct lp_cuda_conv lp_cuda_conv; /* conv.cu: im2col scratch and GEMM pl
 
 typedef struct {
     int device;
+    int sms, cc;                  /* the device's multiprocessors and compute capability (major·10 + minor) */
+    int att_per_sm[8];            /* attention.cu: CTAs per SM of each attention kernel, 0 until queried */
     cudaStream_t stream;          /* every op is issued on this stream, in order */
     void *cublaslt;               /* cublasLtHandle_t */
     void *workspace;              /* cuBLASLt workspace */
     size_t workspace_bytes;
     lp_cuda_weight_cache *weights; /* device copies of host lp_tensor views, keyed by data pointer */
-    /* scratch: a bf16 copy of GEMM inputs, and a ring for small host arrays
-     * (indices, positions) uploaded for one op */
-    void *act_bf16;
-    size_t act_bf16_bytes;
     void *kv_bf16;                /* attention scratch (bf16 copies of f32 K/V, split partials), grown on demand */
     size_t kv_bf16_bytes;
+    /* a ring for small host arrays (indices, positions) uploaded for one op */
     char *ring;                   /* device */
     char *ring_host;              /* pinned host staging of the same size */
     size_t ring_bytes, ring_pos;
@@ -51,8 +50,9 @@ void *lp_cuda_stage(const lp_backend *be, const void *host, size_t n);
 
 /* cuBLASLt GEMMs (linear in backend_cuda.cu, conv2d in conv.cu): the
  * descriptors of one D = op(A)·B + beta·D (D is also C) with bf16 A and B,
- * f32 D and fp32 compute, and the algorithm chosen for them; op == NULL marks
- * an empty one. cuBLASLt failures are returned, not sticky; their messages
+ * D of the type of its layout (f32, or bf16 for linear's LP_LINEAR_Y_ACT)
+ * and fp32 compute, and the algorithm chosen for them; op == NULL marks an
+ * empty one. cuBLASLt failures are returned, not sticky; their messages
  * start with who (the op, and the shape where it helps). */
 typedef struct {
     cublasLtMatmulDesc_t op;
@@ -66,12 +66,16 @@ lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what);
 lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who);
 /* Sets g->algo to cuBLASLt's first heuristic choice for g's descriptors
  * within the backend's workspace, for C/D pointers aligned to align_d bytes
- * (A, B and any bias pointer set on g->op must start on 256 bytes, as
- * cudaMalloc'd memory does); LP_ERR_UNSUPPORTED when there is none. */
+ * and a B pointer aligned to align_b bytes (A and any bias pointer set on
+ * g->op must start on 256 bytes, as cudaMalloc'd memory does);
+ * LP_ERR_UNSUPPORTED when there is none. lp_cuda_gemm_choose_algo is the
+ * same with align_b 256. */
+lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_b, uint32_t align_d,
+                                     const char *who);
 lp_status lp_cuda_gemm_choose_algo(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_d, const char *who);
 /* Issues D = A·B + beta·D (alpha 1, op(A) per g) on the backend's stream. */
 lp_status lp_cuda_gemm_run(const lp_backend *be, const lp_cuda_gemm *g, const void *A, const void *B, float beta,
-                           float *D, const char *who);
+                           void *D, const char *who);
 /* Destroys g's descriptors (those it has) and zeroes it. */
 void lp_cuda_gemm_clear(lp_cuda_gemm *g);
 
@@ -81,20 +85,20 @@ void lp_cuda_gemm_clear(lp_cuda_gemm *g);
 const void *lp_cuda_weight(const lp_backend *be, const lp_tensor *t, int as_bf16);
 
 /* Op implementations (see backend.h for each contract). */
-lp_status lp_cuda_linear(const lp_backend *be, float *y, const float *x, int64_t M, const lp_tensor *W,
-                         const lp_tensor *b);
-void lp_cuda_layer_norm(const lp_backend *be, float *y, const float *x, int64_t rows, int64_t dim, const lp_tensor *w,
-                        const lp_tensor *b, float eps);
-void lp_cuda_rms_norm(const lp_backend *be, float *x, int64_t rows, int64_t dim, const lp_tensor *w, float eps);
-void lp_cuda_modulate(const lp_backend *be, float *x, int64_t rows, int64_t dim, const float *shift,
-                      const float *scale);
-void lp_cuda_gated_add(const lp_backend *be, float *x, const float *y, int64_t rows, int64_t dim, const float *gate);
-void lp_cuda_gelu_tanh(const lp_backend *be, float *x, int64_t n);
+lp_status lp_cuda_linear(const lp_backend *be, void *y, const void *x, int64_t M, const lp_tensor *W,
+                         const lp_tensor *b, unsigned flags);
+void lp_cuda_norm_modulate(const lp_backend *be, void *y, const float *x, int64_t dim, const lp_tensor *w,
+                           const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
+                           const float *scale, int64_t stride);
+void lp_cuda_rms_norm_rope(const lp_backend *be, void *y, int y_act, const float *x, int64_t rows, int heads,
+                           int head_dim, const lp_tensor *w, float eps, const int32_t *pos);
+void lp_cuda_gated_residual(const lp_backend *be, float *x, const float *y, int64_t dim, const lp_segments *seg,
+                            const float *gate, int64_t stride);
 void lp_cuda_silu(const lp_backend *be, float *x, int64_t n);
-void lp_cuda_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos);
-lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const float *src, int64_t rows, int heads,
-                           int head_dim, const int32_t *pos);
-lp_status lp_cuda_attention(const lp_backend *be, float *out, const float *q, int64_t Lq, int heads, int head_dim,
+lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const int32_t *dst_idx, const float *src,
+                           const void *saved, const int32_t *src_idx, int64_t rows, int heads, int head_dim,
+                           const int32_t *pos);
+lp_status lp_cuda_attention(const lp_backend *be, void *out, const void *q, int64_t Lq, int heads, int head_dim,
                             const lp_kv_range *ranges, int nranges, float scale);
 lp_status lp_cuda_copy_rows(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
                             const int32_t *src_idx, int64_t n, int64_t row_floats);
@@ -103,8 +107,15 @@ lp_status lp_cuda_patchify(const lp_backend *be, float *tokens, const float *x, 
 lp_status lp_cuda_unpatchify(const lp_backend *be, float *x, const float *tokens, const int32_t *idx, int64_t n,
                              int C, int H, int W);
 void lp_cuda_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
-/* f32 → bf16 conversion of n elements (for GEMM inputs). */
-void lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src, int64_t n);
+/* f32 → bf16 conversion of n elements (GEMM inputs), rounding to nearest
+ * even like lp_f32_to_bf16; returns the launch status. */
+lp_status lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src, int64_t n);
+/* linear's epilogue when cuBLASLt cannot fuse it: y[m][j] = act(d[m][j] +
+ * bias[j]) for m < M, j < N (bias NULL: 0; act GELU (tanh approximation)
+ * when gelu, else the identity), y bf16 when y_bf16 else f32 (and may then
+ * equal d); returns the launch status. */
+lp_status lp_cuda_bias_act(const lp_backend *be, void *y, int y_bf16, const float *d, int64_t M, int64_t N,
+                           const float *bias, int gelu);
 /* conv.cu: the conv-net ops, and the release of st->conv (NULL is a no-op). */
 lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
                          const lp_tensor *b, int stride, int accumulate);

@@ -1,14 +1,17 @@
-/* Row-wise, element-wise and data-movement ops of the CUDA backend:
- * LayerNorm, RMSNorm, modulation, gated residual, tanh-GELU, SiLU, 3-D RoPE,
- * the writes of the bf16 KV cache (kv_store), row gathers/scatters,
- * patchify/unpatchify, add, and the f32 → bf16 conversion of GEMM inputs.
- * The CPU versions (src/backend/cpu/elementwise.c, rope.c, memory.c) are the
- * reference semantics: fp32 arithmetic with the same operation order
- * (explicitly rounded __f*_rn so that nvcc does not fuse a multiply-add the
- * CPU rounds twice), RoPE rotations in fp64. Memory-bound: float4 accesses
- * when the row length and the pointers allow, coalesced across the warp;
- * every launch is checked, failures become the sticky error that the next
- * status-returning op reports. */
+/* Row-wise, element-wise and data-movement ops of the CUDA backend: the
+ * fused row ops of the DiT blocks (LayerNorm + modulation into bf16,
+ * RMSNorm + 3-D RoPE, gated residual over frame segments), SiLU, add, the
+ * writes of the bf16 KV cache (kv_store), row gathers/scatters,
+ * patchify/unpatchify, and the helpers of linear (f32 → bf16 conversion of
+ * GEMM inputs, the bias/GELU epilogue when cuBLASLt cannot fuse it). The CPU
+ * versions (src/backend/cpu/) are the reference semantics: fp32 arithmetic
+ * with the same operation order (explicitly rounded __f*_rn so that nvcc does
+ * not fuse a multiply-add the CPU rounds twice), RoPE rotations in fp64;
+ * bf16 outputs are those f32 values rounded to nearest even. Memory-bound:
+ * the row ops give each row to one warp, which keeps a row of up to 2048
+ * floats in registers (16-byte loads when the row length and the pointers
+ * allow, coalesced across the warp); every launch is checked, failures
+ * become the sticky error that the next status-returning op reports. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,7 +21,8 @@
 #define THREADS 256     /* flat and per-row (warp per row) kernels */
 #define ROW_THREADS 128 /* 2-D kernels: threads along a row */
 #define MAX_GRID 65535  /* grid-stride loops cover work beyond this many blocks */
-#define NORM_CACHE 16   /* float4 per lane kept in registers: rows up to 2048 floats */
+#define ROW_CACHE 16    /* float4 per lane kept in registers: rows up to 2048 floats */
+#define ROPE_MAX_HEAD_DIM 1024 /* as the CPU's RoPE */
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -37,7 +41,8 @@ static lp_status pending(const lp_backend *be, const char *op) {
     return lp_fail(s, "%s: an earlier CUDA operation failed (%s)", op, lp_status_name(s));
 }
 
-static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+static int aligned(const void *p, unsigned bytes) { return ((uintptr_t)p & (bytes - 1)) == 0; }
+static int aligned16(const void *p) { return aligned(p, 16); }
 
 static unsigned grid_for(int64_t work, int threads) {
     int64_t b = (work + threads - 1) / threads;
@@ -95,11 +100,19 @@ template <> __device__ __forceinline__ void load_v<4>(float (&v)[4], const float
     v[2] = t.z;
     v[3] = t.w;
 }
+template <> __device__ __forceinline__ void load_v<2>(float (&v)[2], const float *p) {
+    float2 t = *reinterpret_cast<const float2 *>(p);
+    v[0] = t.x;
+    v[1] = t.y;
+}
 template <> __device__ __forceinline__ void load_v<1>(float (&v)[1], const float *p) { v[0] = *p; }
 
 template <int V> __device__ __forceinline__ void store_v(float *p, const float (&v)[V]);
 template <> __device__ __forceinline__ void store_v<4>(float *p, const float (&v)[4]) {
     *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+template <> __device__ __forceinline__ void store_v<2>(float *p, const float (&v)[2]) {
+    *reinterpret_cast<float2 *>(p) = make_float2(v[0], v[1]);
 }
 template <> __device__ __forceinline__ void store_v<1>(float *p, const float (&v)[1]) { *p = v[0]; }
 
@@ -109,210 +122,345 @@ __device__ __forceinline__ float warp_sum(float s) {
     return s;
 }
 
-/* ------------------------------------------------- LayerNorm and RMSNorm */
+/* Round to nearest even, NaN kept quiet: bit-identical to lp_f32_to_bf16. */
+__device__ __forceinline__ uint32_t bf16_bits(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+/* V values stored as f32, or rounded to bf16 in one store (8, 4 or 2 bytes,
+ * aligned as much). */
+template <int V> __device__ __forceinline__ void store_out(float *p, const float (&v)[V]) { store_v<V>(p, v); }
+__device__ __forceinline__ void store_out(uint16_t *p, const float (&v)[4]) {
+    *reinterpret_cast<uint2 *>(p) =
+        make_uint2(bf16_bits(v[0]) | bf16_bits(v[1]) << 16, bf16_bits(v[2]) | bf16_bits(v[3]) << 16);
+}
+__device__ __forceinline__ void store_out(uint16_t *p, const float (&v)[2]) {
+    *reinterpret_cast<uint32_t *>(p) = bf16_bits(v[0]) | bf16_bits(v[1]) << 16;
+}
+__device__ __forceinline__ void store_out(uint16_t *p, const float (&v)[1]) { *p = (uint16_t)bf16_bits(v[0]); }
+
+/* Calls f(k, c) for the chunks of V columns that lane `lane` of a warp
+ * handles in a row of n elements: chunk k starts at column (k·32 + lane)·V.
+ * With NC > 0 (n <= 32·V·NC) the loop is unrolled, so that an array indexed
+ * by k stays in registers across passes; with NC = 0 (rows of any length) k
+ * is always 0 and every pass reads the row again. */
+template <int V, int NC, typename F> __device__ __forceinline__ void for_chunks(int n, int lane, F &&f) {
+    if constexpr (NC > 0) {
+#pragma unroll
+        for (int k = 0; k < NC; k++) {
+            int c = (k * 32 + lane) * V;
+            if (c < n) f(k, c);
+        }
+    } else {
+        for (int c = lane * V; c < n; c += 32 * V) f(0, c);
+    }
+}
+
+/* ------------------------------------------------------- row segments */
+
+/* The row count start[n] of seg, or -1 (sticky error set) unless
+ * 0 <= n <= LP_MAX_SEGMENTS and start is non-decreasing from 0. */
+static int64_t segment_rows(const lp_backend *be, const lp_segments *seg, const char *op) {
+    int ok = seg && seg->n >= 0 && seg->n <= LP_MAX_SEGMENTS && seg->start[0] == 0;
+    for (int f = 0; ok && f < seg->n; f++) ok = seg->start[f + 1] >= seg->start[f];
+    if (!ok) {
+        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid row segments", op));
+        return -1;
+    }
+    return seg->start[seg->n];
+}
+
+/* The segment of row r, given the segment f of an earlier row (each thread
+ * visits its rows in increasing order, so f only moves forward). */
+__device__ __forceinline__ int segment_of(const lp_segments &s, int f, int64_t r) {
+    while (f + 1 < s.n && r >= s.start[f + 1]) f++;
+    return f;
+}
+
+/* ------------------------------------------------------------ 3-D RoPE */
+
+/* 3-D RoPE (spec/MODEL.md §6), shared by rms_norm_rope and kv_store: the
+ * head_dim/2 pairs of a head split into frame, row and column parts of
+ * nf = d/2 − 2⌊d/6⌋, nh = ⌊d/6⌋ and nh pairs; pair p, pair i of its part of
+ * n pairs, turns by the angle pos[part]·10000^(−2i/2n) (as rope.c). The
+ * angle, its cos/sin and the rotation are fp64, rounded once to f32. */
+
+/* s_freq[p] = the frequency of pair p, for p < head_dim/2 (the whole block
+ * fills it; the caller synchronises). */
+__device__ void rope_freqs(double *s_freq, int head_dim) {
+    const int half = head_dim / 2, nh = head_dim / 6, nf = half - 2 * nh;
+    for (int p = threadIdx.x; p < half; p += blockDim.x) {
+        int n = p < nf ? nf : nh, i = p < nf ? p : p < nf + nh ? p - nf : p - nf - nh;
+        s_freq[p] = 1.0 / pow(10000.0, (double)(2 * i) / (double)(2 * n));
+    }
+}
+
+/* (cos, sin) of pair p's angle for the positions pos3 = (frame, row, col). */
+__device__ __forceinline__ double2 rope_cs(const int32_t *pos3, int p, int head_dim, double freq) {
+    const int nh = head_dim / 6, nf = head_dim / 2 - 2 * nh;
+    double s, c;
+    sincos((double)pos3[p < nf ? 0 : p < nf + nh ? 1 : 2] * freq, &s, &c);
+    return make_double2(c, s);
+}
+
+/* (x0, x1) ← (x0·cos − x1·sin, x0·sin + x1·cos). */
+__device__ __forceinline__ void rope_rotate(float &x0, float &x1, double2 cs) {
+    const double a = x0, b = x1;
+    x0 = (float)__dsub_rn(__dmul_rn(a, cs.x), __dmul_rn(b, cs.y));
+    x1 = (float)__dadd_rn(__dmul_rn(a, cs.y), __dmul_rn(b, cs.x));
+}
+
+/* ------------------------------------------- LayerNorm and modulation */
 
 typedef struct {
-    float *y;
-    const float *x;
-    int64_t rows;
+    uint16_t *y;                /* bf16 [rows, dim] */
+    const float *x;             /* f32 [rows, dim] */
     int dim;
-    const float *w, *b; /* [dim] each, optional (RMSNorm: w required, no b) */
+    const float *w, *b;         /* [dim] each, or NULL */
     float eps;
-    int rms;            /* 1: x·rsqrt(mean(x²)+eps)·w; 0: LayerNorm, biased variance */
-} norm_args;
+    const float *shift, *scale; /* [seg.n][stride] each, or both NULL */
+    int64_t stride;
+    lp_segments seg;            /* the rows: [0, seg.start[seg.n]) */
+} nm_args;
 
-/* V outputs at column c from inputs v, statistics mean and rstd, with the
- * CPU's operation order ((x − m)·rstd)·w + b, resp. (x·rs)·w. */
-template <int V>
-__device__ __forceinline__ void norm_out(const norm_args &a, const float (&v)[V], float mean, float rstd, int c,
-                                         float (&o)[V]) {
-    float w[V], b[V];
-    if (a.w) load_v<V>(w, a.w + c);
-    if (a.b) load_v<V>(b, a.b + c);
-#pragma unroll
-    for (int j = 0; j < V; j++) {
-        if (a.rms) {
-            o[j] = __fmul_rn(__fmul_rn(v[j], rstd), w[j]);
-        } else {
-            o[j] = __fmul_rn(__fsub_rn(v[j], mean), rstd);
-            if (a.w) o[j] = __fmul_rn(o[j], w[j]);
-            if (a.b) o[j] = __fadd_rn(o[j], b[j]);
-        }
-    }
-}
-
-/* Row statistics from a warp's partial sums sd = Σ(x − mean) and ss =
- * Σ(x − mean)² around a first-pass mean: the corrected two-pass algorithm
- * (mean += Σd/n, Σ(x − mean)² = Σd² − (Σd)²/n) recovers most of what the fp32
- * first pass lost; RMSNorm (mean 0): ss = Σx². Returns 1/sqrt(ss/n + eps),
- * rounded once to float like the CPU. */
-__device__ __forceinline__ float row_stats(const norm_args &a, float sd, float ss, float *mean) {
-    double n = (double)a.dim, q = (double)warp_sum(ss);
-    if (!a.rms) {
-        double d = (double)warp_sum(sd);
-        q = fmax(q - d * d / n, 0.0);
-        *mean += (float)(d / n);
-    }
-    return (float)(1.0 / sqrt(q / n + (double)a.eps));
-}
-
-/* One warp per row, the row held in registers (dim % 4 == 0, dim <= 128·NC,
- * 16-byte aligned rows and parameters): one read, two-pass statistics. */
-template <int NC>
-__global__ void __launch_bounds__(THREADS) norm_rows_cached(norm_args a) {
+/* One warp per row. Statistics: a first-pass mean, then the corrected
+ * two-pass algorithm (mean += Σd/n, Σ(x − mean)² = Σd² − (Σd)²/n with
+ * d = x − mean) recovers most of what the fp32 first pass lost; rstd =
+ * 1/sqrt(var + eps) rounded once to float like the CPU. Output, each step
+ * rounded to f32 in the CPU's order, then to bf16:
+ * (((x − mean)·rstd)·w + b)·(1 + scale) + shift. V = 4 needs dim % 4 == 0,
+ * 16-byte aligned x, w, b, shift, scale (and stride % 4 == 0), 8-byte aligned y. */
+template <int V, int NC> __global__ void __launch_bounds__(THREADS) norm_modulate_kernel(nm_args a) {
     const int lane = threadIdx.x & 31;
-    const int64_t warps = (int64_t)gridDim.x * (THREADS / 32);
-    for (int64_t r = ((int64_t)blockIdx.x * THREADS + threadIdx.x) >> 5; r < a.rows; r += warps) {
+    const int64_t warps = (int64_t)gridDim.x * (THREADS / 32), end = a.seg.start[a.seg.n];
+    const double n = (double)a.dim;
+    int f = 0;
+    for (int64_t r = ((int64_t)blockIdx.x * THREADS + threadIdx.x) >> 5; r < end; r += warps) {
         const float *x = a.x + r * a.dim;
-        float v[NC][4];
-        float s = 0.0f;
+        float v[NC > 0 ? NC : 1][V], s = 0.0f;
+        for_chunks<V, NC>(a.dim, lane, [&](int k, int c) {
+            load_v<V>(v[k], x + c);
 #pragma unroll
-        for (int k = 0; k < NC; k++) {
-            int c = (k * 32 + lane) * 4;
-            if (c < a.dim) {
-                load_v<4>(v[k], x + c);
-                s += (v[k][0] + v[k][1]) + (v[k][2] + v[k][3]);
-            }
-        }
-        float mean = a.rms ? 0.0f : warp_sum(s) / (float)a.dim, sd = 0.0f, ss = 0.0f;
-#pragma unroll
-        for (int k = 0; k < NC; k++) {
-            if ((k * 32 + lane) * 4 < a.dim) {
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    float d = v[k][j] - mean;
-                    sd += d;
-                    ss += d * d;
-                }
-            }
-        }
-        float rstd = row_stats(a, sd, ss, &mean);
-        float *y = a.y + r * a.dim;
-#pragma unroll
-        for (int k = 0; k < NC; k++) {
-            int c = (k * 32 + lane) * 4;
-            if (c < a.dim) {
-                float o[4];
-                norm_out<4>(a, v[k], mean, rstd, c, o);
-                store_v<4>(y + c, o);
-            }
-        }
-    }
-}
-
-/* One warp per row of any length: reads the row once per pass (the re-reads
- * hit L1/L2). V = 4 needs dim % 4 == 0 and 16-byte aligned pointers. */
-template <int V>
-__global__ void __launch_bounds__(THREADS) norm_rows(norm_args a) {
-    const int lane = threadIdx.x & 31;
-    const int64_t warps = (int64_t)gridDim.x * (THREADS / 32);
-    for (int64_t r = ((int64_t)blockIdx.x * THREADS + threadIdx.x) >> 5; r < a.rows; r += warps) {
-        const float *x = a.x + r * a.dim;
-        float *y = a.y + r * a.dim;
-        float v[V], mean = 0.0f, sd = 0.0f, ss = 0.0f;
-        if (!a.rms) {
-            float s = 0.0f;
-            for (int c = lane * V; c < a.dim; c += 32 * V) {
-                load_v<V>(v, x + c);
-#pragma unroll
-                for (int j = 0; j < V; j++) s += v[j];
-            }
-            mean = warp_sum(s) / (float)a.dim;
-        }
-        for (int c = lane * V; c < a.dim; c += 32 * V) {
-            load_v<V>(v, x + c);
+            for (int j = 0; j < V; j++) s += v[k][j];
+        });
+        float mean = warp_sum(s) / (float)a.dim, sd = 0.0f, ss = 0.0f;
+        for_chunks<V, NC>(a.dim, lane, [&](int k, int c) {
+            if constexpr (NC == 0) load_v<V>(v[k], x + c);
 #pragma unroll
             for (int j = 0; j < V; j++) {
-                float d = v[j] - mean;
+                float d = v[k][j] - mean;
                 sd += d;
                 ss += d * d;
             }
+        });
+        const double dsum = (double)warp_sum(sd), q = fmax((double)warp_sum(ss) - dsum * dsum / n, 0.0);
+        mean += (float)(dsum / n);
+        const float rstd = (float)(1.0 / sqrt(q / n + (double)a.eps));
+        const float *sh = NULL, *sc = NULL;
+        if (a.scale) {
+            f = segment_of(a.seg, f, r);
+            sh = a.shift + f * a.stride;
+            sc = a.scale + f * a.stride;
         }
-        float rstd = row_stats(a, sd, ss, &mean);
-        for (int c = lane * V; c < a.dim; c += 32 * V) {
-            float o[V];
-            load_v<V>(v, x + c);
-            norm_out<V>(a, v, mean, rstd, c, o);
-            store_v<V>(y + c, o);
-        }
+        uint16_t *y = a.y + r * a.dim;
+        for_chunks<V, NC>(a.dim, lane, [&](int k, int c) {
+            if constexpr (NC == 0) load_v<V>(v[k], x + c);
+            float o[V], p[V], t[V];
+#pragma unroll
+            for (int j = 0; j < V; j++) o[j] = __fmul_rn(__fsub_rn(v[k][j], mean), rstd);
+            if (a.w) {
+                load_v<V>(p, a.w + c);
+#pragma unroll
+                for (int j = 0; j < V; j++) o[j] = __fmul_rn(o[j], p[j]);
+            }
+            if (a.b) {
+                load_v<V>(p, a.b + c);
+#pragma unroll
+                for (int j = 0; j < V; j++) o[j] = __fadd_rn(o[j], p[j]);
+            }
+            if (sc) {
+                load_v<V>(p, sc + c);
+                load_v<V>(t, sh + c);
+#pragma unroll
+                for (int j = 0; j < V; j++) o[j] = __fadd_rn(__fmul_rn(o[j], __fadd_rn(1.0f, p[j])), t[j]);
+            }
+            store_out(y + c, o);
+        });
     }
 }
 
-static void launch_norm(const lp_backend *be, const norm_args *a, const char *op) {
-    unsigned grid = grid_for(a->rows * 32, THREADS);
+void lp_cuda_norm_modulate(const lp_backend *be, void *y, const float *x, int64_t dim, const lp_tensor *w,
+                           const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
+                           const float *scale, int64_t stride) {
+    const char *op = "norm_modulate";
+    const int64_t rows = segment_rows(be, seg, op);
+    if (rows < 0) return;
+    if (dim < 0 || dim > (1 << 30) || !shift != !scale || (scale && stride < 0)) {
+        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid dim %lld or stride %lld, or only one of shift and scale", op,
+                               (long long)dim, (long long)stride));
+        return;
+    }
+    if (rows == 0 || dim == 0) return;
+    nm_args a;
+    a.y = (uint16_t *)y;
+    a.x = x;
+    a.dim = (int)dim;
+    a.w = a.b = NULL;
+    a.eps = eps;
+    a.shift = shift;
+    a.scale = scale;
+    a.stride = stride;
+    a.seg = *seg;
+    if (w && !(a.w = param_vec(be, w, dim, op))) return;
+    if (b && !(a.b = param_vec(be, b, dim, op))) return;
+    const int vec = dim % 4 == 0 && aligned16(x) && aligned(y, 8) && (!a.w || aligned16(a.w)) &&
+                    (!a.b || aligned16(a.b)) && (!scale || (aligned16(shift) && aligned16(scale) && stride % 4 == 0));
+    const unsigned grid = grid_for(rows * 32, THREADS);
     cudaStream_t s = lp_cuda(be)->stream;
-    int vec = a->dim % 4 == 0 && aligned16(a->x) && aligned16(a->y) && (!a->w || aligned16(a->w)) &&
-              (!a->b || aligned16(a->b));
-    if (vec && a->dim <= 128 * NORM_CACHE) norm_rows_cached<NORM_CACHE><<<grid, THREADS, 0, s>>>(*a);
-    else if (vec) norm_rows<4><<<grid, THREADS, 0, s>>>(*a);
-    else norm_rows<1><<<grid, THREADS, 0, s>>>(*a);
+    if (vec && dim <= 128 * ROW_CACHE) norm_modulate_kernel<4, ROW_CACHE><<<grid, THREADS, 0, s>>>(a);
+    else if (vec) norm_modulate_kernel<4, 0><<<grid, THREADS, 0, s>>>(a);
+    else norm_modulate_kernel<1, 0><<<grid, THREADS, 0, s>>>(a);
     lp_cuda_check_launch(be, op);
 }
 
-static int norm_shape_ok(const lp_backend *be, int64_t rows, int64_t dim, const char *op) {
-    if (rows < 0 || dim < 0 || dim > (1 << 30)) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid shape [%lld, %lld]", op, (long long)rows, (long long)dim));
-        return 0;
+/* ------------------------------------------------- RMSNorm and RoPE */
+
+typedef struct {
+    void *y;            /* T [rows, dim] */
+    const float *x;     /* f32 [rows, dim] */
+    int64_t rows;
+    int dim, head_dim;  /* dim = heads·head_dim */
+    const float *w;     /* [dim] */
+    float eps;
+    const int32_t *pos; /* [rows][3] in device memory, or NULL */
+} rr_args;
+
+/* One warp per row: y = (x·rs)·w with rs = 1/sqrt(mean(x²) + eps) (the sum
+ * of squares in fp32, the rest in fp64, rs rounded once to f32 like the
+ * CPU), then with pos every pair rotated by 3-D RoPE. Dynamic shared
+ * memory with pos: the pair frequencies (head_dim/2 doubles, rounded up to
+ * an even count), then per warp the (cos, sin) of the current row's pairs
+ * (head_dim/2 double2). V = 4 (or 2) needs dim and, with pos, head_dim
+ * divisible by V, and x and y aligned to V elements; pos needs V >= 2 (whole
+ * pairs per lane). y may equal x for an f32 y: each element is read and
+ * written by the same lane, all reads of a pass before the warp's sums. */
+template <typename T, int V, int NC> __global__ void __launch_bounds__(THREADS) rms_norm_rope_kernel(rr_args a) {
+    extern __shared__ double smem[];
+    const int half = a.head_dim / 2, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    double2 *cs = reinterpret_cast<double2 *>(smem + ((half + 1) & ~1)) + warp * half;
+    if (a.pos) {
+        rope_freqs(smem, a.head_dim);
+        __syncthreads();
     }
-    return rows > 0 && dim > 0;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    for (int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + warp; r < a.rows; r += warps) {
+        const float *x = a.x + r * a.dim;
+        float v[NC > 0 ? NC : 1][V], ss = 0.0f;
+        for_chunks<V, NC>(a.dim, lane, [&](int k, int c) {
+            load_v<V>(v[k], x + c);
+#pragma unroll
+            for (int j = 0; j < V; j++) ss += v[k][j] * v[k][j];
+        });
+        const float rs = (float)(1.0 / sqrt((double)warp_sum(ss) / (double)a.dim + (double)a.eps));
+        if (a.pos) {
+            for (int p = lane; p < half; p += 32) cs[p] = rope_cs(a.pos + r * 3, p, a.head_dim, smem[p]);
+            __syncwarp();
+        }
+        T *y = (T *)a.y + r * a.dim;
+        for_chunks<V, NC>(a.dim, lane, [&](int k, int c) {
+            if constexpr (NC == 0) load_v<V>(v[k], x + c);
+            float o[V], w[V];
+            load_v<V>(w, a.w + c);
+#pragma unroll
+            for (int j = 0; j < V; j++) o[j] = __fmul_rn(__fmul_rn(v[k][j], rs), w[j]);
+            if (a.pos) {
+                const int p0 = (c % a.head_dim) >> 1; /* the chunk's pairs lie in one head */
+#pragma unroll
+                for (int i = 0; i < V / 2; i++) rope_rotate(o[2 * i], o[2 * i + 1], cs[p0 + i]);
+            }
+            store_out(y + c, o);
+        });
+        if (a.pos) __syncwarp(); /* the next row's angles overwrite cs */
+    }
 }
 
-void lp_cuda_layer_norm(const lp_backend *be, float *y, const float *x, int64_t rows, int64_t dim, const lp_tensor *w,
-                        const lp_tensor *b, float eps) {
-    if (!norm_shape_ok(be, rows, dim, "layer_norm")) return;
-    norm_args a = {y, x, rows, (int)dim, NULL, NULL, eps, 0};
-    if (w && !(a.w = param_vec(be, w, dim, "layer_norm"))) return;
-    if (b && !(a.b = param_vec(be, b, dim, "layer_norm"))) return;
-    launch_norm(be, &a, "layer_norm");
+template <typename T>
+static void launch_rms_norm_rope(const rr_args &a, int V, unsigned grid, unsigned threads, size_t smem,
+                                 cudaStream_t s) {
+    if (V == 4 && a.dim <= 128 * ROW_CACHE) rms_norm_rope_kernel<T, 4, ROW_CACHE><<<grid, threads, smem, s>>>(a);
+    else if (V == 4) rms_norm_rope_kernel<T, 4, 0><<<grid, threads, smem, s>>>(a);
+    else if (V == 2) rms_norm_rope_kernel<T, 2, 0><<<grid, threads, smem, s>>>(a);
+    else rms_norm_rope_kernel<T, 1, 0><<<grid, threads, smem, s>>>(a);
 }
 
-void lp_cuda_rms_norm(const lp_backend *be, float *x, int64_t rows, int64_t dim, const lp_tensor *w, float eps) {
-    if (!norm_shape_ok(be, rows, dim, "rms_norm")) return;
-    if (!w) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "rms_norm: the weight is required"));
+void lp_cuda_rms_norm_rope(const lp_backend *be, void *y, int y_act, const float *x, int64_t rows, int heads,
+                           int head_dim, const lp_tensor *w, float eps, const int32_t *pos) {
+    const char *op = "rms_norm_rope";
+    const int64_t dim = (int64_t)heads * head_dim;
+    if (rows < 0 || heads < 0 || head_dim < 0 || dim > (1 << 30) || !w) {
+        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid shape rows %lld, heads %d, head_dim %d, or no weight", op,
+                               (long long)rows, heads, head_dim));
         return;
     }
-    norm_args a = {x, x, rows, (int)dim, NULL, NULL, eps, 1};
-    if (!(a.w = param_vec(be, w, dim, "rms_norm"))) return;
-    launch_norm(be, &a, "rms_norm");
-}
-
-/* ------------------------------------- per-column vectors broadcast over rows */
-
-/* x = x·(1 + scale) + shift; each thread keeps its columns' vectors. */
-template <int V>
-__global__ void modulate_rows(float *x, int64_t rows, int dim, const float *shift, const float *scale) {
-    const int64_t c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
-    if (c >= dim) return;
-    float sh[V], sc[V];
-    load_v<V>(sh, shift + c);
-    load_v<V>(sc, scale + c);
-#pragma unroll
-    for (int j = 0; j < V; j++) sc[j] = __fadd_rn(1.0f, sc[j]);
-    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        float v[V];
-        float *p = x + r * dim + c;
-        load_v<V>(v, p);
-#pragma unroll
-        for (int j = 0; j < V; j++) v[j] = __fadd_rn(__fmul_rn(v[j], sc[j]), sh[j]);
-        store_v<V>(p, v);
+    if (pos && (head_dim % 2 || head_dim > ROPE_MAX_HEAD_DIM)) {
+        set_sticky(be, lp_fail(LP_ERR_UNSUPPORTED, "%s: RoPE needs an even head_dim of at most %d (got %d)", op,
+                               ROPE_MAX_HEAD_DIM, head_dim));
+        return;
+    }
+    if (rows == 0 || dim == 0) return;
+    rr_args a = {y, x, rows, (int)dim, head_dim, NULL, eps, NULL};
+    if (!(a.w = param_vec(be, w, dim, op))) return;
+    const unsigned ysz = y_act ? 2 : 4;
+    const int V = dim % 4 == 0 && (!pos || head_dim % 4 == 0) && aligned16(x) && aligned(y, 4 * ysz) ? 4
+                  : dim % 2 == 0 && aligned(x, 8) && aligned(y, 2 * ysz)                             ? 2
+                                                                                                     : 1;
+    if (pos && V == 1) {
+        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: rotated rows need x and y aligned to two elements", op));
+        return;
+    }
+    /* with pos, fewer warps per block for long heads keep the shared memory
+     * (an even count >= half, plus warps·half·2 doubles) within 36 KiB */
+    const int half = head_dim / 2, wpb = !pos ? THREADS / 32 : half >= 256 ? 2048 / half : THREADS / 32;
+    const size_t smem = pos ? (size_t)(((half + 1) & ~1) + wpb * half * 2) * sizeof(double) : 0;
+    const int64_t chunk = pos ? stage_chunk(be, 3 * sizeof(int32_t)) : rows;
+    lp_cuda_state *st = lp_cuda(be);
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        rr_args c = a;
+        c.rows = rows - r0 < chunk ? rows - r0 : chunk;
+        c.x = x + r0 * dim;
+        c.y = (char *)y + r0 * dim * ysz;
+        if (pos && !(c.pos = (const int32_t *)lp_cuda_stage(be, pos + r0 * 3, (size_t)c.rows * 3 * sizeof *pos)))
+            return; /* sticky: the stage failed */
+        const unsigned grid = grid_for(c.rows, wpb);
+        if (y_act) launch_rms_norm_rope<uint16_t>(c, V, grid, 32 * wpb, smem, st->stream);
+        else launch_rms_norm_rope<float>(c, V, grid, 32 * wpb, smem, st->stream);
+        if (lp_cuda_check_launch(be, op) != LP_OK) return;
     }
 }
 
-/* x += y·gate (gate NULL: x += y, the same as a gate of ones). */
+/* ------------------------------------------------------ gated residual */
+
+/* x[r] += y[r]·gate[f·stride] over the rows r of segment f (gate NULL:
+ * x += y, the same as a gate of ones); each thread owns V columns and walks
+ * the rows. */
 template <int V>
-__global__ void gated_add_rows(float *x, const float *y, int64_t rows, int dim, const float *gate) {
+__global__ void gated_residual_kernel(float *x, const float *y, int dim, lp_segments seg, const float *gate,
+                                      int64_t stride) {
     const int64_t c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (c >= dim) return;
-    float g[V];
-    if (gate) {
-        load_v<V>(g, gate + c);
-    } else {
+    const int64_t end = seg.start[seg.n];
+    int f = 0;
+    for (int64_t r = blockIdx.y; r < end; r += gridDim.y) {
+        float a[V], b[V], g[V];
+        if (gate) {
+            f = segment_of(seg, f, r);
+            load_v<V>(g, gate + f * stride + c);
+        } else {
 #pragma unroll
-        for (int j = 0; j < V; j++) g[j] = 1.0f;
-    }
-    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        float a[V], b[V];
+            for (int j = 0; j < V; j++) g[j] = 1.0f;
+        }
         float *p = x + r * dim + c;
         load_v<V>(a, p);
         load_v<V>(b, y + r * dim + c);
@@ -322,79 +470,54 @@ __global__ void gated_add_rows(float *x, const float *y, int64_t rows, int dim, 
     }
 }
 
-/* Blocks along the rows in the broadcast kernels: each thread reuses its
- * column vectors over rows / 1024 rows. */
-#define BCAST_ROWS 1024
-
-void lp_cuda_modulate(const lp_backend *be, float *x, int64_t rows, int64_t dim, const float *shift,
-                      const float *scale) {
-    if (!norm_shape_ok(be, rows, dim, "modulate")) return;
-    int vec = dim % 4 == 0 && aligned16(x) && aligned16(shift) && aligned16(scale);
+void lp_cuda_gated_residual(const lp_backend *be, float *x, const float *y, int64_t dim, const lp_segments *seg,
+                            const float *gate, int64_t stride) {
+    const char *op = "gated_residual";
+    const int64_t rows = segment_rows(be, seg, op);
+    if (rows < 0) return;
+    if (dim < 0 || dim > (1 << 30) || (gate && stride < 0)) {
+        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid dim %lld or stride %lld", op, (long long)dim,
+                               (long long)stride));
+        return;
+    }
+    if (rows == 0 || dim == 0) return;
+    const int vec = dim % 4 == 0 && aligned16(x) && aligned16(y) && (!gate || (aligned16(gate) && stride % 4 == 0));
     dim3 grid, block;
-    row_launch(vec ? dim / 4 : dim, rows < BCAST_ROWS ? rows : BCAST_ROWS, &grid, &block);
+    row_launch(vec ? dim / 4 : dim, rows, &grid, &block);
     cudaStream_t s = lp_cuda(be)->stream;
-    if (vec) modulate_rows<4><<<grid, block, 0, s>>>(x, rows, (int)dim, shift, scale);
-    else modulate_rows<1><<<grid, block, 0, s>>>(x, rows, (int)dim, shift, scale);
-    lp_cuda_check_launch(be, "modulate");
-}
-
-void lp_cuda_gated_add(const lp_backend *be, float *x, const float *y, int64_t rows, int64_t dim, const float *gate) {
-    if (!norm_shape_ok(be, rows, dim, "gated_add")) return;
-    int vec = dim % 4 == 0 && aligned16(x) && aligned16(y) && (!gate || aligned16(gate));
-    dim3 grid, block;
-    row_launch(vec ? dim / 4 : dim, rows < BCAST_ROWS ? rows : BCAST_ROWS, &grid, &block);
-    cudaStream_t s = lp_cuda(be)->stream;
-    if (vec) gated_add_rows<4><<<grid, block, 0, s>>>(x, y, rows, (int)dim, gate);
-    else gated_add_rows<1><<<grid, block, 0, s>>>(x, y, rows, (int)dim, gate);
-    lp_cuda_check_launch(be, "gated_add");
+    if (vec) gated_residual_kernel<4><<<grid, block, 0, s>>>(x, y, (int)dim, *seg, gate, stride);
+    else gated_residual_kernel<1><<<grid, block, 0, s>>>(x, y, (int)dim, *seg, gate, stride);
+    lp_cuda_check_launch(be, op);
 }
 
 /* -------------------------------------------------------- flat element ops */
 
-enum { OP_GELU_TANH, OP_SILU };
-
-/* 0.5·v·(1 + tanh(u)) written as v·sigmoid(2u) = v / (1 + e^(−2u)): the same
- * function without the cancellation of 1 + tanh(u) for negative v. */
-template <int OP> __device__ __forceinline__ float unary(float v) {
-    if (OP == OP_GELU_TANH) {
-        float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-        return v / (1.0f + expf(-2.0f * u));
-    }
-    return v / (1.0f + expf(-v));
-}
-
-/* In place on n elements: V-wide groups, then the n % V tail. */
-template <int OP, int V>
-__global__ void unary_kernel(float *x, int64_t n) {
+/* x / (1 + e^(−x)) in place on n elements: V-wide groups, then the n % V tail. */
+template <int V> __global__ void silu_kernel(float *x, int64_t n) {
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
     const int64_t groups = n / V;
     for (int64_t g = gid; g < groups; g += stride) {
         float v[V];
         load_v<V>(v, x + g * V);
 #pragma unroll
-        for (int j = 0; j < V; j++) v[j] = unary<OP>(v[j]);
+        for (int j = 0; j < V; j++) v[j] = v[j] / (1.0f + expf(-v[j]));
         store_v<V>(x + g * V, v);
     }
     int64_t i = groups * V + gid;
-    if (i < n) x[i] = unary<OP>(x[i]);
+    if (i < n) x[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
-template <int OP> static void launch_unary(const lp_backend *be, float *x, int64_t n, const char *op) {
+void lp_cuda_silu(const lp_backend *be, float *x, int64_t n) {
     if (n <= 0) return;
     cudaStream_t s = lp_cuda(be)->stream;
-    if (aligned16(x)) unary_kernel<OP, 4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(x, n);
-    else unary_kernel<OP, 1><<<grid_for(n, THREADS), THREADS, 0, s>>>(x, n);
-    lp_cuda_check_launch(be, op);
+    if (aligned16(x)) silu_kernel<4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(x, n);
+    else silu_kernel<1><<<grid_for(n, THREADS), THREADS, 0, s>>>(x, n);
+    lp_cuda_check_launch(be, "silu");
 }
-
-void lp_cuda_gelu_tanh(const lp_backend *be, float *x, int64_t n) { launch_unary<OP_GELU_TANH>(be, x, n, "gelu_tanh"); }
-
-void lp_cuda_silu(const lp_backend *be, float *x, int64_t n) { launch_unary<OP_SILU>(be, x, n, "silu"); }
 
 /* y = a + b (y may alias a or b: each element is read before it is written
  * by the same thread). */
-template <int V>
-__global__ void add_kernel(float *y, const float *a, const float *b, int64_t n) {
+template <int V> __global__ void add_kernel(float *y, const float *a, const float *b, int64_t n) {
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
     const int64_t groups = n / V;
     for (int64_t g = gid; g < groups; g += stride) {
@@ -418,144 +541,162 @@ void lp_cuda_add(const lp_backend *be, float *y, const float *a, const float *b,
     lp_cuda_check_launch(be, "add");
 }
 
-/* Round to nearest even, NaN kept quiet: bit-identical to lp_f32_to_bf16. */
-__device__ __forceinline__ uint32_t bf16_bits(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
-
-template <int V> __device__ __forceinline__ void store_bf16(uint16_t *p, const float (&v)[V]);
-template <> __device__ __forceinline__ void store_bf16<4>(uint16_t *p, const float (&v)[4]) {
-    *reinterpret_cast<uint2 *>(p) =
-        make_uint2(bf16_bits(v[0]) | bf16_bits(v[1]) << 16, bf16_bits(v[2]) | bf16_bits(v[3]) << 16);
-}
-template <> __device__ __forceinline__ void store_bf16<1>(uint16_t *p, const float (&v)[1]) {
-    *p = (uint16_t)bf16_bits(v[0]);
-}
+/* ------------------------------------------------------ linear's helpers */
 
 /* V = 4: float4 in, four bf16 (8 bytes) out; then the n % V tail. */
-template <int V>
-__global__ void to_bf16_kernel(uint16_t *dst, const float *src, int64_t n) {
+template <int V> __global__ void to_bf16_kernel(uint16_t *dst, const float *src, int64_t n) {
     const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
     const int64_t groups = n / V;
     for (int64_t g = gid; g < groups; g += stride) {
         float v[V];
         load_v<V>(v, src + g * V);
-        store_bf16<V>(dst + g * V, v);
+        store_out(dst + g * V, v);
     }
     int64_t i = groups * V + gid;
     if (i < n) dst[i] = (uint16_t)bf16_bits(src[i]);
 }
 
-void lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src, int64_t n) {
-    if (n <= 0) return;
+lp_status lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src, int64_t n) {
+    if (n <= 0) return LP_OK;
     cudaStream_t s = lp_cuda(be)->stream;
     uint16_t *d = (uint16_t *)dst;
-    if (aligned16(src) && ((uintptr_t)dst & 7) == 0)
+    if (aligned16(src) && aligned(dst, 8))
         to_bf16_kernel<4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(d, src, n);
     else to_bf16_kernel<1><<<grid_for(n, THREADS), THREADS, 0, s>>>(d, src, n);
-    lp_cuda_check_launch(be, "f32_to_bf16");
+    return lp_cuda_check_launch(be, "f32_to_bf16");
 }
 
-/* -------------------------------------------------------------------- RoPE */
-
-/* Stores a rotated pair (rounded once to f32): as f32, or as two bf16 (one
- * 4-byte store) for the KV cache. */
-__device__ __forceinline__ void store_pair(float *y, float a, float b) {
-    y[0] = a;
-    y[1] = b;
-}
-__device__ __forceinline__ void store_pair(uint16_t *y, float a, float b) {
-    *reinterpret_cast<uint32_t *>(y) = bf16_bits(a) | bf16_bits(b) << 16;
+/* GELU, tanh approximation: 0.5·v·(1 + tanh(u)) with u = √(2/π)·(v +
+ * 0.044715·v³), written as v·sigmoid(2u) = v / (1 + e^(−2u)): the same
+ * function without the cancellation of 1 + tanh(u) for negative v. */
+__device__ __forceinline__ float gelu_tanh(float v) {
+    float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+    return v / (1.0f + expf(-2.0f * u));
 }
 
-/* 3-D RoPE (spec/MODEL.md §6) of rows [0, rows) of x [rows, heads·head_dim]
- * into y (the same layout; y may be x): one thread per (row, pair) computes
- * the angle pos·10000^(−i/n) and its cos/sin in fp64 (the pair's part and
- * index i inside a part of n pairs as in rope.c), then rotates that pair in
- * every head, in fp64, rounding once to f32 (and then to bf16 for a bf16 y).
- * The per-pair frequencies are built per block in shared memory
- * ([head_dim/2] doubles). pos [rows][3] (frame, row, col) in device memory;
- * a bf16 y needs an even head_dim and 4-byte alignment (pair stores). */
-template <typename T>
-__global__ void rope_kernel(T *y, const float *x, int64_t rows, int heads, int head_dim, const int32_t *pos) {
-    extern __shared__ double s_freq[];
-    const int half = head_dim / 2, nh = head_dim / 6, nf = half - 2 * nh;
-    for (int p = threadIdx.x; p < half; p += blockDim.x) {
-        int n = p < nf ? nf : nh, i = p < nf ? p : p < nf + nh ? p - nf : p - nf - nh;
-        s_freq[p] = 1.0 / pow(10000.0, (double)(2 * i) / (double)(2 * n));
+/* y[m][j] = act(d[m][j] + bias[j]); each thread owns V columns and walks
+ * the rows (y may equal d for an f32 y: same thread, read before write). */
+template <typename T, int V>
+__global__ void bias_act_kernel(T *y, const float *d, int64_t M, int64_t N, const float *bias, int gelu) {
+    const int64_t c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (c >= N) return;
+    float b[V];
+    if (bias) {
+        load_v<V>(b, bias + c);
+    } else {
+#pragma unroll
+        for (int j = 0; j < V; j++) b[j] = 0.0f;
     }
+    for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
+        float v[V];
+        load_v<V>(v, d + m * N + c);
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            v[j] = __fadd_rn(v[j], b[j]);
+            if (gelu) v[j] = gelu_tanh(v[j]);
+        }
+        store_out(y + m * N + c, v);
+    }
+}
+
+lp_status lp_cuda_bias_act(const lp_backend *be, void *y, int y_bf16, const float *d, int64_t M, int64_t N,
+                           const float *bias, int gelu) {
+    if (M <= 0 || N <= 0) return LP_OK;
+    const int vec = N % 4 == 0 && aligned16(d) && aligned(y, y_bf16 ? 8 : 16) && (!bias || aligned16(bias));
+    dim3 grid, block;
+    row_launch(vec ? N / 4 : N, M, &grid, &block);
+    cudaStream_t s = lp_cuda(be)->stream;
+    if (y_bf16 && vec) bias_act_kernel<uint16_t, 4><<<grid, block, 0, s>>>((uint16_t *)y, d, M, N, bias, gelu);
+    else if (y_bf16) bias_act_kernel<uint16_t, 1><<<grid, block, 0, s>>>((uint16_t *)y, d, M, N, bias, gelu);
+    else if (vec) bias_act_kernel<float, 4><<<grid, block, 0, s>>>((float *)y, d, M, N, bias, gelu);
+    else bias_act_kernel<float, 1><<<grid, block, 0, s>>>((float *)y, d, M, N, bias, gelu);
+    return lp_cuda_check_launch(be, "linear (bias and activation)");
+}
+
+/* ------------------------------------------------------------- kv_store */
+
+/* Rows into the bf16 cache: one thread per (row, pair) takes the pair's
+ * (cos, sin) once (keys: pos given) and writes that pair in every head. Row
+ * r goes to cache row di[r] (di NULL: r) from row si[r] of the f32 x when
+ * si[r] >= 0, from bf16 row −si[r] − 1 of saved otherwise (si NULL: row r of
+ * x). The pair frequencies are built per block in shared memory
+ * ([head_dim/2] doubles). pos, di and si in device memory; y needs an even
+ * head_dim and 4-byte alignment (pair stores). */
+__global__ void kv_store_kernel(uint16_t *y, const int32_t *di, const float *x, const uint16_t *saved,
+                                const int32_t *si, int64_t rows, int heads, int head_dim, const int32_t *pos) {
+    extern __shared__ double s_freq[];
+    if (pos) rope_freqs(s_freq, head_dim);
     __syncthreads();
+    const int half = head_dim / 2;
     const int64_t total = rows * half, stride = (int64_t)gridDim.x * blockDim.x;
     const int64_t ld = (int64_t)heads * head_dim;
     for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += stride) {
-        int64_t r = t / half;
-        int p = (int)(t - r * half), part = p < nf ? 0 : p < nf + nh ? 1 : 2;
-        double sn, cs;
-        sincos((double)pos[r * 3 + part] * s_freq[p], &sn, &cs);
-        const float *v = x + r * ld + 2 * p;
-        T *w = y + r * ld + 2 * p;
-        for (int h = 0; h < heads; h++, v += head_dim, w += head_dim) {
-            double x0 = v[0], x1 = v[1];
-            store_pair(w, (float)__dsub_rn(__dmul_rn(x0, cs), __dmul_rn(x1, sn)),
-                       (float)__dadd_rn(__dmul_rn(x0, sn), __dmul_rn(x1, cs)));
+        const int64_t r = t / half;
+        const int p = (int)(t - r * half);
+        const double2 cs = pos ? rope_cs(pos + r * 3, p, head_dim, s_freq[p]) : make_double2(1.0, 0.0);
+        const int64_t from = si ? (int64_t)si[r] : r;
+        uint16_t *w = y + (di ? (int64_t)di[r] : r) * ld + 2 * p;
+        if (from >= 0) {
+            const float *v = x + from * ld + 2 * p;
+            for (int h = 0; h < heads; h++, v += head_dim, w += head_dim) {
+                float o[2] = {v[0], v[1]};
+                if (pos) rope_rotate(o[0], o[1], cs);
+                store_out(w, o);
+            }
+        } else {
+            const uint16_t *v = saved + (-from - 1) * ld + 2 * p;
+            for (int h = 0; h < heads; h++, v += head_dim, w += head_dim) {
+                float o[2] = {__uint_as_float((uint32_t)v[0] << 16), __uint_as_float((uint32_t)v[1] << 16)};
+                if (pos) rope_rotate(o[0], o[1], cs);
+                store_out(w, o);
+            }
         }
     }
 }
 
-/* Rotates x into y (f32 or bf16): positions are a host array, staged into the
- * ring in pieces of rows. rows, heads > 0, head_dim >= 2. */
-template <typename T>
-static lp_status rope_launch(const lp_backend *be, T *y, const float *x, int64_t rows, int heads, int head_dim,
-                             const int32_t *pos, const char *op) {
-    const int half = head_dim / 2;
-    const int64_t chunk = stage_chunk(be, 3 * sizeof(int32_t)), ld = (int64_t)heads * head_dim;
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
-        int ok = 1;
-        const int32_t *dpos = stage_i32(be, pos + r0 * 3, n * 3, &ok);
-        if (!ok) return lp_cuda(be)->sticky != LP_OK ? lp_cuda(be)->sticky : LP_ERR_NOMEM; /* sticky: stage failed */
-        rope_kernel<T><<<grid_for(n * half, THREADS), THREADS, (size_t)half * sizeof(double), lp_cuda(be)->stream>>>(
-            y + r0 * ld, x + r0 * ld, n, heads, head_dim, dpos);
-        LP_TRY(lp_cuda_check_launch(be, op));
-    }
-    return LP_OK;
-}
-
-void lp_cuda_rope3d(const lp_backend *be, float *x, int64_t rows, int heads, int head_dim, const int32_t *pos) {
-    if (rows < 0 || heads < 0 || head_dim < 0 || head_dim > 8192) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "rope3d: invalid shape rows %lld, heads %d, head_dim %d", (long long)rows,
-                               heads, head_dim));
-        return;
-    }
-    if (rows == 0 || heads == 0 || head_dim < 2) return;
-    (void)rope_launch(be, x, x, rows, heads, head_dim, pos, "rope3d"); /* failures are sticky */
-}
-
-/* The bf16 KV cache: keys through rope_kernel<uint16_t>, other rows through
- * to_bf16_kernel (both rounding to nearest even like lp_f32_to_bf16). */
-lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const float *src, int64_t rows, int heads,
-                           int head_dim, const int32_t *pos) {
+/* The bf16 KV cache: contiguous values through to_bf16_kernel, everything
+ * else through kv_store_kernel (both rounding to nearest even like
+ * lp_f32_to_bf16). Positions and row indices are host arrays, staged into
+ * the ring in pieces of rows. */
+lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const int32_t *dst_idx, const float *src,
+                           const void *saved, const int32_t *src_idx, int64_t rows, int heads, int head_dim,
+                           const int32_t *pos) {
     if (rows < 0 || heads < 0 || head_dim < 0 || head_dim > 8192)
         return lp_fail(LP_ERR_ARG, "kv_store: invalid shape rows %lld, heads %d, head_dim %d", (long long)rows, heads,
                        head_dim);
     const int64_t n = rows * heads * (int64_t)head_dim;
     if (n == 0) return pending(be, "kv_store");
-    if (!cache_rows || !src) return lp_fail(LP_ERR_ARG, "kv_store: NULL cache rows or source");
+    if (!cache_rows || (!src && !saved)) return lp_fail(LP_ERR_ARG, "kv_store: NULL cache rows or source");
+    LP_TRY(check_indices(dst_idx, rows, "kv_store", "dst_idx"));
+    for (int64_t i = 0; src_idx && i < rows; i++)
+        if ((src_idx[i] < 0 && !saved) || (src_idx[i] >= 0 && !src))
+            return lp_fail(LP_ERR_ARG, "kv_store: row %lld reads a source that was not given", (long long)i);
     uint16_t *dst = (uint16_t *)cache_rows;
-    if ((uintptr_t)dst < (uintptr_t)(src + n) && (uintptr_t)src < (uintptr_t)(dst + n))
+    const int plain = !pos && !dst_idx && !src_idx;
+    if (plain && (uintptr_t)dst < (uintptr_t)(src + n) && (uintptr_t)src < (uintptr_t)(dst + n))
         return lp_fail(LP_ERR_ARG, "kv_store: the cache rows overlap the source");
-    if (pos && (head_dim % 2 || ((uintptr_t)dst & 3)))
-        return lp_fail(LP_ERR_ARG, "kv_store (cuda): rotated rows need an even head_dim (got %d) and 4-byte aligned "
-                                   "cache rows", head_dim);
+    if (!plain && (head_dim % 2 || !aligned(dst, 4) || (saved && !aligned(saved, 4))))
+        return lp_fail(LP_ERR_ARG, "kv_store (cuda): rotated, scattered or gathered rows need an even head_dim (got "
+                                   "%d) and 4-byte aligned rows", head_dim);
     LP_TRY(pending(be, "kv_store"));
-    if (pos) return rope_launch(be, dst, src, rows, heads, head_dim, pos, "kv_store (rope)");
-    cudaStream_t s = lp_cuda(be)->stream;
-    if (aligned16(src) && ((uintptr_t)dst & 7) == 0)
-        to_bf16_kernel<4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(dst, src, n);
-    else to_bf16_kernel<1><<<grid_for(n, THREADS), THREADS, 0, s>>>(dst, src, n);
-    return lp_cuda_check_launch(be, "kv_store (bf16)");
+    lp_cuda_state *st = lp_cuda(be);
+    if (plain) return lp_cuda_f32_to_bf16(be, dst, src, n);
+    const int half = head_dim / 2;
+    const int64_t chunk = stage_chunk(be, 5 * sizeof(int32_t)), ld = (int64_t)heads * head_dim;
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        const int64_t m = rows - r0 < chunk ? rows - r0 : chunk;
+        int ok = 1;
+        const int32_t *dpos = stage_i32(be, pos ? pos + r0 * 3 : NULL, m * 3, &ok);
+        const int32_t *ddi = stage_i32(be, dst_idx ? dst_idx + r0 : NULL, m, &ok);
+        const int32_t *dsi = stage_i32(be, src_idx ? src_idx + r0 : NULL, m, &ok);
+        if (!ok) return st->sticky != LP_OK ? st->sticky : LP_ERR_NOMEM; /* sticky: the stage failed */
+        /* without index arrays, piece r0 reads and writes rows from r0 on */
+        kv_store_kernel<<<grid_for(m * half, THREADS), THREADS, pos ? (size_t)half * sizeof(double) : 0, st->stream>>>(
+            ddi ? dst : dst + r0 * ld, ddi, dsi || !src ? src : src + r0 * ld, (const uint16_t *)saved, dsi, m, heads,
+            head_dim, dpos);
+        LP_TRY(lp_cuda_check_launch(be, "kv_store"));
+    }
+    return LP_OK;
 }
 
 /* ----------------------------------------------------------- data movement */

@@ -1,0 +1,544 @@
+/* The attention kernel for head_dim 128 on Hopper (sm_90a): a flash-attention
+ * forward pass on the warpgroup tensor-core instructions (wgmma.mma_async,
+ * bf16 operands, fp32 accumulation). attention.cu checks the arguments,
+ * converts f32 K/V, plans the split of the last wave and merges split parts;
+ * this file runs one CTA per unit or part of unit exactly as its mma.sync
+ * kernel does (att_params in attention.h), with other means:
+ *
+ * CTA: 384 threads, three warpgroups. Warpgroups 0 and 1 are consumers, each
+ * owning 64 of the CTA's 128 query rows; warpgroup 2 is the producer, which
+ * only issues cp.async copies of key tiles (128 keys) into a ring of
+ * AW_STAGES shared-memory stages, and hands most of its registers to the
+ * consumers (setmaxnreg: 56 producer, 224 consumer registers per thread).
+ * K and V of a stage have their own mbarriers: full_* (the producer's 128
+ * threads each arrive through cp.async.mbarrier.arrive.noinc once their
+ * copies have landed) and empty_* (lane 0 of each of the 8 consumer warps
+ * arrives once its wgmma reading the buffer are done). Use u (0, 1, ...) of
+ * a stage completes phase u of its barriers, so the consumers wait on full
+ * with parity u & 1 and the producer, before refilling, on empty with parity
+ * (u − 1) & 1. There are no CTA-wide barriers after setup.
+ *
+ * Per consumer warpgroup and key tile j (intra-warpgroup overlap): issue
+ * S_j = Q·K_jᵀ (8 × m64n128k16, A = Q and B = K from shared memory), then
+ * O += P_{j−1}·V_{j−1} (8 × m64n128k16, A = P from registers, B = V from
+ * shared memory); wait for S_j only and run the online softmax on it while
+ * the tensor cores do P·V; then wait for P·V, rescale O when a row max grew
+ * (lazily, as the mma.sync kernel: only by more than ATT_RESCALE), and round
+ * P_j to bf16 in registers for the next tile. Logits stay unscaled in S; the
+ * softmax takes row maxima of the raw logits and computes
+ * 2^(s·qscale − m) with one fma (hence scale > 0, checked by the host).
+ * Keys past Lk (zero rows in the tile) get -inf.
+ *
+ * Shared memory (from a 1024-byte aligned base): Q [128 rows][128], then K
+ * and V of each stage [128 keys][128]; each as two column blocks of 64 bf16
+ * (128 bytes a row, 16 KiB a block), rows at 128 bytes, in the 128-byte
+ * swizzle: the 16-byte chunk c (0..7) of row r is stored at chunk c ^ (r % 8)
+ * (bits 4-6 of the address XOR bits 7-9), the layout the wgmma descriptors'
+ * swizzle mode 1 reads. Descriptors (64 bits): start address >> 4 in bits
+ * 0-13, leading byte offset >> 4 in 16-29, stride byte offset >> 4 in 32-45,
+ * swizzle mode in 62-63 (1 = 128 bytes); base offset 0 (every 8-row atom
+ * starts 1024-byte aligned).
+ * - Q (A of S = Q·Kᵀ) and K (B of S, element (k = dim, n = key)) are
+ *   "K-major" (the reduced dim is contiguous): the 8-row groups of the M or N
+ *   dimension are 1024 bytes apart (stride byte offset), the leading byte
+ *   offset is unused (set to 16). Step kk (dims 16kk..16kk+15) starts at
+ *   column block kk / 4, byte 32·(kk % 4) of the row, inside the swizzle atom.
+ * - V (B of O = P·V, element (k = key, n = dim)) is "MN-major" (n
+ *   contiguous), transpose bit 1: its 64-dim column blocks (n) are 16 KiB
+ *   apart (leading byte offset), the 8-key groups (k) 1024 bytes apart
+ *   (stride byte offset). Step kk (keys 16kk..16kk+15) starts 16kk rows in.
+ *
+ * Fragments (PTX ISA, wgmma .m64nNk16; warp w of the warpgroup holds rows
+ * 16w..16w+15, g = lane / 4, t = lane % 4): accumulator d[4i + e] is row g
+ * (e = 0, 1) or g + 8 (e = 2, 3), column 8i + 2t + (e & 1); the register A
+ * fragment of step kk is a0 = (row g, cols 16kk + 2t, +1), a1 = (row g + 8,
+ * the same), a2 = (row g, cols 16kk + 8 + 2t, +1), a3 = (row g + 8, the
+ * same), i.e. the accumulator pairs of column blocks 2kk and 2kk + 1.
+ *
+ * Registers per consumer thread: O 64 and S 64 fp32, P 32 (bf16 pairs). */
+#include <math.h>
+#include <stdint.h>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "attention.h"
+#include "cuda_internal.h"
+
+#define AW_HD 128
+#define AW_BK ATT_WG_BK /* keys per tile */
+#define AW_STAGES 2
+#define AW_CONSUMERS 2 /* warpgroups of 64 query rows */
+#define AW_THREADS (AW_CONSUMERS * 128 + 128) /* + the producer warpgroup */
+/* registers per thread: ptxas gives every thread AW_REGS (65536 / 384,
+ * rounded down to a multiple of 8); the producer warpgroup then hands
+ * AW_REGS − AW_PRODUCER_REGS of its own to the consumers (setmaxnreg), which
+ * keep the per-CTA total: 128·56 + 256·224 = 384·168 */
+#define AW_REGS 168
+#define AW_PRODUCER_REGS 56
+#define AW_CONSUMER_REGS 224
+#define AW_BLOCK_BYTES (128 * 128)            /* 128 rows of 64 bf16: one column block */
+#define AW_TILE_BYTES (2 * AW_BLOCK_BYTES)    /* 128 rows of 128 bf16 */
+#define AW_K_OFF AW_TILE_BYTES                /* after Q */
+#define AW_V_OFF (AW_K_OFF + AW_STAGES * AW_TILE_BYTES)
+#define AW_BAR_OFF (AW_V_OFF + AW_STAGES * AW_TILE_BYTES)
+#define AW_SMEM (AW_BAR_OFF + 4 * AW_STAGES * 8 + 1024) /* + the alignment of the base */
+
+static_assert(ATT_BQ == AW_CONSUMERS * 64, "a CTA covers one row block");
+static_assert(AW_BK == 128 && AW_HD == 128, "the tile layout assumes 128 keys by 128 dims");
+static_assert(128 * AW_PRODUCER_REGS + 128 * AW_CONSUMERS * AW_CONSUMER_REGS == AW_THREADS * AW_REGS,
+              "setmaxnreg must keep the CTA's register total");
+
+/* Device code exists for sm_90a only (the compute_80 PTX gets an empty body;
+ * the host never launches it there). */
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define AW_DEVICE 1
+#else
+#define AW_DEVICE 0
+#endif
+
+#if AW_DEVICE
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lo */
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* 16-byte asynchronous global → shared copy of src_bytes (16, or 0: nothing
+ * is read and the 16 bytes are zero-filled). */
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void *src, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+
+/* Waits for all of this thread's cp.async copies. */
+__device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+/* Orders this thread's view of shared memory (generic proxy: cp.async and
+ * ordinary stores) before its later wgmma reads (async proxy). */
+__device__ __forceinline__ void fence_proxy_async(void) {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+
+/* An arrival on bar once all of this thread's earlier cp.async copies have
+ * landed (.noinc: counted in the barrier's expected arrivals). */
+__device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+
+/* Waits until the phase of bar with the given parity has completed; the
+ * warp leaves converged (wgmma are warp-synchronous). */
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile("{\n\t.reg .pred p;\n\t"
+                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                     "selp.u32 %0, 1, 0, p;\n\t}"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+    __syncwarp();
+}
+
+/* A consumer warp's release of a buffer (after the wgmma that read it are
+ * done): one arrival per warp. */
+__device__ __forceinline__ void release(uint32_t bar, int lane) {
+    if (lane == 0) mbar_arrive(bar);
+    __syncwarp();
+}
+
+/* The 128 threads of consumer warpgroup WG (named barrier 1 + WG). */
+template <int WG> __device__ __forceinline__ void warpgroup_sync(void) {
+    asm volatile("bar.sync %0, 128;" ::"n"(1 + WG) : "memory");
+}
+
+/* wgmma ordering: fence (register accesses before it are done before later
+ * wgmma use the registers), commit (the wgmma issued so far form a group),
+ * wait (at most N groups of this thread still pending). */
+__device__ __forceinline__ void wg_fence(void) { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wg_wait(void) {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+
+/* Compiler-level fences: the registers are "rewritten" here, so that no
+ * access to them moves across (wgmma work on them asynchronously between
+ * issue and wait, which the compiler does not see). */
+__device__ __forceinline__ void reg_fence(float (&x)[64]) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(x[i])::"memory");
+}
+__device__ __forceinline__ void reg_fence(uint32_t (&x)[32]) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) asm volatile("" : "+r"(x[i])::"memory");
+}
+
+#define AW_D_REGS                                                                                                  \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+    "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "   \
+    "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define AW_D8(i)                                                                                                   \
+    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]),     \
+        "+f"(d[i + 7])
+#define AW_D_OPS AW_D8(0), AW_D8(8), AW_D8(16), AW_D8(24), AW_D8(32), AW_D8(40), AW_D8(48), AW_D8(56)
+
+/* d (64×128 fp32) = a·b (+ d when accumulate): A and B from shared memory,
+ * both K-major (transpose bits 0). */
+__device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %66, 0;\n\t"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " AW_D_REGS ", %64, %65, p, 1, 1, 0, 0;\n\t}"
+                 : AW_D_OPS
+                 : "l"(a), "l"(b), "r"(accumulate)
+                 : "memory");
+}
+
+/* d (64×128 fp32) += a·b: A (64×16) from registers, B from shared memory,
+ * MN-major (transpose bit 1). */
+__device__ __forceinline__ void wgmma_rs(float (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint64_t b) {
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %69, 0;\n\t"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " AW_D_REGS
+                 ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n\t}"
+                 : AW_D_OPS
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(1)
+                 : "memory");
+}
+
+/* A 128-byte-swizzle matrix descriptor (see the top of the file). */
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32 |
+           (uint64_t)1 << 62;
+}
+
+/* The byte offset of 16-byte chunk c (0..15: dims 8c..8c+7) of row r in a
+ * swizzled [rows][128] bf16 tile. */
+__device__ __forceinline__ uint32_t sw128_offset(int r, int c) {
+    return (uint32_t)((c >> 3) * AW_BLOCK_BYTES + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+
+/* The producer's copies of key tile j of head `head` (K when !V, else V)
+ * into the tile at shared address dst: thread pt (0..127) of the producer
+ * warpgroup copies the chunk pairs (2i, 2i + 1) of tile rows pt / 2 and
+ * pt / 2 + 64 (lane pairs read 32 contiguous bytes); rows of keys past Lk are
+ * zero-filled, so that padded values are finite (P = 0 times a padded V row
+ * must give 0). Ranges are selected without indexing the parameter array (no
+ * local-memory copy of it). */
+template <bool V>
+__device__ __forceinline__ void load_tile(const att_params &p, int j, int head, uint32_t dst, int pt) {
+    const int h = pt & 1;
+    const uint16_t *base0 = V ? p.src[0].v : p.src[0].k, *base1 = V ? p.src[1].v : p.src[1].k;
+#pragma unroll
+    for (int pass = 0; pass < 2; pass++) {
+        const int row = pass * 64 + (pt >> 1), key = j * AW_BK + row;
+        const bool r1 = key >= p.n0, valid = key < p.Lk;
+        const int64_t ld = r1 ? p.src[1].ld : p.src[0].ld, hstride = r1 ? p.src[1].hstride : p.src[0].hstride;
+        /* a padded key reads nothing: any valid address of its range will do */
+        const int64_t off = valid ? (int64_t)(r1 ? key - p.n0 : key) * ld + head * hstride : 0;
+        const uint16_t *src = (r1 ? base1 : base0) + off;
+        const uint32_t bytes = valid ? 16u : 0u;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int c = 2 * i + h;
+            cp_async_16(dst + sw128_offset(row, c), src + c * 8, bytes);
+        }
+    }
+}
+
+/* The online softmax of one tile's S (this thread's rows g and g + 8, index
+ * h = 0, 1) with `valid` real keys in the tile: P = 2^(S·qscale − m) in place,
+ * m and l updated; returns whether the warp raised a row base, with corr[h]
+ * the factor O's row h must be scaled by (1 when unchanged). */
+__device__ __forceinline__ bool online_softmax(float (&s)[64], float (&m)[2], float (&l)[2], float (&corr)[2],
+                                               float qscale, int valid, int t) {
+    if (valid < AW_BK) {
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            const int c = i * 8 + 2 * t;
+            if (c >= valid) s[4 * i] = s[4 * i + 2] = -INFINITY;
+            if (c + 1 >= valid) s[4 * i + 1] = s[4 * i + 3] = -INFINITY;
+        }
+    }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[4 * i], s[4 * i + 1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[4 * i + 2], s[4 * i + 3]));
+    }
+    bool grow = false;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        /* the 4 threads of a quad share a row */
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        mx[h] *= qscale; /* log2 domain (qscale > 0 keeps the max) */
+        grow |= mx[h] > m[h] + ATT_RESCALE;
+        corr[h] = 1.f;
+    }
+    const bool any = __any_sync(0xffffffffu, grow);
+    if (any) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const float mn = fmaxf(m[h], mx[h]);
+            corr[h] = m[h] == -INFINITY ? 1.f : fast_exp2(m[h] - mn);
+            m[h] = mn;
+            l[h] *= corr[h];
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        /* a row whose logits are all -inf so far subtracts 0 (no inf − inf) */
+        const float nbase = m[h] == -INFINITY ? 0.f : -m[h];
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            s[4 * i + 2 * h] = fast_exp2(fmaf(s[4 * i + 2 * h], qscale, nbase));
+            s[4 * i + 2 * h + 1] = fast_exp2(fmaf(s[4 * i + 2 * h + 1], qscale, nbase));
+            l[h] += s[4 * i + 2 * h] + s[4 * i + 2 * h + 1];
+        }
+    }
+    return any;
+}
+
+/* P (fp32 accumulator layout) → bf16 A fragments: step kk takes column
+ * blocks 2kk (a0: row g, a1: row g + 8) and 2kk + 1 (a2, a3). */
+__device__ __forceinline__ void pack_p(uint32_t (&pf)[32], const float (&s)[64]) {
+#pragma unroll
+    for (int kk = 0; kk < 8; kk++) {
+        pf[4 * kk] = pack_bf16(s[8 * kk], s[8 * kk + 1]);
+        pf[4 * kk + 1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+        pf[4 * kk + 2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
+        pf[4 * kk + 3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+}
+
+/* Issues S = Q·Kᵀ (dq: this warpgroup's Q rows, dk: a K tile). */
+__device__ __forceinline__ void issue_qk(float (&s)[64], uint64_t dq, uint64_t dk) {
+#pragma unroll
+    for (int kk = 0; kk < AW_HD / 16; kk++) {
+        const uint64_t step = (uint64_t)(((kk >> 2) * AW_BLOCK_BYTES + (kk & 3) * 32) >> 4);
+        wgmma_ss(s, dq + step, dk + step, kk > 0);
+    }
+}
+
+/* Issues O += P·V (dv: a V tile). */
+__device__ __forceinline__ void issue_pv(float (&o)[64], const uint32_t (&pf)[32], uint64_t dv) {
+#pragma unroll
+    for (int kk = 0; kk < AW_BK / 16; kk++)
+        wgmma_rs(o, pf[4 * kk], pf[4 * kk + 1], pf[4 * kk + 2], pf[4 * kk + 3], dv + (uint64_t)((kk * 16 * 128) >> 4));
+}
+
+#endif /* AW_DEVICE */
+
+__global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma_kernel(const att_params p) {
+#if AW_DEVICE
+    extern __shared__ unsigned char aw_smem[];
+    const uint32_t base = ((uint32_t)__cvta_generic_to_shared(aw_smem) + 1023u) & ~1023u;
+    const uint32_t q_a = base, k_a = base + AW_K_OFF, v_a = base + AW_V_OFF;
+    /* barriers: full_k[s], full_v[s], empty_k[s], empty_v[s] */
+    const uint32_t full_k = base + AW_BAR_OFF, full_v = full_k + 8 * AW_STAGES;
+    const uint32_t empty_k = full_v + 8 * AW_STAGES, empty_v = empty_k + 8 * AW_STAGES;
+
+    const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    /* this CTA's unit, key tiles [t0, t1) and split part (-1: whole unit) */
+    int unit = (int)blockIdx.x, part = -1, t0 = 0, t1 = p.tiles;
+    if (unit >= p.whole) {
+        part = (unit - p.whole) % p.splits;
+        unit = p.whole + (unit - p.whole) / p.splits;
+        t0 = part * p.split_tiles;
+        t1 = min(p.tiles, t0 + p.split_tiles);
+    }
+    const int n = t1 - t0;
+    const int head = unit / p.nb;
+    const int64_t qrow0 = (int64_t)(unit % p.nb) * ATT_BQ;
+    const int64_t hoff = (int64_t)head * AW_HD;
+
+    if (tid == 0) {
+        for (int s = 0; s < AW_STAGES; s++) {
+            mbar_init(full_k + 8 * s, 128);
+            mbar_init(full_v + 8 * s, 128);
+            mbar_init(empty_k + 8 * s, 4 * AW_CONSUMERS);
+            mbar_init(empty_v + 8 * s, 4 * AW_CONSUMERS);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (warp >= 4 * AW_CONSUMERS) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(AW_PRODUCER_REGS));
+        const int pt = tid - 128 * AW_CONSUMERS;
+        for (int it = 0; it < n; it++) {
+            const int s = it % AW_STAGES;
+            const uint32_t released = ((it / AW_STAGES) & 1) ^ 1; /* parity of the previous use's release */
+            if (it >= AW_STAGES) mbar_wait(empty_k + 8 * s, released);
+            load_tile<false>(p, t0 + it, head, k_a + s * AW_TILE_BYTES, pt);
+            mbar_arrive_cp_async(full_k + 8 * s);
+            if (it >= AW_STAGES) mbar_wait(empty_v + 8 * s, released);
+            load_tile<true>(p, t0 + it, head, v_a + s * AW_TILE_BYTES, pt);
+            mbar_arrive_cp_async(full_v + 8 * s);
+        }
+        cp_async_wait_all();
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(AW_CONSUMER_REGS));
+
+    const int wg = warp >> 2, wq = warp & 3, g = lane >> 2, t = lane & 3;
+    /* this warpgroup's 64 Q rows (rows past Lq zero-filled): item e of the
+     * 64·16 16-byte chunks is row e / 16, chunk e % 16 */
+    {
+        const uint16_t *q = p.q + hoff;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int e = i * 128 + (tid & 127), row = wg * 64 + (e >> 4), c = e & 15;
+            const int64_t qrow = qrow0 + row;
+            const bool valid = qrow < p.Lq;
+            cp_async_16(q_a + sw128_offset(row, c), q + (valid ? qrow * p.ldq : 0) + c * 8, valid ? 16u : 0u);
+        }
+        cp_async_wait_all();
+        fence_proxy_async();
+        static_assert(AW_CONSUMERS == 2, "one named barrier per consumer warpgroup");
+        if (wg == 0) warpgroup_sync<0>();
+        else warpgroup_sync<1>();
+    }
+    const uint64_t dq = sw128_desc(q_a + wg * 64 * 128, 16, 1024);
+    const uint64_t dk = sw128_desc(k_a, 16, 1024);
+    const uint64_t dv = sw128_desc(v_a, AW_BLOCK_BYTES, 1024);
+    const uint64_t dstage = AW_TILE_BYTES >> 4; /* descriptor step from one stage to the next */
+
+    float o[64], s[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, corr[2];
+    uint32_t pf[32];
+#pragma unroll
+    for (int i = 0; i < 64; i++) o[i] = s[i] = 0.f; /* (s only so that it is never read undefined) */
+    /* real keys of the CTA's last tile */
+    const int last_valid = t1 == p.tiles ? p.last_valid : AW_BK;
+
+    /* tile t0: S only */
+    mbar_wait(full_k, 0);
+    fence_proxy_async();
+    reg_fence(s);
+    wg_fence();
+    issue_qk(s, dq, dk);
+    wg_commit();
+    wg_wait<0>();
+    reg_fence(s);
+    release(empty_k, lane);
+    online_softmax(s, m, l, corr, p.qscale, n == 1 ? last_valid : AW_BK, t);
+    pack_p(pf, s);
+
+    for (int it = 1; it < n; it++) {
+        const int sc = it % AW_STAGES, sp = (it - 1) % AW_STAGES;
+        mbar_wait(full_k + 8 * sc, (it / AW_STAGES) & 1);
+        mbar_wait(full_v + 8 * sp, ((it - 1) / AW_STAGES) & 1);
+        fence_proxy_async();
+        reg_fence(s);
+        reg_fence(o);
+        reg_fence(pf);
+        wg_fence();
+        issue_qk(s, dq, dk + sc * dstage);
+        wg_commit();
+        issue_pv(o, pf, dv + sp * dstage);
+        wg_commit();
+        wg_wait<1>(); /* S done, P·V may still run */
+        reg_fence(s);
+        release(empty_k + 8 * sc, lane);
+        const bool rescale = online_softmax(s, m, l, corr, p.qscale, it == n - 1 ? last_valid : AW_BK, t);
+        wg_wait<0>();
+        /* s too: its P must not be packed into pf before P·V is done with pf */
+        reg_fence(o);
+        reg_fence(s);
+        reg_fence(pf);
+        release(empty_v + 8 * sp, lane);
+        if (rescale) {
+#pragma unroll
+            for (int i = 0; i < 64; i++) o[i] *= corr[(i >> 1) & 1];
+        }
+        pack_p(pf, s);
+    }
+
+    /* the last tile's P·V */
+    {
+        const int sl = (n - 1) % AW_STAGES;
+        mbar_wait(full_v + 8 * sl, ((n - 1) / AW_STAGES) & 1);
+        fence_proxy_async();
+        reg_fence(o);
+        reg_fence(pf);
+        wg_fence();
+        issue_pv(o, pf, dv + sl * dstage);
+        wg_commit();
+        wg_wait<0>();
+        reg_fence(o);
+        release(empty_v + 8 * sl, lane);
+    }
+
+    /* a whole unit stores O / l as bf16 (rows past Lq skipped); a split part
+     * leaves O and (m, l) of all its rows (f32) for the merge */
+    const int64_t pidx = (int64_t)blockIdx.x - p.whole;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float sum = l[h];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const int lrow = wg * 64 + wq * 16 + g + 8 * h; /* row within the block */
+        if (part < 0) {
+            if (qrow0 + lrow >= p.Lq) continue;
+            uint16_t *dst = p.out + (qrow0 + lrow) * p.ldq + hoff;
+            const float inv = 1.f / sum;
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+                *reinterpret_cast<uint32_t *>(dst + i * 8 + 2 * t) =
+                    pack_bf16(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
+        } else {
+            float *dst = p.part_o + (pidx * ATT_BQ + lrow) * AW_HD;
+            if (t == 0) reinterpret_cast<float2 *>(p.part_ml)[pidx * ATT_BQ + lrow] = make_float2(m[h], sum);
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+                *reinterpret_cast<float2 *>(dst + i * 8 + 2 * t) = make_float2(o[4 * i + 2 * h], o[4 * i + 2 * h + 1]);
+        }
+    }
+#endif
+}
+
+lp_status lp_cuda_attention_wgmma_occupancy(const lp_backend *be, int *per_sm) {
+    lp_cuda_state *st = lp_cuda(be);
+    int smem_max = 0;
+    *per_sm = 0;
+    LP_TRY(lp_cuda_check(be, cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, st->device),
+                         "attention: cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)"));
+    if (smem_max < AW_SMEM)
+        return lp_fail(LP_ERR_UNSUPPORTED,
+                       "attention (cuda): the wgmma kernel needs %d bytes of shared memory per block, the device "
+                       "has %d",
+                       AW_SMEM, smem_max);
+    /* setmaxnreg.inc would wait forever if the CTA held fewer registers than
+     * the counts above assume */
+    cudaFuncAttributes fa;
+    LP_TRY(lp_cuda_check(be, cudaFuncGetAttributes(&fa, attention_wgmma_kernel),
+                         "attention: cudaFuncGetAttributes (wgmma)"));
+    if (fa.numRegs != AW_REGS)
+        return lp_fail(LP_ERR_UNSUPPORTED,
+                       "attention (cuda): the wgmma kernel was built with %d registers per thread, %d expected",
+                       fa.numRegs, AW_REGS);
+    LP_TRY(lp_cuda_check(be, cudaFuncSetAttribute(attention_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  AW_SMEM),
+                         "attention: cudaFuncSetAttribute(MaxDynamicSharedMemorySize) (wgmma)"));
+    return lp_cuda_check(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, attention_wgmma_kernel, AW_THREADS,
+                                                                          AW_SMEM),
+                         "attention: cudaOccupancyMaxActiveBlocksPerMultiprocessor (wgmma)");
+}
+
+lp_status lp_cuda_attention_wgmma_launch(const lp_backend *be, const att_params *p, int64_t ctas) {
+    attention_wgmma_kernel<<<(unsigned)ctas, AW_THREADS, AW_SMEM, lp_cuda(be)->stream>>>(*p);
+    return lp_cuda_check_launch(be, "attention_wgmma_kernel");
+}
