@@ -14,24 +14,26 @@ OPT := -O2 -g
 endif
 
 CC ?= gcc
-# VIDEO=0 builds without FFmpeg (no video I/O, no `lipar edit`), for machines
-# that lack its libraries, such as the GPU machines the benchmarks run on.
+# VIDEO=0 builds without FFmpeg, for machines that lack its libraries, such as
+# the GPU machines the benchmarks run on: video I/O (and so `lipar edit`) reads
+# and writes only y4m and raw rgb24 (src/io/video_noffmpeg.c instead of
+# src/io/video.c). SKIP_SRC: the sources the chosen variant leaves out.
 VIDEO ?= 1
 ifeq ($(VIDEO),1)
 PKGS := libavformat libavcodec libswscale libavutil
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-NO_VIDEO_SRC :=
+SKIP_SRC := src/io/video_noffmpeg.c
 else
-PKG_CFLAGS := -DLP_NO_VIDEO
+PKG_CFLAGS :=
 PKG_LIBS :=
-NO_VIDEO_SRC := src/io/video.c tools/edit.c tests/test_video.c
+SKIP_SRC := src/io/video.c tests/test_video.c
 endif
 CFLAGS = -std=c11 -Wall -Wextra -Werror $(OPT) -D_GNU_SOURCE -pthread $(CUDA_DEF) -Iinclude -I/usr/include/x86_64-linux-gnu/openblas-pthread $(PKG_CFLAGS) $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS = $(PKG_LIBS) -lopenblas $(CUDA_LIBS) -lpthread -lm
 LDFLAGS := $(SANFLAGS)
 
-LIB_SRC := $(filter-out $(NO_VIDEO_SRC),$(shell find src -name '*.c' | sort))
+LIB_SRC := $(filter-out $(SKIP_SRC),$(shell find src -name '*.c' | sort))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 
 # The CUDA backend is built when nvcc is found (not in the sanitizer build);
@@ -51,9 +53,9 @@ NVCCFLAGS := -O3 -std=c++17 -lineinfo -gencode arch=compute_90a,code=sm_90a -gen
 CUDA_DEF := -DLP_HAVE_CUDA
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
 endif
-TOOL_SRC := $(filter-out $(NO_VIDEO_SRC),$(shell find tools -name '*.c' | sort))
+TOOL_SRC := $(filter-out $(SKIP_SRC),$(shell find tools -name '*.c' | sort))
 TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/%.o)
-TEST_SRC := $(filter-out tests/test_util.c $(NO_VIDEO_SRC),$(wildcard tests/test_*.c))
+TEST_SRC := $(filter-out tests/test_util.c $(SKIP_SRC),$(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_UTIL_OBJ := $(BUILD)/tests/test_util.o
 BENCH_SRC := $(wildcard bench/*.c)

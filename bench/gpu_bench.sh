@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
 # The GPU benchmark and parity run, in one device call. Built beforehand on a
-# build machine (nvcc there; FFmpeg is not needed):
+# build machine (nvcc there; FFmpeg is not needed: this build's `lipar edit`
+# reads and writes y4m and raw rgb24 only):
 #   make BUILD=build-gpu VIDEO=0 -j2 build-gpu/lipar build-gpu/tests/test_cuda_ops build-gpu/tests/test_cuda_conv \
 #        build-gpu/bench/bench_dit build-gpu/bench/bench_taehv build-gpu/bench/bench_e2e
-# and run from the repository root on the GPU machine with
+# and run from the repository root on the GPU machine, carrying build-gpu/ (or,
+# to fit the 64 MiB transfer limit, a folder of the six binaries compressed with
+# xz, keeping their relative paths, e.g. gpu-bin/bench/bench_dit.xz, run with
+# B=gpu-bin: any *.xz under $B, gpu-libs/ and gpu-data/ is unpacked first),
 #   gpu-libs/  the CPU libraries the binaries need (libopenblas.so.0.xz, libgfortran, libquadmath)
 #   gpu-data/  golden files: sf_dit_t2v*.safetensors, lipar_edit_{inputs,full,direct,window}, lipar_mask_static60x104,
-#              taehv_w21
+#              taehv_w21; and the real clips made here by `bench/make_gpu_clips.sh gpu-data` (a VIDEO=1 build):
+#              {vtest,megamind}_832x480.y4m.xz (96 frames each) and their masks lipar_mask_{vtest,megamind}60x104
 # Prints: the card, the CUDA-vs-CPU op parity table, the golden checks on the
 # CUDA backend, the DiT loop (96 frames, 832x480, 30 layers of width 1536,
-# steps 400/300/250, sink 1 + window 6) without pruning and with LIPAR masks,
-# the PyTorch reference of the same loop, and the bf16 GEMM peak.
+# steps 400/300/250, sink 1 + window 6) without pruning and with LIPAR masks
+# (the golden static mask, the masks of the real static and moving clips, and
+# random ones), TAEHV alone, the end-to-end session on procedural clips, then
+# `lipar edit` end to end on the real clips (random weights at the published
+# sizes: FPS over all frames and after the first chunk, stage times, peak
+# device memory), the PyTorch reference of the DiT loop, and the bf16 GEMM peak.
+# Files: the logs and each `lipar edit` run's stats JSON in $OUT, the edited
+# videos in /tmp/lipar-e2e.
 set -u
 B=${B:-build-gpu}
 OUT=${OUT:-/tmp}
-if [ -f gpu-libs/libopenblas.so.0.xz ] && [ ! -f gpu-libs/libopenblas.so.0 ]; then
-    python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('gpu-libs/libopenblas.so.0.xz'), open('gpu-libs/libopenblas.so.0', 'wb'))"
-fi
+# Files carried xz-compressed (to fit the transfer limit) are unpacked beside
+# themselves once: binaries under $B (kept executable), libraries, data, clips.
+for f in "$B"/*.xz "$B"/*/*.xz gpu-libs/*.xz gpu-data/*.xz; do
+    [ -f "$f" ] && [ ! -f "${f%.xz}" ] || continue
+    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'), 1 << 20)" \
+        "$f" "${f%.xz}"
+    case $f in "$B"/*) chmod +x "${f%.xz}";; esac
+done
 export LD_LIBRARY_PATH=$PWD/gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 step() { echo; echo "== $*"; }
@@ -35,8 +51,13 @@ for f in gpu-data/*.safetensors; do
     tail -n 1 "$OUT/check.log"; [ $rc -eq 0 ] || grep -v " ok$" "$OUT/check.log" | head -n 5
 done
 
-step "DiT loop, lipar CUDA backend"
+step "DiT loop, lipar CUDA backend (masks: golden static, vtest = real static, megamind = real moving, random)"
 timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file gpu-data/lipar_mask_static60x104.safetensors
+for clip in vtest megamind; do
+    mask=gpu-data/lipar_mask_${clip}60x104.safetensors
+    if [ -f "$mask" ]; then timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file "$mask" | tail -n 1
+    else echo "(no $mask: run bench/make_gpu_clips.sh gpu-data on the build machine)"; fi
+done
 timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep 0.5,0.84 | tail -n 2
 
 step "TAEHV encode + decode, 96 frames at 832x480, CUDA"
@@ -44,6 +65,36 @@ timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda
 
 step "end to end (session API: TAEHV encode, mask, DiT, TAEHV decode), random weights at the published sizes, CUDA"
 timeout 400 "$B/bench/bench_e2e" --backend cuda --frames 96 2>&1 | tail -n 8
+
+step "lipar edit end to end on the real clips (--backend cuda --demo full: random weights at the published sizes, 832x480, 96 frames)"
+# A row from a run's stats: the kept fraction and the stage times are means over
+# the chunks after the first; FPS over all frames (wall clock, from the first
+# frame read to the last written) and after the first chunk's edit.
+e2e_row() { # clip strategy stats.json
+    python3 - "$@" <<'PY'
+import json, sys
+clip, strategy, path = sys.argv[1:4]
+d = json.load(open(path))
+s, ch = d["summary"], d["chunks"][1:] or d["chunks"]
+mean = lambda f: sum(f(c) for c in ch) / len(ch)
+ms = lambda k: 1e3 * mean(lambda c: c["seconds"][k])
+print(f"| {clip} | {strategy} | {mean(lambda c: c['kept_fraction']):.3f} | {s['fps']:.1f} | "
+      f"{s['after_first_chunk']['fps']:.1f} | {ms('encode'):.0f} | {ms('mask'):.0f} | {ms('dit'):.0f} | "
+      f"{ms('decode'):.0f} | {s['peak_device_bytes'] / 1e9:.2f} |")
+PY
+}
+echo "| clip | strategy | kept | FPS | FPS after chunk 0 | encode ms/chunk | mask | DiT | decode | peak device GB |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+mkdir -p /tmp/lipar-e2e
+for run in vtest:lipar megamind:lipar megamind:none; do
+    clip=${run%%:*} strategy=${run#*:}
+    in=gpu-data/${clip}_832x480.y4m stats=$OUT/e2e_${clip}_${strategy}.json
+    if [ ! -f "$in" ]; then echo "| $clip | $strategy | (no gpu-data/${clip}_832x480.y4m.xz) |"; continue; fi
+    if timeout 300 "$B/lipar" edit "$in" -p "a watercolor painting" -o "/tmp/lipar-e2e/${clip}_${strategy}.y4m" \
+        --backend cuda --demo full --prune "$strategy" --stats "$stats" --quiet > "$OUT/e2e.log" 2>&1; then
+        e2e_row "$clip" "$strategy" "$stats"
+    else echo "| $clip | $strategy | failed: $(tail -n 1 "$OUT/e2e.log") |"; fi
+done
 
 step "DiT loop, PyTorch reference (bench/torch_ref.py, SDPA, bf16)"
 timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" 2>&1 | tail -n 3

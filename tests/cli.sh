@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end tests of `lipar edit` (issue 7): frame counts, sizes and rates of
 # the output, stats JSON, side-by-side output, piping to ffprobe, a prompt
-# change mid-stream, SIGINT, and the errors for bad input. Uses the sample
-# clips of ../shared/data, else those of Debian's opencv-doc; skips (77)
+# change mid-stream, SIGINT, and the errors for bad input; y4m and raw rgb24
+# in and out (what a build without FFmpeg reads and writes), with clips made by
+# bench/clip_convert. With NOVIDEO=<build folder of a VIDEO=0 build>, also
+# that build's `lipar edit` on y4m and its refusal of other files. Uses the
+# sample clips of ../shared/data, else those of Debian's opencv-doc; skips (77)
 # without them or without ffprobe.
 set -u
 BUILD=${BUILD:-build}
@@ -122,6 +125,42 @@ if [ -f "$G/sf_dit_t2v.safetensors" ]; then
     else bad "encode-prompt / --prompt-embedding"; fi
     expect_error "an embedding made for another prompt" "embedding" "$LIPAR" edit "$TREE" -p "another prompt" \
         -o "$T/e.mp4" $W --prompt-embedding "$T/emb.safetensors" --quiet
+fi
+# 8. y4m and raw rgb24 in and out: a clip converted as `lipar edit` reads it
+#    (bench/clip_convert), edited y4m -> y4m and rgb -> rgb (raw input: frames of
+#    --size at --fps), with the wall-clock and device-memory figures in the stats
+CONVERT=$PWD/$BUILD/bench/clip_convert
+if "$CONVERT" "$VTEST" "$T/v.y4m" --frames 24 --size 160x96 >"$T/log" 2>&1 \
+   && [ "$(probe "$T/v.y4m")" = "160,96,16/1,24" ]; then ok "clip_convert: 24 frames of y4m as lipar edit reads them"
+else bad "clip_convert to y4m"; fi
+if "$LIPAR" edit "$T/v.y4m" -p "a watercolor painting" -o "$T/vo.y4m" $SMALL --stats "$T/v.json" >"$T/log" 2>&1 \
+   && [ "$(probe "$T/vo.y4m")" = "160,96,16/1,24" ] && json_ok "$T/v.json" 2 2>>"$T/log" \
+   && python3 - "$T/v.json" <<'PY' 2>>"$T/log"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["backend"] == "cpu" and s["summary"]["peak_device_bytes"] == 0, s
+a = s["summary"]["after_first_chunk"]
+assert a["frames"] == 12 and a["seconds"] > 0 and a["fps"] > 0, a
+PY
+then ok "edit y4m -> y4m (stats: FPS after the first chunk, peak device memory)"; else bad "edit y4m -> y4m"; fi
+if "$CONVERT" "$VTEST" "$T/v.rgb" --frames 24 --size 160x96 >"$T/log" 2>&1 \
+   && "$LIPAR" edit "$T/v.rgb" -p "a watercolor painting" -o "$T/vo.rgb" $SMALL >>"$T/log" 2>&1 \
+   && [ "$(stat -c %s "$T/vo.rgb")" = $((24 * 160 * 96 * 3)) ]; then ok "edit raw rgb24 -> raw rgb24"
+else bad "edit rgb -> rgb"; fi
+expect_error "--demo with weight files" "not with --model or --dit" "$LIPAR" edit "$T/v.y4m" -p x -o "$T/e.mp4" \
+    --demo full --dit "$T/none.pt" --quiet
+expect_error "--demo of an unknown kind" "small or full" "$LIPAR" edit "$T/v.y4m" -p x -o "$T/e.mp4" --demo big --quiet
+
+# 9. a build without FFmpeg (NOVIDEO=build folder): y4m -> y4m works, at the
+#    clip's own size (it does not resize); other files are refused clearly
+if [ -n "${NOVIDEO:-}" ]; then
+    NV=$PWD/$NOVIDEO/lipar
+    if "$NV" edit "$T/v.y4m" -p "a watercolor painting" -o "$T/nv.y4m" $SMALL >"$T/log" 2>&1 \
+       && [ "$(probe "$T/nv.y4m")" = "160,96,16/1,24" ]; then ok "VIDEO=0 build: edit y4m -> y4m"
+    else bad "VIDEO=0 build: edit y4m -> y4m"; fi
+    expect_error "VIDEO=0 build: an .avi input" "only .y4m" "$NV" edit "$VTEST" -p x -o "$T/e.y4m" --quiet
+    expect_error "VIDEO=0 build: an .mp4 output" "only .y4m" "$NV" edit "$T/v.y4m" -p x -o "$T/e.mp4" $SMALL
+    expect_error "VIDEO=0 build: another size" "not resized" "$NV" edit "$T/v.y4m" -p x -o "$T/e.y4m" --quiet
 fi
 echo "$pass passed, $fail failed, 0 skipped"
 [ "$fail" -eq 0 ]

@@ -14,6 +14,7 @@
 
 #include "../include/lipar.h"
 #include "../src/base/clock.h"
+#include "../src/io/rawvideo.h"
 #include "../src/io/video.h"
 #include "plot.h"
 
@@ -26,7 +27,7 @@ typedef struct {
 
 typedef struct {
     const char *input, *output, *prompt, *prompt_file, *side_by_side, *stats, *plot;
-    const char *model_dir;
+    const char *model_dir, *demo;
     lipar_model_options mo;
     lipar_session_options so;
     lp_video_fit fit;
@@ -46,10 +47,14 @@ static void on_signal(int sig) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: lipar edit INPUT -p PROMPT -o OUTPUT [options]\n"
-            "  INPUT / OUTPUT      video files; '-' = stdin/stdout (y4m; .rgb = raw rgb24)\n"
+            "  INPUT / OUTPUT      video files; '-' = stdin/stdout (y4m); .rgb = raw rgb24 (as input: frames of\n"
+            "                      --size at --fps). A build without FFmpeg (VIDEO=0) reads and writes only\n"
+            "                      .y4m (4:2:0) and .rgb, and does not resize: give the input's size with --size\n"
             "  -p, --prompt TEXT   the editing prompt;  --prompt-file FILE  read it from a file\n"
             "  --prompt-at F:TEXT  switch to TEXT from input frame F on (repeatable; from the next chunk)\n"
             "model (none given: the embedded random-weight demonstration model):\n"
+            "  --demo small|full   which one: small (default; runs at 416x240) or random weights at the\n"
+            "                      published sizes (DiT 30x1536, TAEHV; 832x480), for benchmarks\n"
             "  --model DIR         a directory laid out as downloaded (see README)\n"
             "  --dit FILE          Self-Forcing .pt or Wan2.1 DiT safetensors\n"
             "  --vae taehv|wan     which VAE (default taehv);  --vae-weights FILE\n"
@@ -61,12 +66,13 @@ static void usage(FILE *f) {
             "  --full-cache        with --prune none: the paper baseline's 25-frame cache\n"
             "  --tau X --tau2 X    keep-mask thresholds (0.149, 0.3);  --mask stream|batch (stream)\n"
             "  --steps a,b,c       denoising steps (400,300,250);  --shift X (5);  --seed N (42)\n"
-            "  --size WxH          multiples of 16 (832x480; the demo model defaults to 416x240)\n"
+            "  --size WxH          multiples of 16 (832x480; the small demo model defaults to 416x240)\n"
             "  --fps X             model frame rate (16);  --fit stretch|crop|pad (stretch)\n"
             "  --max-frames N      stop after N input frames\n"
             "outputs:\n"
             "  --side-by-side FILE input | edited | keep-mask overlay\n"
-            "  --stats FILE.json   per-chunk kept fractions, stage times, FPS\n"
+            "  --stats FILE.json   per-chunk kept fractions, stage times, FPS (also after the first chunk),\n"
+            "                      peak device memory\n"
             "  --plot FILE.svg|png kept fraction and per-chunk latency over time\n"
             "  --quiet             no progress display;  --threads N;  --backend cpu|cuda (the DiT's)\n");
 }
@@ -194,6 +200,15 @@ static int parse_args(int argc, char **argv, edit_args *a) {
         else if (!strcmp(k, "-o") || !strcmp(k, "--output")) { NEEDV(); a->output = v; }
         else if (!strcmp(k, "-i") || !strcmp(k, "--input")) { NEEDV(); a->input = v; }
         else if (!strcmp(k, "--model")) { NEEDV(); a->model_dir = v; }
+        else if (!strcmp(k, "--demo")) {
+            NEEDV();
+            if (strcmp(v, "small") && strcmp(v, "full")) {
+                fprintf(stderr, "lipar edit: --demo takes small or full, not '%s'\n", v);
+                return 2;
+            }
+            a->demo = v;
+            a->mo.demo_full_size = !strcmp(v, "full");
+        }
         else if (!strcmp(k, "--dit")) { NEEDV(); a->mo.dit_path = v; }
         else if (!strcmp(k, "--vae")) {
             NEEDV();
@@ -298,8 +313,12 @@ static int parse_args(int argc, char **argv, edit_args *a) {
         fprintf(stderr, "lipar edit: give a prompt with -p TEXT or --prompt-file FILE\n");
         return 2;
     }
+    if (a->demo && (a->model_dir || a->mo.dit_path)) {
+        fprintf(stderr, "lipar edit: --demo is the model without weight files: not with --model or --dit\n");
+        return 2;
+    }
     if (a->model_dir && !apply_model_dir(a)) return 1;
-    if (!a->mo.dit_path && !a->size_given) { /* the demo runs at a quarter of the pixels */
+    if (!a->mo.dit_path && !a->mo.demo_full_size && !a->size_given) { /* the small demo: a quarter of the pixels */
         a->so.width = 416;
         a->so.height = 240;
     }
@@ -361,8 +380,16 @@ static void compose_side_by_side(const float *in, const float *out, const uint8_
         }
 }
 
-static int write_stats(const char *path, const edit_args *a, lipar_session *s, lipar_model *m, int frames_out,
-                       double seconds) {
+/* Wall-clock figures of a run: all of it, and from the end of the first
+ * chunk's edit on (the steady state, without the warm-up of the first chunk). */
+typedef struct {
+    int frames_out;
+    double seconds;
+    int steady_frames; /* input frames pushed after the first chunk was edited */
+    double steady_seconds;
+} run_times;
+
+static int write_stats(const char *path, const edit_args *a, lipar_session *s, lipar_model *m, const run_times *rt) {
     FILE *f = fopen(path, "w");
     if (!f) {
         fprintf(stderr, "lipar edit: cannot write %s: %s\n", path, strerror(errno));
@@ -375,8 +402,9 @@ static int write_stats(const char *path, const edit_args *a, lipar_session *s, l
         if (*p == '"' || *p == '\\') fputc('\\', f);
         if ((unsigned char)*p >= 0x20) fputc(*p, f);
     }
-    fprintf(f, "\",\n  \"model\": \"%s\",\n  \"demo\": %s,\n  \"size\": [%d, %d],\n  \"fps\": %g,\n",
-            lipar_model_describe(m), lipar_model_is_demo(m) ? "true" : "false", a->so.width, a->so.height, a->fps);
+    fprintf(f, "\",\n  \"model\": \"%s\",\n  \"demo\": %s,\n  \"backend\": \"%s\",\n  \"size\": [%d, %d],\n  \"fps\": %g,\n",
+            lipar_model_describe(m), lipar_model_is_demo(m) ? "true" : "false", a->mo.backend ? a->mo.backend : "cpu",
+            a->so.width, a->so.height, a->fps);
     fprintf(f, "  \"strategy\": \"%s\",\n  \"mask\": \"%s\",\n  \"chunks\": [\n", a->so.strategy,
             a->so.batch_mask ? "batch" : "stream");
     for (int i = 0; i < n; i++) {
@@ -393,8 +421,14 @@ static int write_stats(const char *path, const edit_args *a, lipar_session *s, l
                 cs.seconds_total, cs.seconds_total > 0 ? cs.frames / cs.seconds_total : 0.0, cs.prompt_version,
                 i + 1 < n ? "," : "");
     }
-    fprintf(f, "  ],\n  \"summary\": {\"frames\": %d, \"seconds\": %.6f, \"fps\": %.3f, \"kept_fraction\": %.6f}\n}\n",
-            frames_out, seconds, seconds > 0 ? frames_out / seconds : 0.0, n ? kept_sum / n : 1.0);
+    fprintf(f,
+            "  ],\n  \"summary\": {\"frames\": %d, \"seconds\": %.6f, \"fps\": %.3f, \"kept_fraction\": %.6f,\n"
+            "    \"after_first_chunk\": {\"frames\": %d, \"seconds\": %.6f, \"fps\": %.3f},\n"
+            "    \"peak_device_bytes\": %zu}\n}\n",
+            rt->frames_out, rt->seconds, rt->seconds > 0 ? rt->frames_out / rt->seconds : 0.0,
+            n ? kept_sum / n : 1.0, rt->steady_frames, rt->steady_seconds,
+            rt->steady_seconds > 0 ? rt->steady_frames / rt->steady_seconds : 0.0,
+            lipar_session_peak_device_memory(s));
     int ok = !ferror(f);
     if (fclose(f) != 0) ok = 0;
     if (!ok) fprintf(stderr, "lipar edit: error writing %s\n", path);
@@ -501,6 +535,11 @@ int lp_edit_main(int argc, char **argv) {
     ro.height = h;
     ro.fps = a.fps;
     ro.fit = a.fit;
+    lp_rawvideo_format in_fmt;
+    if (lp_rawvideo_format_of(a.input, &in_fmt) && in_fmt == LP_RAWVIDEO_RGB24) { /* frames of the session's size */
+        ro.input_format = "rgb24";
+        ro.raw_width = w, ro.raw_height = h, ro.raw_fps = a.fps;
+    }
     if (lp_video_reader_open(a.input, &ro, &rd) != LP_OK) {
         fprintf(stderr, "lipar edit: %s\n", lp_last_error());
         goto out;
@@ -511,9 +550,9 @@ int lp_edit_main(int argc, char **argv) {
     }
     if (lipar_model_is_demo(m) && !a.quiet)
         fprintf(stderr,
-                "lipar edit: no model given: running the embedded demonstration model (random weights, %dx%d).\n"
+                "lipar edit: no model given: running the %s demonstration model (random weights, %dx%d).\n"
                 "            The output only demonstrates the pipeline; see README.md for real weights.\n",
-                w, h);
+                a.mo.demo_full_size ? "full-size" : "embedded", w, h);
     if (lipar_session_open(m, &a.so, &s) != LIPAR_OK) {
         fprintf(stderr, "lipar edit: %s\n", lipar_last_error());
         goto out;
@@ -530,8 +569,8 @@ int lp_edit_main(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
-    double t0 = lp_seconds();
-    int failed = 0;
+    double t0 = lp_seconds(), t_first = 0; /* t_first: when the first chunk was edited */
+    int failed = 0, frames_at_first = 0;
     for (;;) {
         if (interrupted || (a.max_frames > 0 && frames_in >= a.max_frames)) break;
         bool eos;
@@ -561,6 +600,10 @@ int lp_edit_main(int argc, char **argv) {
             break;
         }
         frames_in++;
+        if (!t_first && lipar_session_chunks(s) > 0) {
+            t_first = lp_seconds();
+            frames_at_first = frames_in;
+        }
         /* outputs are opened once there is something to write: a run that fails
          * before its first chunk leaves no file behind */
         if (!out && lipar_session_chunks(s) > 0) {
@@ -597,9 +640,10 @@ int lp_edit_main(int argc, char **argv) {
         fprintf(stderr, "lipar edit: %s\n", lp_last_error());
         failed = 1;
     }
-    double seconds = lp_seconds() - t0;
+    double t_end = lp_seconds(), seconds = t_end - t0;
     progress(&a, tty, frames_in, frames_in, t0, s, 1);
-    if (a.stats && !write_stats(a.stats, &a, s, m, frames_out, seconds)) failed = 1;
+    run_times rt = {frames_out, seconds, t_first ? frames_in - frames_at_first : 0, t_first ? t_end - t_first : 0};
+    if (a.stats && !write_stats(a.stats, &a, s, m, &rt)) failed = 1;
     if (a.plot && !write_plot(a.plot, &a, s)) failed = 1;
     rc = failed ? 1 : interrupted ? 130 : 0;
     if (!a.quiet)

@@ -29,14 +29,7 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-#ifndef LP_NO_VIDEO
     if (!strcmp(argv[1], "edit")) return lp_edit_main(argc - 2, argv + 2);
-#else
-    if (!strcmp(argv[1], "edit")) {
-        fprintf(stderr, "lipar: this build has no video support (built with VIDEO=0)\n");
-        return 2;
-    }
-#endif
     if (!strcmp(argv[1], "encode-prompt")) return lp_encode_prompt_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "check")) return lp_check_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "info")) return lp_info_main(argc - 2, argv + 2);

@@ -17,6 +17,7 @@
 #include <libswscale/swscale.h>
 
 #include "../base/log.h"
+#include "rawvideo.h"
 
 /* ---- shared helpers ---------------------------------------------------- */
 
@@ -51,30 +52,6 @@ static bool valid_rate(AVRational q) { return q.num > 0 && q.den > 0; }
 
 static bool valid_fps(double fps) { return fps > 0 && fps <= 1000; }
 
-void lp_video_rgb24_to_planar(const uint8_t *rgb, int width, int height, float *dst) {
-    size_t plane = (size_t)width * height;
-    for (size_t i = 0; i < plane; i++)
-        for (int c = 0; c < 3; c++) dst[c * plane + i] = (float)rgb[3 * i + c] / 255.0f;
-}
-
-void lp_video_planar_to_rgb24(const float *src, int width, int height, uint8_t *rgb) {
-    size_t plane = (size_t)width * height;
-    for (size_t i = 0; i < plane; i++)
-        for (int c = 0; c < 3; c++) {
-            float v = src[c * plane + i];
-            if (!(v > 0.0f)) v = 0.0f; /* also NaN */
-            if (v > 1.0f) v = 1.0f;
-            rgb[3 * i + c] = (uint8_t)(v * 255.0f + 0.5f);
-        }
-}
-
-lp_status lp_video_check_size(int width, int height) {
-    if (width <= 0 || height <= 0 || width % 16 || height % 16)
-        return lp_fail(LP_ERR_ARG, "video size %dx%d: width and height must be positive multiples of 16",
-                       width, height);
-    return LP_OK;
-}
-
 /* ---- reader ------------------------------------------------------------ */
 
 struct lp_video_reader {
@@ -108,14 +85,6 @@ struct lp_video_reader {
     int64_t converted_index;
     lp_video_info info;
 };
-
-void lp_video_reader_opts_default(lp_video_reader_opts *opts) {
-    memset(opts, 0, sizeof *opts);
-    opts->width = LP_VIDEO_DEFAULT_WIDTH;
-    opts->height = LP_VIDEO_DEFAULT_HEIGHT;
-    opts->fps = LP_VIDEO_DEFAULT_FPS;
-    opts->fit = LP_VIDEO_FIT_STRETCH;
-}
 
 /* Gives a decoded frame a strictly increasing pts (a missing or out-of-order
  * timestamp becomes previous + one nominal frame duration). */
@@ -479,16 +448,10 @@ void lp_video_reader_close(lp_video_reader *r) {
 
 /* ---- writer ------------------------------------------------------------ */
 
-typedef enum { LP_VW_CONTAINER, LP_VW_Y4M, LP_VW_RGB } lp_vw_kind;
-
 struct lp_video_writer {
     char *path;
     int width, height;
-    lp_vw_kind kind;
-    /* y4m / rgb */
-    FILE *file;   /* stdout for "-" (not closed) */
-    uint8_t *yuv; /* one y4m frame: Y, U, V planes back to back */
-    /* containers */
+    lp_rawvideo_writer *raw; /* y4m / rgb; else a container: */
     AVFormatContext *fmt;
     AVStream *st;
     AVCodecContext *enc;
@@ -604,25 +567,6 @@ static lp_status open_container(lp_video_writer *w, const char *fmtname, AVRatio
     return LP_OK;
 }
 
-static lp_status open_stream(lp_video_writer *w, AVRational rate) {
-    w->file = w->pipe ? stdout : fopen(w->path, "wb");
-    if (!w->file) return lp_fail(LP_ERR_IO, "%s: cannot open for writing: %s", w->path, strerror(errno));
-    if (w->kind == LP_VW_RGB) {
-        snprintf(w->codec, sizeof w->codec, "rawvideo");
-        return LP_OK;
-    }
-    if (w->width % 2 || w->height % 2)
-        return lp_fail(LP_ERR_ARG, "%s: size %dx%d must be even for y4m 4:2:0", w->path, w->width, w->height);
-    snprintf(w->codec, sizeof w->codec, "rawvideo");
-    w->yuv = av_malloc((size_t)w->width * w->height * 3 / 2);
-    if (!w->yuv) return lp_fail(LP_ERR_NOMEM, "%s: out of memory", w->path);
-    if (fprintf(w->file, "YUV4MPEG2 W%d H%d F%d:%d Ip A1:1 C420jpeg\n", w->width, w->height, rate.num,
-                rate.den) < 0 ||
-        fflush(w->file) != 0)
-        return lp_fail(LP_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
-    return LP_OK;
-}
-
 lp_status lp_video_writer_open(const char *path, int width, int height, double fps,
                                const lp_video_writer_opts *opts, lp_video_writer **out) {
     *out = NULL;
@@ -650,23 +594,19 @@ lp_status lp_video_writer_open(const char *path, int width, int height, double f
         return lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
     }
     w->width = width, w->height = height, w->pipe = pipe;
-    AVRational rate = av_d2q(fps, 65535);
     lp_status s;
-    if (!strcasecmp(fmtname, "y4m")) {
-        w->kind = LP_VW_Y4M;
-        s = open_stream(w, rate);
-    } else if (!strcasecmp(fmtname, "rgb") || !strcasecmp(fmtname, "rgb24")) {
-        w->kind = LP_VW_RGB;
-        s = open_stream(w, rate);
+    if (!strcasecmp(fmtname, "y4m") || !strcasecmp(fmtname, "rgb") || !strcasecmp(fmtname, "rgb24")) {
+        s = lp_rawvideo_writer_open(path, strcasecmp(fmtname, "y4m") ? LP_RAWVIDEO_RGB24 : LP_RAWVIDEO_Y4M, width,
+                                    height, fps, &w->raw);
+        snprintf(w->codec, sizeof w->codec, "rawvideo");
     } else {
-        w->kind = LP_VW_CONTAINER;
-        s = open_container(w, fmtname, rate, &o);
+        s = open_container(w, fmtname, av_d2q(fps, 65535), &o);
     }
     if (s == LP_OK) {
         w->rgb = av_malloc((size_t)width * height * 3);
         if (!w->rgb) s = lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
     }
-    if (s == LP_OK && w->kind != LP_VW_RGB) {
+    if (s == LP_OK && !w->raw) {
         w->sws = sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P,
                                 SWS_AREA | SWS_ACCURATE_RND, NULL, NULL, NULL);
         if (!w->sws) s = lp_fail(LP_ERR_UNSUPPORTED, "%s: cannot convert rgb24 to yuv420p", path);
@@ -679,37 +619,14 @@ lp_status lp_video_writer_open(const char *path, int width, int height, double f
     return LP_OK;
 }
 
-static lp_status write_bytes(lp_video_writer *w, const void *p, size_t n) {
-    if (fwrite(p, 1, n, w->file) != n)
-        return lp_fail(LP_ERR_IO, "%s: write failed at frame %lld: %s", w->path, (long long)w->pts,
-                       strerror(errno));
-    return LP_OK;
-}
-
 lp_status lp_video_writer_push_rgb24(lp_video_writer *w, const uint8_t *rgb) {
+    if (w->raw) return lp_rawvideo_writer_push_rgb24(w->raw, rgb);
     const uint8_t *src[4] = {rgb};
     int src_stride[4] = {w->width * 3};
-    if (w->kind == LP_VW_CONTAINER) {
-        if (av_frame_make_writable(w->frame) < 0) return lp_fail(LP_ERR_NOMEM, "%s: out of memory", w->path);
-        sws_scale(w->sws, src, src_stride, 0, w->height, w->frame->data, w->frame->linesize);
-        w->frame->pts = w->pts;
-        LP_TRY(encode(w, w->frame));
-        w->pts++;
-        return LP_OK;
-    }
-    size_t npix = (size_t)w->width * w->height;
-    if (w->kind == LP_VW_Y4M) {
-        uint8_t *dst[4] = {w->yuv, w->yuv + npix, w->yuv + npix + npix / 4};
-        int dst_stride[4] = {w->width, w->width / 2, w->width / 2};
-        sws_scale(w->sws, src, src_stride, 0, w->height, dst, dst_stride);
-        LP_TRY(write_bytes(w, "FRAME\n", 6));
-        LP_TRY(write_bytes(w, w->yuv, npix * 3 / 2));
-    } else {
-        LP_TRY(write_bytes(w, rgb, npix * 3));
-    }
-    if (fflush(w->file) != 0)
-        return lp_fail(LP_ERR_IO, "%s: write failed at frame %lld: %s", w->path, (long long)w->pts,
-                       strerror(errno));
+    if (av_frame_make_writable(w->frame) < 0) return lp_fail(LP_ERR_NOMEM, "%s: out of memory", w->path);
+    sws_scale(w->sws, src, src_stride, 0, w->height, w->frame->data, w->frame->linesize);
+    w->frame->pts = w->pts;
+    LP_TRY(encode(w, w->frame));
     w->pts++;
     return LP_OK;
 }
@@ -724,7 +641,7 @@ const char *lp_video_writer_codec(const lp_video_writer *w) { return w->codec; }
 lp_status lp_video_writer_close(lp_video_writer *w) {
     if (!w) return LP_OK;
     char eb[AV_ERROR_MAX_STRING_SIZE];
-    lp_status s = LP_OK;
+    lp_status s = lp_rawvideo_writer_close(w->raw);
     if (w->header_written) {
         s = encode(w, NULL);
         int ret = av_write_trailer(w->fmt);
@@ -737,16 +654,11 @@ lp_status lp_video_writer_close(lp_video_writer *w) {
         if (ret < 0 && s == LP_OK)
             s = lp_fail(av_status(ret), "%s: close failed: %s", w->path, av_msg(ret, eb, sizeof eb));
     }
-    if (w->file) {
-        int ret = w->file == stdout ? fflush(w->file) : fclose(w->file);
-        if (ret != 0 && s == LP_OK) s = lp_fail(LP_ERR_IO, "%s: close failed: %s", w->path, strerror(errno));
-    }
     avformat_free_context(w->fmt);
     avcodec_free_context(&w->enc);
     av_frame_free(&w->frame);
     av_packet_free(&w->pkt);
     sws_freeContext(w->sws);
-    av_free(w->yuv);
     av_free(w->rgb);
     free(w->path);
     free(w);

@@ -1,4 +1,7 @@
-/* Video input and output on FFmpeg's libraries (libavformat/libavcodec/libswscale).
+/* Video input and output on FFmpeg's libraries (libavformat/libavcodec/libswscale),
+ * implemented in video.c. A build without FFmpeg (VIDEO=0) implements the same
+ * API in video_noffmpeg.c for y4m (4:2:0) and raw rgb24 only, without
+ * resizing (rawvideo.h): other files are refused with LP_ERR_UNSUPPORTED.
  *
  * Reader: opens anything FFmpeg demuxes and decodes (a path), or "-" = stdin in
  * y4m (yuv4mpegpipe) or raw rgb24. It delivers frames at a constant output rate
@@ -26,8 +29,9 @@
  * Writer: H.264 (libx264, crf 18, preset veryfast) in .mp4/.mkv/.mov when
  * FFmpeg has libx264, else MPEG-4 part 2 (qscale 2); constant fps, yuv420p
  * BT.601 limited range. Packets are written as the encoder returns them (x264
- * holds a few frames of lookahead until close). y4m (4:2:0) and raw rgb24 go to
- * a file or to stdout ("-") for pipes, one frame per push, flushed at once; a
+ * holds a few frames of lookahead until close). y4m (4:2:0, BT.601 limited
+ * range) and raw rgb24 are written by rawvideo.c, to a file or to stdout ("-")
+ * for pipes, one frame per push, flushed at once; a
  * container may go to stdout too (mp4/mov then fragmented). lp_video_writer_close finalises the file
  * (drains the encoder and writes the trailer), so a run stopped early and closed
  * leaves a playable file. Writing to a pipe whose reader has gone raises SIGPIPE;
