@@ -400,6 +400,12 @@ static int test_edit_inputs(void) {
     printf("    kept %.10f (reference 0.3104700744152069)\n", kept);
     REQUIRE(fabs(kept - 0.3104700744152069) <= 1.0 / cells + 1e-12);
     REQUIRE(check_stream(&o, x, T, H, W, "in.src_latents") == 0);
+    /* with the distance and median rows on a pool: the same masks */
+    lp_pool *pool = NULL;
+    REQUIRE(lp_pool_create(3, &pool) == LP_OK);
+    o.pool = pool;
+    REQUIRE(check_stream(&o, x, T, H, W, "in.src_latents, rows on 3 threads") == 0);
+    lp_pool_destroy(pool);
     free(keep);
     free(x);
     return 0;

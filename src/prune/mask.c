@@ -19,6 +19,7 @@ void lp_mask_opts_default(lp_mask_opts *o) {
     o->tau = 0.149f;
     o->drift = 1;
     o->tau2 = 0.3f;
+    o->pool = NULL;
 }
 
 static const char *const distance_names[] = {"L1_gaussian", "L1", "L2", "cos"};
@@ -54,10 +55,12 @@ static void sort_floats(float *v, int n) {
     }
 }
 
-void lp_mask_patch_distance(lp_mask_distance dist, const float *a, const float *b, int H, int W, float *out) {
-    const int h = H / 2, w = W / 2;
+/* Rows [pr0, pr1) of lp_mask_patch_distance. */
+static void patch_distance_rows(lp_mask_distance dist, const float *a, const float *b, int H, int W, float *out,
+                                int64_t pr0, int64_t pr1) {
+    const int w = W / 2;
     const size_t plane = (size_t)H * W;
-    for (int pr = 0; pr < h; pr++)
+    for (int pr = (int)pr0; pr < (int)pr1; pr++)
         for (int pc = 0; pc < w; pc++) {
             /* the reference's patch vector order: (dy, dx, channel) */
             float va[PATCH_VALUES], vb[PATCH_VALUES];
@@ -99,13 +102,19 @@ void lp_mask_patch_distance(lp_mask_distance dist, const float *a, const float *
         }
 }
 
+void lp_mask_patch_distance(lp_mask_distance dist, const float *a, const float *b, int H, int W, float *out) {
+    patch_distance_rows(dist, a, b, H, W, out, 0, H / 2);
+}
+
 /* ---- per-frame kernels shared by batch and streaming ----
  * p, c, n are the planes [h][w] of frames t−1, t, t+1 after the caller's edge
  * rule (clamped for "nearest"/"replicate", NULL for outside = 0). */
 
-static void median_frame(const float *p, const float *c, const float *n, int h, int w, float *out) {
+/* Rows [r0, r1) of median_frame. */
+static void median_rows(const float *p, const float *c, const float *n, int h, int w, float *out, int64_t r0,
+                        int64_t r1) {
     const float *pl[3] = {p, c, n};
-    for (int r = 0; r < h; r++)
+    for (int r = (int)r0; r < (int)r1; r++)
         for (int q = 0; q < w; q++) {
             float v[27];
             int k = 0;
@@ -116,6 +125,31 @@ static void median_frame(const float *p, const float *c, const float *n, int h, 
             sort_floats(v, 27);
             out[(size_t)r * w + q] = v[13];
         }
+}
+
+static void median_frame(const float *p, const float *c, const float *n, int h, int w, float *out) {
+    median_rows(p, c, n, h, w, out, 0, h);
+}
+
+/* The distance and median of one frame with the rows spread over a pool
+ * (every cell is computed alone, so the results equal the serial ones). */
+typedef struct {
+    int median; /* 0: distance(a, b), 1: median of the planes p, c, n */
+    lp_mask_distance dist;
+    const float *a, *b, *p, *c, *n;
+    int H, W;
+    float *out;
+} rows_job;
+
+static void rows_run(void *ctx, int64_t r0, int64_t r1) {
+    const rows_job *j = ctx;
+    if (j->median) median_rows(j->p, j->c, j->n, j->H / 2, j->W / 2, j->out, r0, r1);
+    else patch_distance_rows(j->dist, j->a, j->b, j->H, j->W, j->out, r0, r1);
+}
+
+static void rows_on(lp_pool *pool, const rows_job *j) {
+    if (pool) lp_parallel_for(pool, j->H / 2, rows_run, (void *)j);
+    else rows_run((void *)j, 0, j->H / 2);
 }
 
 /* The 18 causal taps [dt = −1, 0][dr][dc]. Built like the reference's
@@ -430,10 +464,12 @@ lp_status lp_mask_stream_push_chunk(lp_mask_stream *s, const float *latents, int
     if (t0 == 0) memset(keep, 1, hw); /* frame 0 is all-keep */
     /* step 1 */
     for (int64_t t = t0 > 1 ? t0 : 1; t <= E; t++)
-        lp_mask_patch_distance(s->o.distance, FRAME(t), FRAME(t - 1), H, W, s->d[SLOT(t)]);
+        rows_on(s->o.pool, &(rows_job){.dist = s->o.distance, .a = FRAME(t), .b = FRAME(t - 1), .H = H, .W = W,
+                                        .out = s->d[SLOT(t)]});
     /* steps 2-4 for frames lo…E */
     for (int64_t t = lo; t <= E; t++)
-        median_frame(s->d[SLOT(CL(t - 1))], s->d[SLOT(t)], s->d[SLOT(CL(t + 1))], h, w, s->m[SLOT(t)]);
+        rows_on(s->o.pool, &(rows_job){.median = 1, .p = s->d[SLOT(CL(t - 1))], .c = s->d[SLOT(t)],
+                                        .n = s->d[SLOT(CL(t + 1))], .H = H, .W = W, .out = s->m[SLOT(t)]});
     for (int64_t t = lo; t <= E; t++) {
         const float *d = s->m[SLOT(t)];
         if (s->o.distance == LP_MASK_L1_GAUSSIAN) {
@@ -456,7 +492,8 @@ lp_status lp_mask_stream_push_chunk(lp_mask_stream *s, const float *latents, int
         for (int64_t t = t0 > 1 ? t0 : 1; t <= E; t++) {
             uint8_t *k = s->k5[SLOT(t)], *dr = s->drift[SLOT(t)];
             if (t >= 3) {
-                lp_mask_patch_distance(s->o.distance, s->ref, FRAME(t), H, W, s->g);
+                rows_on(s->o.pool,
+                        &(rows_job){.dist = s->o.distance, .a = s->ref, .b = FRAME(t), .H = H, .W = W, .out = s->g});
                 for (size_t i = 0; i < hw; i++) {
                     dr[i] = s->g[i] > s->o.tau2;
                     k[i] |= dr[i];

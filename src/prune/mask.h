@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "../base/status.h"
+#include "../base/threadpool.h"
 
 #define LP_MASK_CHANNELS 16 /* latent channels: a patch holds 2·2·16 = 64 values */
 #define LP_MASK_CHUNK 3     /* latent frames per chunk (the drift reference moves per chunk) */
@@ -41,6 +42,7 @@ typedef struct {
     float tau;  /* step 4: keep = d > tau (compared in fp32 like the reference) */
     int drift;  /* nonzero: step 5, the long-term drift check against tau2 */
     float tau2; /* step 5: keep |= distance(R, x_t) > tau2 */
+    lp_pool *pool; /* NULL, or threads for the streaming mask's distance and median rows (same results) */
 } lp_mask_opts;
 
 /* The paper defaults: L1_gaussian, tau 0.149, drift check on with tau2 0.3. */
