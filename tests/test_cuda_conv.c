@@ -1,12 +1,12 @@
 /* CPU-vs-CUDA parity of the conv-net ops of the backend table (backend.h:
  * conv2d, relu, tanh_clamp, clamp01) on random inputs, TAEHV through the CUDA
  * backend against the golden file (../shared/golden/taehv_w21.safetensors),
- * and an informational 832×480 TAEHV timing. The CPU backend is the
- * reference; CUDA outputs that the op overwrites are poisoned with NaN bytes
- * beforehand so that an element left unwritten fails. Tolerances: 2e-2 for
- * the bf16 tensor-core convolutions and the whole model, 1e-5 for the direct
- * fp32 convolution (cout <= 4) and tanh_clamp (another tanhf), 0 for relu and
- * clamp01. Every case skips when the CUDA backend is unavailable (built
+ * and informational timings (conv2d in TFLOP/s, 832×480 TAEHV). The CPU
+ * backend is the reference; CUDA outputs that the op overwrites are poisoned
+ * with NaN bytes beforehand so that an element left unwritten fails.
+ * Tolerances: 2e-2 for the bf16 tensor-core convolutions and the whole model,
+ * 1e-5 for the direct fp32 convolution (cout <= 4) and tanh_clamp (another
+ * tanhf), 0 for relu and clamp01. Every case skips when the CUDA backend is unavailable (built
  * without CUDA, or no usable GPU): the binary then exits 77. Weight views
  * point at host buffers kept alive until both backends are destroyed, because
  * the CUDA backend caches device copies by data pointer. */
@@ -42,8 +42,10 @@ static float *random_floats(size_t n, uint32_t seed, float scale) {
 
 /* ------------------------------------------------------------------ conv2d */
 
+/* off: the output starts that many floats into its buffer (1: rows not on
+ * 8 bytes, the kernel's one-pixel stores). */
 typedef struct {
-    int ca, cb, cout, k, stride, up, h, w, bias, accumulate;
+    int ca, cb, cout, k, stride, up, h, w, bias, accumulate, off;
 } conv_case;
 
 /* One convolution on both backends from the same random inputs, weights,
@@ -52,20 +54,22 @@ static int conv_case_run(const conv_case *cc, uint32_t seed) {
     int cin = cc->ca + cc->cb, pad = cc->k / 2;
     int ho = (cc->h * cc->up + 2 * pad - cc->k) / cc->stride + 1, wo = (cc->w * cc->up + 2 * pad - cc->k) / cc->stride + 1;
     size_t plane = (size_t)cc->h * cc->w, na = (size_t)cc->ca * plane, nb = (size_t)cc->cb * plane;
-    size_t nw = (size_t)cc->cout * cin * cc->k * cc->k, no = (size_t)cc->cout * ho * wo;
+    size_t nw = (size_t)cc->cout * cin * cc->k * cc->k, no = (size_t)cc->cout * ho * wo, off = (size_t)cc->off;
     char name[128];
-    snprintf(name, sizeof name, "conv2d %d+%d->%d k%d s%d up%d %dx%d%s%s", cc->ca, cc->cb, cc->cout, cc->k,
-             cc->stride, cc->up, cc->w, cc->h, cc->bias ? " bias" : "", cc->accumulate ? " accumulate" : "");
+    snprintf(name, sizeof name, "conv2d %d+%d->%d k%d s%d up%d %dx%d%s%s%s", cc->ca, cc->cb, cc->cout, cc->k,
+             cc->stride, cc->up, cc->w, cc->h, cc->bias ? " bias" : "", cc->accumulate ? " accumulate" : "",
+             off ? " offset" : "");
     float *a = random_floats(na, seed, 1.0f), *b = random_floats(nb, seed + 1, 1.0f);
     float *wt = kept_floats(nw, seed + 2, 1.0f / sqrtf((float)(cin * cc->k * cc->k))), *bias = kept_floats((size_t)cc->cout, seed + 3, 0.5f);
-    float *out = random_floats(no, seed + 4, 1.0f);
-    CHECK(a && b && wt && bias && out, "out of memory");
+    float *buf = random_floats(no + off, seed + 4, 1.0f), *out = buf ? buf + off : NULL;
+    CHECK(a && b && wt && bias && buf, "out of memory");
     lp_tensor W = {.name = "conv.weight", .dtype = LP_F32, .ndim = 4, .shape = {cc->cout, cin, cc->k, cc->k},
                    .data = wt, .nbytes = nw * sizeof *wt};
     lp_tensor B = {.name = "conv.bias", .dtype = LP_F32, .ndim = 1, .shape = {cc->cout}, .data = bias,
                    .nbytes = (size_t)cc->cout * sizeof *bias};
     float *da = lp_test_dev_copy(gpu, a, na), *db = cc->cb ? lp_test_dev_copy(gpu, b, nb) : NULL;
-    float *dout = cc->accumulate ? lp_test_dev_copy(gpu, out, no) : lp_test_dev_poison(gpu, no);
+    float *dbuf = cc->accumulate ? lp_test_dev_copy(gpu, buf, no + off) : lp_test_dev_poison(gpu, no + off);
+    float *dout = dbuf ? dbuf + off : NULL;
     int fails = 1;
     if (da && (db || !cc->cb) && dout) {
         lp_conv2d_input ci = {a, cc->ca, cc->cb ? b : NULL, cc->cb, cc->h, cc->w, cc->up};
@@ -79,40 +83,60 @@ static int conv_case_run(const conv_case *cc, uint32_t seed) {
     }
     lp_test_dev_free(gpu, da);
     lp_test_dev_free(gpu, db);
-    lp_test_dev_free(gpu, dout);
+    lp_test_dev_free(gpu, dbuf);
     free(a);
     free(b);
-    free(out);
+    free(buf);
     return fails;
 }
 
 static int test_conv2d(void) {
     if (!gpu) return no_gpu;
+    /* The tensor-core kernel (cout > 4) reduces over channels in groups of 16
+     * per tap when both inputs' channel counts are multiples of 16
+     * ("grouped"), else element by element ("dense"); its tiles are 64 or 128
+     * output channels (128 above 64) × 128 pixels × 32 of the reduction
+     * K = cin·k². */
     static const conv_case cases[] = {
-        /* ca  cb cout k  s up   h    w bias acc */
-        {16, 0, 24, 3, 1, 1, 17, 23, 1, 0},   /* 3×3 */
-        {16, 0, 24, 3, 1, 1, 17, 23, 0, 1},   /* accumulate, no bias */
-        {16, 0, 24, 3, 1, 1, 17, 23, 1, 1},   /* accumulate with bias */
-        {12, 0, 16, 3, 2, 1, 19, 25, 0, 0},   /* stride 2, odd size */
-        {12, 0, 16, 3, 2, 1, 20, 26, 1, 0},   /* stride 2, even size */
-        {8, 8, 16, 3, 1, 1, 15, 21, 1, 0},    /* two inputs (MemBlock) */
-        {8, 8, 16, 3, 1, 1, 15, 21, 0, 1},    /* two inputs, accumulate */
-        {16, 0, 16, 3, 1, 2, 11, 13, 0, 0},   /* over a ×2 upsample */
-        {6, 5, 12, 3, 1, 2, 9, 7, 1, 1},      /* upsample, two inputs, bias, accumulate */
-        {8, 0, 16, 3, 2, 2, 9, 11, 1, 0},     /* stride 2 over an upsample */
-        {3, 0, 32, 3, 1, 1, 24, 40, 1, 0},    /* K = 27: padded to 32 (TAEHV's first conv) */
-        {5, 2, 9, 3, 2, 2, 7, 5, 0, 1},       /* K = 63, everything odd */
-        {32, 0, 64, 1, 1, 1, 19, 27, 0, 0},   /* 1×1 (TGrow) */
-        {16, 16, 16, 1, 1, 1, 13, 17, 0, 1},  /* 1×1, two inputs, accumulate (TPool parts, skip) */
-        {12, 0, 20, 1, 2, 1, 9, 13, 1, 0},    /* 1×1 stride 2 */
-        {12, 0, 20, 1, 1, 2, 9, 13, 1, 1},    /* 1×1 over an upsample */
-        {5, 0, 8, 1, 1, 1, 5, 3, 1, 0},       /* K = 5, 15 pixels */
-        {4, 0, 6, 3, 1, 1, 1, 1, 1, 0},       /* 1×1 image */
-        {128, 128, 8, 3, 1, 1, 70, 240, 1, 0}, /* an im2col of 2 bands */
-        {16, 0, 3, 3, 1, 1, 29, 37, 1, 0},    /* cout 3: direct fp32 (TAEHV's last conv) */
-        {8, 4, 4, 3, 2, 2, 9, 11, 1, 1},      /* direct, two inputs, stride 2, upsample, accumulate */
-        {6, 0, 1, 1, 1, 1, 7, 9, 0, 0},       /* direct 1×1 */
-        {3, 2, 2, 3, 1, 2, 1, 1, 0, 1},       /* direct on a 1×1 image */
+        /* ca  cb cout k  s up    h    w bias acc off */
+        {16, 0, 24, 3, 1, 1, 17, 23, 1, 0, 0},    /* 3×3, grouped */
+        {16, 0, 24, 3, 1, 1, 17, 23, 0, 1, 0},    /* accumulate, no bias */
+        {16, 0, 24, 3, 1, 1, 17, 23, 1, 1, 0},    /* accumulate with bias */
+        {12, 0, 16, 3, 2, 1, 19, 25, 0, 0, 0},    /* stride 2, odd size, dense */
+        {12, 0, 16, 3, 2, 1, 20, 26, 1, 0, 0},    /* stride 2, even size */
+        {8, 8, 16, 3, 1, 1, 15, 21, 1, 0, 0},     /* two inputs (MemBlock), dense */
+        {8, 8, 16, 3, 1, 1, 15, 21, 0, 1, 0},     /* two inputs, accumulate */
+        {16, 0, 16, 3, 1, 2, 11, 13, 0, 0, 0},    /* over a ×2 upsample */
+        {6, 5, 12, 3, 1, 2, 9, 7, 1, 1, 0},       /* upsample, two inputs, bias, accumulate */
+        {8, 0, 16, 3, 2, 2, 9, 11, 1, 0, 0},      /* stride 2 over an upsample */
+        {3, 0, 32, 3, 1, 1, 24, 40, 1, 0, 0},     /* K = 27, dense, one step (TAEHV's first conv) */
+        {3, 0, 64, 3, 1, 1, 23, 37, 1, 0, 0},     /* the same with TAEHV's 64 outputs */
+        {5, 2, 9, 3, 2, 2, 7, 5, 0, 1, 0},        /* K = 63, everything odd */
+        {7, 0, 5, 3, 1, 1, 11, 9, 1, 0, 0},       /* cout 5: the smallest tensor-core conv */
+        {32, 0, 64, 1, 1, 1, 19, 27, 0, 0, 0},    /* 1×1 (TGrow), grouped */
+        {16, 16, 16, 1, 1, 1, 13, 17, 0, 1, 0},   /* 1×1, two inputs, accumulate (TPool parts, skip) */
+        {12, 0, 20, 1, 2, 1, 9, 13, 1, 0, 0},     /* 1×1 stride 2, dense */
+        {12, 0, 20, 1, 1, 2, 9, 13, 1, 1, 0},     /* 1×1 over an upsample */
+        {24, 0, 72, 1, 1, 1, 17, 19, 1, 0, 0},    /* 1×1 dense, K = 24 */
+        {64, 0, 128, 1, 1, 1, 33, 29, 1, 0, 0},   /* 1×1 grouped, K = 64 (TGrow 64 -> 128) */
+        {64, 64, 64, 1, 1, 1, 13, 17, 0, 1, 0},   /* 1×1 grouped, two inputs, accumulate */
+        {5, 0, 8, 1, 1, 1, 5, 3, 1, 0, 0},        /* K = 5, 15 pixels */
+        {4, 0, 6, 3, 1, 1, 1, 1, 1, 0, 0},        /* 1×1 image */
+        {64, 0, 64, 3, 1, 1, 23, 37, 1, 0, 0},    /* grouped, one 64 tile, 851 pixels */
+        {64, 0, 64, 3, 1, 1, 23, 37, 1, 1, 1},    /* the same accumulating into an unaligned output */
+        {64, 0, 64, 3, 1, 1, 24, 36, 0, 0, 1},    /* an even row count, unaligned output */
+        {32, 32, 136, 3, 1, 1, 23, 37, 1, 0, 0},  /* grouped two inputs, cout 136: two 128 tiles, one of 8 */
+        {40, 24, 72, 3, 1, 1, 19, 21, 0, 1, 0},   /* dense (40 = 2·16 + 8) two inputs, cout 72, accumulate */
+        {48, 48, 80, 3, 1, 2, 13, 19, 1, 0, 0},   /* grouped two inputs over an upsample */
+        {32, 0, 200, 3, 2, 1, 31, 45, 0, 1, 0},   /* grouped stride 2, accumulate, two 128 tiles */
+        {64, 0, 64, 3, 2, 2, 17, 29, 1, 0, 0},    /* grouped stride 2 over an upsample */
+        {16, 0, 256, 3, 1, 1, 15, 26, 1, 0, 0},   /* K = 144, half a step of padding (TAEHV decoder's first conv) */
+        {128, 128, 8, 3, 1, 1, 70, 240, 1, 0, 0}, /* K = 2304: 72 steps */
+        {64, 64, 64, 3, 1, 1, 60, 104, 1, 0, 0},  /* TAEHV MemBlock conv at 832x480's latent size */
+        {16, 0, 3, 3, 1, 1, 29, 37, 1, 0, 0},     /* cout 3: direct fp32 (TAEHV's last conv) */
+        {8, 4, 4, 3, 2, 2, 9, 11, 1, 1, 0},       /* direct, two inputs, stride 2, upsample, accumulate */
+        {6, 0, 1, 1, 1, 1, 7, 9, 0, 0, 0},        /* direct 1×1 */
+        {3, 2, 2, 3, 1, 2, 1, 1, 0, 1, 0},        /* direct on a 1×1 image */
     };
     int fails = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) fails += conv_case_run(&cases[i], 100 + 10 * (uint32_t)i);
@@ -292,6 +316,55 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Times REPS runs of a 3×3 stride-1 conv2d with bias of cin -> cout channels
+ * on an h×w frame after a warm-up run (informational: ms and TFLOP/s, 2
+ * FLOPs per multiply-add), then checks the last output against the CPU. */
+static int time_conv(int cin, int cout, int h, int w) {
+    enum { REPS = 20 };
+    size_t ni = (size_t)cin * h * w, no = (size_t)cout * h * w, nw = (size_t)cout * cin * 9;
+    char name[96];
+    snprintf(name, sizeof name, "conv2d %d->%d 3x3 %dx%d (timed)", cin, cout, w, h);
+    float *x = random_floats(ni, 500, 1.0f), *want = malloc(no * sizeof *want);
+    float *wt = kept_floats(nw, 501, 1.0f / sqrtf((float)(cin * 9))), *bias = kept_floats((size_t)cout, 502, 0.5f);
+    CHECK(x && want && wt && bias, "out of memory");
+    lp_tensor W = {.name = "timed.weight", .dtype = LP_F32, .ndim = 4, .shape = {cout, cin, 3, 3}, .data = wt,
+                   .nbytes = nw * sizeof *wt};
+    lp_tensor B = {.name = "timed.bias", .dtype = LP_F32, .ndim = 1, .shape = {cout}, .data = bias,
+                   .nbytes = (size_t)cout * sizeof *bias};
+    float *dx = lp_test_dev_copy(gpu, x, ni), *dout = lp_test_dev_poison(gpu, no);
+    int fails = 1;
+    if (dx && dout) {
+        lp_conv2d_input gi = {dx, cin, NULL, 0, h, w, 1}, ci = {x, cin, NULL, 0, h, w, 1};
+        lp_status s = gpu->conv2d(gpu, dout, &gi, &W, &B, 1, 0); /* warm-up: rearranges the weight */
+        gpu->synchronize(gpu);
+        double t0 = now_s();
+        for (int r = 0; r < REPS && s == LP_OK; r++) s = gpu->conv2d(gpu, dout, &gi, &W, &B, 1, 0);
+        gpu->synchronize(gpu);
+        double t = now_s() - t0, flops = 2.0 * cout * cin * 9 * (double)h * w;
+        if (lp_test_status_ok(name, s)) {
+            printf("    %-*s %.3f ms, %.1f TFLOP/s\n", LP_TEST_NAME_WIDTH, name, 1e3 * t / REPS,
+                   flops * REPS / t / 1e12);
+            s = cpu->conv2d(cpu, want, &ci, &W, &B, 1, 0);
+            if (s == LP_OK) fails = lp_test_dev_compare(gpu, name, dout, want, no, 2e-2);
+            else printf("    %s: CPU: %s\n", name, lp_last_error());
+        }
+    }
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dout);
+    free(x);
+    free(want);
+    return fails;
+}
+
+/* The convolutions that dominate TAEHV at 832×480: 64 -> 64 at full size,
+ * 256 -> 256 at the decoder's first upsampled size. */
+static int test_conv2d_timing(void) {
+    if (!gpu) return no_gpu;
+    int fails = time_conv(64, 64, 480, 832);
+    fails += time_conv(256, 256, 120, 208);
+    return fails ? 1 : 0;
+}
+
 /* 832×480 encode of 8 frames and decode of the 2 latents they make, one per
  * push, after a warm-up group each (informational). */
 static int test_taehv_timing(void) {
@@ -340,10 +413,11 @@ static int test_taehv_timing(void) {
 
 int main(void) {
     no_gpu = lp_test_cuda_backends(&gpu, &cpu);
-    lp_test_run("conv2d: k 1/3, stride 1/2, two inputs, upsample, bias, accumulate, bands, direct", test_conv2d);
+    lp_test_run("conv2d: k 1/3, stride 1/2, two inputs, upsample, bias, accumulate, odd sizes, direct", test_conv2d);
     lp_test_run("conv2d argument errors", test_conv2d_errors);
     lp_test_run("relu, tanh_clamp, clamp01", test_elementwise);
     lp_test_run("taehv golden through cuda (encode, decode trimmed+clamped, raw)", test_taehv_golden);
+    lp_test_run("conv2d timing: 64->64 3x3 at 832x480, 256->256 3x3 at 208x120", test_conv2d_timing);
     lp_test_run("taehv 832x480 timing", test_taehv_timing);
     lp_taehv_free(model);
     lp_tensor_file_close(golden);

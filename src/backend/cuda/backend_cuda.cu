@@ -35,6 +35,35 @@ extern "C" {
 /* ---------------------------------------------------------------------------
  * Private state */
 
+/* cuBLASLt GEMMs (linear): the
+ * descriptors of one D = op(A)·B + beta·D (D is also C) with bf16 A and B,
+ * D of the type of its layout (f32, or bf16 for linear's LP_LINEAR_Y_ACT)
+ * and fp32 compute, and the algorithm chosen for them; op == NULL marks an
+ * empty one. cuBLASLt failures are returned, not sticky; their messages
+ * start with who (the op, and the shape where it helps). */
+typedef struct {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulAlgo_t algo;
+} lp_cuda_gemm;
+
+/* LP_OK, or the error "<who>: cuBLASLt: <what> failed: <reason>" for s. */
+static lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what);
+/* Creates g->op: fp32 compute and scale, A transposed when trans_a, B not. */
+static lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who);
+/* Sets g->algo to cuBLASLt's first heuristic choice for g's descriptors
+ * within the backend's workspace, for C/D pointers aligned to align_d bytes
+ * and a B pointer aligned to align_b bytes (A and any bias pointer set on
+ * g->op must start on 256 bytes, as cudaMalloc'd memory does);
+ * LP_ERR_UNSUPPORTED when there is none. */
+static lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_b,
+                                            uint32_t align_d, const char *who);
+/* Issues D = A·B + beta·D (alpha 1, op(A) per g) on the backend's stream. */
+static lp_status lp_cuda_gemm_run(const lp_backend *be, const lp_cuda_gemm *g, const void *A, const void *B,
+                                  float beta, void *D, const char *who);
+/* Destroys g's descriptors (those it has) and zeroes it. */
+static void lp_cuda_gemm_clear(lp_cuda_gemm *g);
+
 /* How a linear plan applies its bias, GELU and output type, in the order
  * plan_build tries them: the first one that cuBLASLt has an algorithm for is
  * kept. */
@@ -138,7 +167,7 @@ lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel) {
     return lp_cuda_check(be, cudaGetLastError(), kernel);
 }
 
-lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what) {
+static lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what) {
     if (s == CUBLAS_STATUS_SUCCESS) return LP_OK;
     lp_status code = s == CUBLAS_STATUS_ALLOC_FAILED     ? LP_ERR_NOMEM
                      : s == CUBLAS_STATUS_NOT_SUPPORTED ? LP_ERR_UNSUPPORTED
@@ -447,9 +476,9 @@ const void *lp_cuda_weight(const lp_backend *be, const lp_tensor *t, int as_bf16
 }
 
 /* ---------------------------------------------------------------------------
- * cuBLASLt GEMMs (shared with conv.cu) */
+ * cuBLASLt GEMMs */
 
-lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who) {
+static lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who) {
     cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
     LP_TRY(lp_cuda_lt_check(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), who,
                             "matmul descriptor"));
@@ -459,7 +488,7 @@ lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who) 
                             "transB");
 }
 
-lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_b, uint32_t align_d,
+static lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_b, uint32_t align_d,
                                      const char *who) {
     lp_cuda_state *st = lp_cuda(be);
     cublasLtMatmulPreference_t pref = NULL;
@@ -489,11 +518,7 @@ lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *g, uint
     return s;
 }
 
-lp_status lp_cuda_gemm_choose_algo(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_d, const char *who) {
-    return lp_cuda_gemm_choose_algo_b(be, g, 256, align_d, who);
-}
-
-lp_status lp_cuda_gemm_run(const lp_backend *be, const lp_cuda_gemm *g, const void *A, const void *B, float beta,
+static lp_status lp_cuda_gemm_run(const lp_backend *be, const lp_cuda_gemm *g, const void *A, const void *B, float beta,
                            void *D, const char *who) {
     lp_cuda_state *st = lp_cuda(be);
     const float alpha = 1.0f;
@@ -502,7 +527,7 @@ lp_status lp_cuda_gemm_run(const lp_backend *be, const lp_cuda_gemm *g, const vo
                             who, "matmul");
 }
 
-void lp_cuda_gemm_clear(lp_cuda_gemm *g) {
+static void lp_cuda_gemm_clear(lp_cuda_gemm *g) {
     if (g->a) cublasLtMatrixLayoutDestroy(g->a);
     if (g->b) cublasLtMatrixLayoutDestroy(g->b);
     if (g->d) cublasLtMatrixLayoutDestroy(g->d);

@@ -1,29 +1,40 @@
 /* The CUDA backend's conv-net ops (backend.h: conv2d, relu, tanh_clamp,
  * clamp01), one frame [c, h, w] at a time.
  *
- * conv2d is an implicit GEMM on the bf16 tensor cores with fp32 accumulation.
- * With K = cin·k·k and the im2col matrix col[r][p] (r = (ci, ky, kx) in the
- * weight's order, p = an output pixel), out[co][p] = Σ_r W[co][r]·col[r][p].
- * For each band of output rows a gather kernel writes the band's col in bf16
- * into scratch (at most BAND_BYTES), reading the two concatenated inputs
- * through the nearest upsample and the zero padding, so that neither is ever
- * materialised; cuBLASLt then multiplies it with the cached bf16 weight
- * straight into the band's f32 output rows. cuBLASLt is column-major, and:
- *   col, stored [K][ldc] row-major     = column-major m×K, ld ldc   (A)
- *   W, stored [cout][K] row-major      = column-major K×cout, ld K  (B)
- *   out band, [cout][hw] row-major     = column-major m×cout, ld hw (D = C)
- * with m the band's pixels, so D = A·B is the convolution. K is padded to a
- * multiple of 8 (zero rows in col, zero columns in a padded copy of W) so that
- * every row of A and B starts on 16 bytes. The bias is written (or added, when
- * accumulating) by a small kernel first and the GEMM accumulates onto it
- * (beta = 1), the CPU's order. Convolutions with at most DIRECT_MAX_COUT
- * output channels (TAEHV's last conv) run as a direct fp32 kernel instead: a
- * GEMM with so few columns would only stream the 9× im2col.
+ * conv2d is a fused implicit GEMM on the bf16 tensor cores (mma.sync
+ * m16n8k16, fp32 accumulation): out[co][p] = Σ_r W'[co][r]·col[r][p] over
+ * output pixels p and K = cin·k² reduction indices r, each an input channel
+ * ci and a kernel tap (ky, kx), tap = ky·k + kx. The im2col matrix col is
+ * never stored: each CTA gathers the tile it needs straight from the f32
+ * [c, h, w] inputs, through the concatenation, the nearest upsample and the
+ * zero padding, into shared memory as bf16, and reuses it across its BM
+ * output channels. The order of r depends on the channel counts:
+ *   grouped (ca and cb multiples of 16, every TAEHV conv but the first):
+ *     r = (cc·k² + tap)·16 + c with ci = cc·16 + c, so each group of 16
+ *     consecutive r is 16 channels of one input at one tap: a thread
+ *     gathering it computes one input position and loads 16 channel planes
+ *     there (coalesced: a warp covers 32 consecutive output pixels), and the
+ *     taps of the same 16 channels follow each other, so the 9 reads of an
+ *     input value come close together (L1 hits);
+ *   dense (any other counts, such as TAEHV's 3-channel input):
+ *     r = tap·cin + ci, decoded element by element.
+ * W' is the weight rearranged to that order once and cached (bf16
+ * [round_up(cout, BM_MAX)][kp], kp = K rounded up to BK, zero padded); the
+ * padding r >= K is gathered as zeros too.
+ *
+ * Each CTA computes a BM×BN tile (BM output channels, BN consecutive output
+ * pixels in row-major order, so rows of any width are fine) with 8 warps in a
+ * 2×4 grid (warp tile BM/2 × 32). The reduction advances BK = 32 at a time
+ * (two groups of 16), double-buffered in shared memory: the weight tile comes
+ * by cp.async, the gathered tile through registers, both for step s+1 while
+ * the tensor cores work on step s. The epilogue adds the bias (and the old
+ * output when accumulating) and writes f32. Convolutions with at most
+ * DIRECT_MAX_COUT output channels (TAEHV's last conv) run as a direct fp32
+ * kernel instead: a tile of BM channels would be almost all padding.
  *
  * The elementwise ops are fp32 grid-stride kernels (float4 when aligned).
  * Errors: argument errors are returned, not sticky (as linear's); launch and
  * CUDA failures become the sticky error (lp_cuda_check). */
-#include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
@@ -34,27 +45,30 @@
 #include "cuda_internal.h"
 
 #define THREADS 256
-#define MAX_GRID 65535                    /* grid-stride loops cover the rest */
-#define BAND_BYTES ((size_t)64 << 20)     /* im2col band target */
-#define SCRATCH_ALIGN 256                 /* the padded weight's offset in the scratch */
-#define PLANS 96                          /* cached GEMM plans, replaced round robin */
+#define MAX_GRID 65535      /* grid-stride loops cover the rest */
 #define DIRECT_MAX_COUT 4
-#define MAX_SIDE (1 << 20)                /* largest up·h and up·w */
+#define MAX_SIDE (1 << 20)  /* largest up·h and up·w */
 
-/* One cached GEMM configuration D[m, n] = A[m, k]·B[k, n] (column-major,
- * leading dimensions lda, k and ldd), keyed by its shape and the alignment of
- * D's columns; g.op == NULL marks an empty slot. */
+/* The implicit GEMM's tiling (see the top of the file). */
+#define CONV_THREADS 256    /* 8 warps */
+#define BN 128              /* output pixels per CTA */
+#define BK 32               /* reduction per pipeline step: two groups */
+#define GROUP 16            /* channels of one tap gathered by one thread */
+#define BM_MAX 128          /* the largest BM: cached weights are padded to it */
+
+/* A weight rearranged for the implicit GEMM, keyed by the host view's data
+ * pointer, its shape and the reduction order (the views stay valid and
+ * unchanged while the backend lives, backend.h). */
 typedef struct {
-    int64_t m, n, k, lda, ldd;
-    uint32_t align_d;
-    lp_cuda_gemm g;
-} conv_plan;
+    const void *host;
+    int64_t cout, cin, k;
+    int grouped;        /* the reduction order (see the top of the file) */
+    __nv_bfloat16 *dev; /* [round_up(cout, BM_MAX)][kp] */
+} conv_weight;
 
 struct lp_cuda_conv {
-    void *scratch; /* im2col band, then the K-padded weight */
-    size_t scratch_bytes;
-    conv_plan plans[PLANS];
-    int next_plan;
+    conv_weight *w;
+    int n, cap;
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -73,21 +87,6 @@ static lp_status pending(const lp_backend *be, const char *op) {
     return lp_fail(s, "%s: an earlier CUDA operation failed (%s)", op, lp_status_name(s));
 }
 
-/* The largest power of two <= 256 that divides every column start p + j·ld
- * (ld in elements of `size` bytes). */
-static uint32_t column_alignment(const void *p, int64_t ld, size_t size) {
-    uint32_t a = 256;
-    while (a > 1 && ((uintptr_t)p % a || (uint64_t)ld * size % a)) a >>= 1;
-    return a;
-}
-
-__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
-    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
-           (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16;
-}
-
-/* --------------------------------------------------------------- kernels */
-
 /* The geometry of one convolution. */
 typedef struct {
     const float *a, *b; /* inputs [ca][h][w] and [cin − ca][h][w] */
@@ -103,66 +102,255 @@ __device__ __forceinline__ const float *channel(const conv_geom &g, int ci) {
     return ci < g.ca ? g.a + (size_t)ci * plane : g.b + (size_t)(ci - g.ca) * plane;
 }
 
-/* col[r][p] for r < kp and p < ldc, p a pixel of output rows [y0, y0 + m/wo):
- * the input at (y·stride + ky − pad, x·stride + kx − pad) of the upsampled
- * concatenation for r = (ci·k + ky)·k + kx < K, zero outside it, for
- * p >= m and for r >= K. Each thread writes 8 consecutive pixels (16 bytes;
- * ldc % 8 == 0 and col is 16-byte aligned). */
-__global__ void __launch_bounds__(THREADS) im2col_kernel(__nv_bfloat16 *col, conv_geom g, int K, int kp, int ldc,
-                                                         int y0, int m) {
-    const int groups = ldc / 8, hin = g.h << g.sh, win = g.w << g.sh;
-    for (int r = blockIdx.y; r < kp; r += gridDim.y) {
-        const float *chan = NULL;
-        int dy = 0, dx = 0;
-        if (r < K) {
-            int kk = g.k * g.k, ci = r / kk, t = r - ci * kk;
-            chan = channel(g, ci);
-            dy = t / g.k - g.pad;
-            dx = t - (t / g.k) * g.k - g.pad;
+/* ---------------------------------------------------- tensor-core helpers */
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* 16 bytes global → shared, asynchronous (cached in L2 only). */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+/* Four 8×8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i,
+ * which lands in r[i] (thread l holds row l/4, columns 2(l%4), 2(l%4)+1). */
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *smem) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(smem))
+                 : "memory");
+}
+
+/* d += A·B for a 16×16 bf16 A (row-major fragment a), a 16×8 bf16 B
+ * (column-major fragment b0, b1) and a 16×8 f32 d. */
+__device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (lo) in the low half */
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Shared-memory tiles are rows of BK bf16 (64 bytes = four 16-byte chunks):
+ * the weight tile [BM][BK] (a row per output channel) and the gathered tile
+ * [BN][BK] (a row per output pixel), both with r contiguous. Chunk c of row
+ * `row` is stored at chunk c ^ ((row / 2) % 4): the 8 rows an ldmatrix
+ * matrix (or a quarter warp's 16-byte store) touches then fall in 8 distinct
+ * groups of 4 banks. Returns the element offset of the chunk. */
+__device__ __forceinline__ int swizzle(int row, int chunk) { return row * BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
+
+/* --------------------------------------------------------------- kernels */
+
+/* dst[co][r] = the bf16 weight src[co][ci][tap] (src [cout][cin][kk]) for
+ * the (ci, tap) of reduction index r in the grouped order (grouped != 0) or
+ * the dense one (see the top of the file); zero for co >= cout and r >= K =
+ * cin·kk, up to rows × kp. */
+__global__ void __launch_bounds__(THREADS) rearrange_weight_kernel(__nv_bfloat16 *dst, const __nv_bfloat16 *src,
+                                                                   int cout, int rows, int cin, int kk, int kp,
+                                                                   int grouped) {
+    const int64_t total = (int64_t)rows * kp, stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        int co = (int)(i / kp), r = (int)(i - (int64_t)co * kp), ci, tap;
+        if (grouped) {
+            int grp = r / GROUP, cc = grp / kk;
+            tap = grp - cc * kk;
+            ci = cc * GROUP + r % GROUP;
+        } else {
+            tap = r / cin;
+            ci = r - tap * cin;
         }
-        uint4 *dst = reinterpret_cast<uint4 *>(col + (size_t)r * ldc);
-        for (int q = blockIdx.x * blockDim.x + threadIdx.x; q < groups; q += gridDim.x * blockDim.x) {
-            float v[8];
-            int p = q * 8, yy = p / g.wo, x = p - yy * g.wo;
+        dst[i] = co < cout && r < cin * kk ? src[((int64_t)co * cin + ci) * kk + tap] : __float2bfloat16_rn(0.0f);
+    }
+}
+
+/* v[c] = col[r0 + c][pixel] for c < 16: the upsampled, zero-padded
+ * concatenated input at channel ci and position (by + ky, bx + kx) for the
+ * (ci, ky, kx) of r (upsampled coordinates; by, bx: the pixel's top-left
+ * tap), zero when the pixel is outside the image (!pix_ok), for r >= K and
+ * where the position is padding. GROUPED: the grouped order (r0 a multiple
+ * of 16), else the dense one. */
+template <int KS, bool GROUPED>
+__device__ __forceinline__ void gather_group(float v[GROUP], const conv_geom &g, int r0, int K, bool pix_ok, int by,
+                                             int bx) {
+    const int hin = g.h << g.sh, win = g.w << g.sh;
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                float val = 0.0f;
-                if (chan && p + j < m) {
-                    int iy = (y0 + yy) * g.stride + dy, ix = x * g.stride + dx;
-                    if (iy >= 0 && iy < hin && ix >= 0 && ix < win)
-                        val = chan[(size_t)(iy >> g.sh) * g.w + (ix >> g.sh)];
-                }
-                v[j] = val;
-                if (++x == g.wo) {
-                    x = 0;
-                    yy++;
+    for (int c = 0; c < GROUP; c++) v[c] = 0.0f;
+    if (!pix_ok || r0 >= K) return;
+    if (GROUPED) { /* one tap, 16 channels of one input: one position, 16 planes */
+        const int grp = r0 / GROUP, cc = grp / (KS * KS), tap = grp - cc * (KS * KS);
+        const int iy = by + tap / KS, ix = bx + tap % KS;
+        if ((unsigned)iy >= (unsigned)hin || (unsigned)ix >= (unsigned)win) return;
+        const size_t plane = (size_t)g.h * g.w;
+        const float *src = channel(g, cc * GROUP) + (iy >> g.sh) * g.w + (ix >> g.sh);
+#pragma unroll
+        for (int c = 0; c < GROUP; c++) v[c] = __ldg(src + (size_t)c * plane);
+    } else { /* r = tap·cin + ci, walked from r0 */
+        int tap = r0 / g.cin, ci = r0 - tap * g.cin;
+#pragma unroll
+        for (int c = 0; c < GROUP; c++) {
+            const int iy = by + tap / KS, ix = bx + tap % KS;
+            if (r0 + c < K && (unsigned)iy < (unsigned)hin && (unsigned)ix < (unsigned)win)
+                v[c] = __ldg(channel(g, ci) + (iy >> g.sh) * g.w + (ix >> g.sh));
+            if (++ci == g.cin) {
+                ci = 0;
+                tap++;
+            }
+        }
+    }
+}
+
+/* The 16 gathered values of one pixel (row) into chunks 2·half and
+ * 2·half + 1 of the gathered tile. */
+__device__ __forceinline__ void store_group(__nv_bfloat16 *sb, int row, int half, const float v[GROUP]) {
+    uint4 lo = make_uint4(bf16_pair(v[0], v[1]), bf16_pair(v[2], v[3]), bf16_pair(v[4], v[5]), bf16_pair(v[6], v[7]));
+    uint4 hi = make_uint4(bf16_pair(v[8], v[9]), bf16_pair(v[10], v[11]), bf16_pair(v[12], v[13]),
+                          bf16_pair(v[14], v[15]));
+    *reinterpret_cast<uint4 *>(sb + swizzle(row, 2 * half)) = lo;
+    *reinterpret_cast<uint4 *>(sb + swizzle(row, 2 * half + 1)) = hi;
+}
+
+/* Issues the cp.async copies of the weight tile of step s: rows co0..co0+BM
+ * of wr (row length kp), columns s·BK..s·BK+BK. */
+template <int BM>
+__device__ __forceinline__ void load_weight_tile(__nv_bfloat16 *sa, const __nv_bfloat16 *wr, int co0, size_t kp, int s,
+                                                 int tid) {
+#pragma unroll
+    for (int i = tid; i < BM * (BK / 8); i += CONV_THREADS) {
+        int row = i / (BK / 8), chunk = i % (BK / 8);
+        cp_async16(sa + swizzle(row, chunk), wr + (size_t)(co0 + row) * kp + (size_t)s * BK + chunk * 8);
+    }
+}
+
+/* acc += the warp's BM/2 × 32 part of (weight tile)·(gathered tile)ᵀ over
+ * one step. The warp's rows are wm·BM/2.., its pixels wn·32..; acc[mi][ni]
+ * is the 16×8 block at rows mi·16, pixels ni·8 of that. */
+template <int BM>
+__device__ __forceinline__ void mma_step(float acc[BM / 32][4][4], const __nv_bfloat16 *sa, const __nv_bfloat16 *sb,
+                                         int wm, int wn, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; kk++) {
+        /* B fragments of the four 8-pixel blocks: one ldmatrix.x4 covers 16
+         * pixels × 16 r as (pixels 0-7, r 0-7), (0-7, 8-15), (8-15, 0-7),
+         * (8-15, 8-15); a row of the tile holds one pixel's r, which is the
+         * column-major B fragment that mma expects. */
+        uint32_t b[4][2];
+#pragma unroll
+        for (int nj = 0; nj < 2; nj++) {
+            int row = wn * 32 + nj * 16 + (lane & 7) + ((lane >> 4) << 3), chunk = kk * 2 + ((lane >> 3) & 1);
+            uint32_t r[4];
+            ldmatrix_x4(r, sb + swizzle(row, chunk));
+            b[2 * nj][0] = r[0];
+            b[2 * nj][1] = r[1];
+            b[2 * nj + 1][0] = r[2];
+            b[2 * nj + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int mi = 0; mi < BM / 32; mi++) {
+            /* A fragment of 16 channels × 16 r: matrices (rows 0-7, r 0-7),
+             * (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) */
+            int row = wm * (BM / 2) + mi * 16 + (lane & 15), chunk = kk * 2 + (lane >> 4);
+            uint32_t a[4];
+            ldmatrix_x4(a, sa + swizzle(row, chunk));
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++) mma_bf16(acc[mi][ni], a, b[ni][0], b[ni][1]);
+        }
+    }
+}
+
+/* The implicit-GEMM convolution (see the top of the file): CTA blockIdx.x
+ * computes output channels (blockIdx.x % mtiles)·BM.. and output pixels
+ * (blockIdx.x / mtiles)·BN.. (the channel tiles of a pixel tile run next to
+ * each other and share its input in L2). wr: the rearranged weight, steps·BK
+ * wide, in the grouped order when GROUPED, else the dense one; K = cin·k².
+ * out[co][p] = (accumulate ? out[co][p] : 0) + (Σ + bias[co]). */
+template <int BM, int KS, bool GROUPED>
+__global__ void __launch_bounds__(CONV_THREADS, 2)
+    conv_mma_kernel(float *out, conv_geom g, const __nv_bfloat16 *__restrict__ wr, const float *__restrict__ bias,
+                    int cout, int mtiles, int steps, int K, int accumulate) {
+    __shared__ __align__(128) __nv_bfloat16 sa[2][BM * BK];
+    __shared__ __align__(128) __nv_bfloat16 sb[2][BN * BK];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1;
+    const int co0 = (int)(blockIdx.x % mtiles) * BM, p0 = (int)(blockIdx.x / mtiles) * BN;
+    const int hw = g.ho * g.wo;
+    const size_t kp = (size_t)steps * BK;
+
+    /* This thread gathers pixel p0 + gp, the half `half` of each step
+     * (r = s·BK + half·16 ..), into row gp of the gathered tile. */
+    const int gp = tid % BN, half = tid / BN, p = p0 + gp;
+    const bool pix_ok = p < hw;
+    const int oy = pix_ok ? p / g.wo : 0, ox = pix_ok ? p - oy * g.wo : 0;
+    const int by = oy * g.stride - g.pad, bx = ox * g.stride - g.pad;
+
+    float acc[BM / 32][4][4];
+#pragma unroll
+    for (int mi = 0; mi < BM / 32; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[mi][ni][j] = 0.0f;
+
+    float v[GROUP];
+    load_weight_tile<BM>(sa[0], wr, co0, kp, 0, tid);
+    cp_async_commit();
+    gather_group<KS, GROUPED>(v, g, half * GROUP, K, pix_ok, by, bx);
+    store_group(sb[0], gp, half, v);
+    cp_async_wait_all();
+    __syncthreads();
+    for (int s = 0; s < steps; s++) {
+        const int cur = s & 1;
+        const bool more = s + 1 < steps;
+        /* Buffer cur ^ 1 was last read in step s − 1, which every warp has
+         * finished (the barrier below): fill it for step s + 1, the global
+         * loads in flight while the tensor cores work on step s. */
+        if (more) {
+            load_weight_tile<BM>(sa[cur ^ 1], wr, co0, kp, s + 1, tid);
+            cp_async_commit();
+            gather_group<KS, GROUPED>(v, g, (s + 1) * BK + half * GROUP, K, pix_ok, by, bx);
+        }
+        mma_step<BM>(acc, sa[cur], sb[cur], wm, wn, lane);
+        if (more) {
+            store_group(sb[cur ^ 1], gp, half, v);
+            cp_async_wait_all();
+        }
+        __syncthreads();
+    }
+
+    /* acc[mi][ni][2h + j] is channel co0 + wm·BM/2 + mi·16 + lane/4 + 8h,
+     * pixel p0 + wn·32 + ni·8 + 2(lane % 4) + j. A pair of pixels is one
+     * 8-byte access when every row of out starts on 8 bytes (p is even). */
+    const bool pairs = (hw & 1) == 0 && ((uintptr_t)out & 7) == 0;
+#pragma unroll
+    for (int mi = 0; mi < BM / 32; mi++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int co = co0 + wm * (BM / 2) + mi * 16 + (lane >> 2) + 8 * h;
+            if (co >= cout) continue;
+            const float bv = bias ? bias[co] : 0.0f;
+            float *row = out + (size_t)co * hw;
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++) {
+                const int pc = p0 + wn * 32 + ni * 8 + 2 * (lane & 3);
+                if (pc >= hw) continue;
+                float v0 = acc[mi][ni][2 * h] + bv, v1 = acc[mi][ni][2 * h + 1] + bv;
+                if (pairs) {
+                    float2 *o = reinterpret_cast<float2 *>(row + pc);
+                    if (accumulate) {
+                        float2 old = *o;
+                        v0 = old.x + v0;
+                        v1 = old.y + v1;
+                    }
+                    *o = make_float2(v0, v1);
+                } else {
+                    row[pc] = accumulate ? row[pc] + v0 : v0;
+                    if (pc + 1 < hw) row[pc + 1] = accumulate ? row[pc + 1] + v1 : v1;
                 }
             }
-            dst[q] = make_uint4(bf16_pair(v[0], v[1]), bf16_pair(v[2], v[3]), bf16_pair(v[4], v[5]),
-                                bf16_pair(v[6], v[7]));
         }
-    }
-}
-
-/* dst[co][r] = r < K ? src[co][r] : 0 for co < cout, r < kp. */
-__global__ void __launch_bounds__(THREADS) pad_weight_kernel(__nv_bfloat16 *dst, const __nv_bfloat16 *src, int cout,
-                                                             int K, int kp) {
-    const int64_t total = (int64_t)cout * kp, stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        int64_t co = i / kp, r = i - co * kp;
-        dst[i] = r < K ? src[co * K + r] : __float2bfloat16_rn(0.0f);
-    }
-}
-
-/* out[co][i] = (accumulate ? out[co][i] : 0) + bias[co] for co < cout, i < hw. */
-__global__ void __launch_bounds__(THREADS) bias_kernel(float *out, const float *bias, int cout, int64_t hw,
-                                                       int accumulate) {
-    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int co = blockIdx.y; co < cout; co += gridDim.y) {
-        float b = bias[co], *o = out + (size_t)co * hw;
-        for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < hw; i += stride)
-            o[i] = accumulate ? __fadd_rn(o[i], b) : b;
-    }
 }
 
 /* The whole convolution in fp32 for cout <= DIRECT_MAX_COUT, one thread per
@@ -250,137 +438,88 @@ void lp_cuda_clamp01(const lp_backend *be, float *y, const float *x, int64_t n) 
     launch_ew<EW_CLAMP01>(be, y, x, n, "clamp01");
 }
 
-/* --------------------------------------------------------- GEMM plans */
-
-static void plan_clear(conv_plan *p) {
-    lp_cuda_gemm_clear(&p->g);
-    memset(p, 0, sizeof *p);
-}
-
-/* Builds the descriptors of D = A·B (see the top of the file) and picks an
- * algorithm; A and B start on 256 bytes (cudaMalloc'd scratch and weights). */
-static lp_status plan_build(const lp_backend *be, conv_plan *p) {
-    char who[96];
-    snprintf(who, sizeof who, "conv2d m=%lld n=%lld k=%lld", (long long)p->m, (long long)p->n, (long long)p->k);
-    lp_cuda_gemm *g = &p->g;
-    lp_status s = lp_cuda_gemm_create_op(g, 0, who);
-    if (s == LP_OK)
-        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->a, CUDA_R_16BF, (uint64_t)p->m, (uint64_t)p->k, p->lda),
-                             who, "layout of the im2col band");
-    if (s == LP_OK)
-        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->b, CUDA_R_16BF, (uint64_t)p->k, (uint64_t)p->n, p->k),
-                             who, "layout of the weight");
-    if (s == LP_OK)
-        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, (uint64_t)p->m, (uint64_t)p->n, p->ldd),
-                             who, "layout of the output");
-    if (s == LP_OK) s = lp_cuda_gemm_choose_algo(be, g, p->align_d, who);
-    if (s != LP_OK) plan_clear(p);
-    return s;
-}
-
-/* *out = the cached plan for key (only its shape fields and align_d are
- * read), built on first use. */
-static lp_status plan_get(const lp_backend *be, lp_cuda_conv *c, const conv_plan *key, conv_plan **out) {
-    for (int i = 0; i < PLANS; i++) {
-        conv_plan *p = &c->plans[i];
-        if (p->g.op && p->m == key->m && p->n == key->n && p->k == key->k && p->lda == key->lda &&
-            p->ldd == key->ldd && p->align_d == key->align_d) {
-            *out = p;
-            return LP_OK;
-        }
-    }
-    conv_plan *p = &c->plans[c->next_plan];
-    c->next_plan = (c->next_plan + 1) % PLANS;
-    plan_clear(p);
-    p->m = key->m;
-    p->n = key->n;
-    p->k = key->k;
-    p->lda = key->lda;
-    p->ldd = key->ldd;
-    p->align_d = key->align_d;
-    *out = p;
-    return plan_build(be, p);
-}
-
 /* ------------------------------------------------------------ conv2d */
 
-/* The conv state (created on first use) with at least need bytes of scratch. */
-static lp_status reserve(const lp_backend *be, size_t need, lp_cuda_conv **out) {
+/* The reduction's length K = cin·k² rounded up to whole steps. */
+static int64_t gemm_kp(int64_t cin, int64_t k) { return (cin * k * k + BK - 1) / BK * BK; }
+
+/* *out = the weight w ([cout][cin][k][k] f32 on the host) rearranged for the
+ * grouped order (grouped != 0) or the dense one, made on first use from the
+ * backend's bf16 copy of it. */
+static lp_status conv_weight_get(const lp_backend *be, const lp_tensor *w, int grouped, const __nv_bfloat16 **out) {
     lp_cuda_state *st = lp_cuda(be);
+    const int64_t cout = w->shape[0], cin = w->shape[1], k = w->shape[2];
     if (!st->conv && !(st->conv = (lp_cuda_conv *)calloc(1, sizeof *st->conv)))
         return lp_fail(LP_ERR_NOMEM, "conv2d: out of memory for the CUDA conv state");
     lp_cuda_conv *c = st->conv;
-    *out = c;
-    if (c->scratch_bytes >= need) return LP_OK;
-    /* ops in flight may still read the old scratch */
-    LP_TRY(lp_cuda_check(be, cudaStreamSynchronize(st->stream), "cudaStreamSynchronize (conv2d scratch)"));
-    cudaFree(c->scratch);
-    c->scratch = NULL;
-    c->scratch_bytes = 0;
-    size_t want = (need + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1); /* whole MiB */
-    cudaError_t e = cudaMalloc(&c->scratch, want);
+    for (int i = 0; i < c->n; i++) {
+        const conv_weight *e = &c->w[i];
+        if (e->host == w->data && e->cout == cout && e->cin == cin && e->k == k && e->grouped == grouped) {
+            *out = e->dev;
+            return LP_OK;
+        }
+    }
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 64;
+        conv_weight *nw = (conv_weight *)realloc(c->w, (size_t)cap * sizeof *nw);
+        if (!nw) return lp_fail(LP_ERR_NOMEM, "conv2d: out of memory for the CUDA conv weight list");
+        c->w = nw;
+        c->cap = cap;
+    }
+    const __nv_bfloat16 *wd = (const __nv_bfloat16 *)lp_cuda_weight(be, w, 1); /* bf16 [cout][cin][k][k] */
+    if (!wd) return st->sticky;
+    const int64_t rows = (cout + BM_MAX - 1) / BM_MAX * BM_MAX, kp = gemm_kp(cin, k);
+    __nv_bfloat16 *dev = NULL;
+    cudaError_t e = cudaMalloc(&dev, (size_t)(rows * kp) * sizeof *dev);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        c->scratch = NULL;
         return lp_fail(e == cudaErrorMemoryAllocation ? LP_ERR_NOMEM : LP_ERR_IO,
-                       "conv2d: cannot allocate %zu bytes of device memory for the im2col scratch: %s", want,
-                       cudaGetErrorString(e));
+                       "conv2d: cannot allocate %lld bytes of device memory for weight '%s': %s",
+                       (long long)(rows * kp * 2), w->name ? w->name : "?", cudaGetErrorString(e));
     }
-    c->scratch_bytes = want;
+    rearrange_weight_kernel<<<grid_1d(rows * kp), THREADS, 0, st->stream>>>(dev, wd, (int)cout, (int)rows, (int)cin,
+                                                                            (int)(k * k), (int)kp, grouped);
+    lp_status s = lp_cuda_check_launch(be, "conv2d weight rearrangement");
+    if (s != LP_OK) {
+        cudaFree(dev);
+        return s;
+    }
+    conv_weight *ne = &c->w[c->n++];
+    ne->host = w->data;
+    ne->cout = cout;
+    ne->cin = cin;
+    ne->k = k;
+    ne->grouped = grouped;
+    ne->dev = dev;
+    *out = dev;
     return LP_OK;
 }
 
-/* The bf16 GEMM path (cout > DIRECT_MAX_COUT); wd: the cached bf16 weight [cout][K]. */
-static lp_status conv_gemm(const lp_backend *be, float *out, const conv_geom &g, const __nv_bfloat16 *wd, int cout,
-                           const float *bias, int accumulate) {
-    lp_cuda_state *st = lp_cuda(be);
-    const int64_t K = (int64_t)g.cin * g.k * g.k, kp = (K + 7) / 8 * 8, hw = (int64_t)g.ho * g.wo;
-    /* bands of equal height whose im2col fits BAND_BYTES (one output row at least) */
-    int64_t rows_max = (int64_t)(BAND_BYTES / ((size_t)kp * 2 * (size_t)g.wo));
-    if (rows_max < 1) rows_max = 1;
-    if (rows_max > g.ho) rows_max = g.ho;
-    int64_t bands = (g.ho + rows_max - 1) / rows_max, rows = (g.ho + bands - 1) / bands;
-    int64_t ldc = (rows * g.wo + 7) / 8 * 8;
-    if (ldc > INT32_MAX / 2 || kp > INT32_MAX / 2)
-        return lp_fail(LP_ERR_ARG, "conv2d: an im2col band of %lld x %lld is too large", (long long)kp,
-                       (long long)ldc);
-    size_t col_bytes = (size_t)(kp * ldc) * 2;
-    size_t wpad_off = (col_bytes + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
-    size_t need = wpad_off + (kp != K ? (size_t)cout * (size_t)kp * 2 : 0);
-    lp_cuda_conv *c = NULL;
-    LP_TRY(reserve(be, need, &c));
-    __nv_bfloat16 *col = (__nv_bfloat16 *)c->scratch;
-    const __nv_bfloat16 *wb = wd;
-    if (kp != K) {
-        __nv_bfloat16 *wp = (__nv_bfloat16 *)((char *)c->scratch + wpad_off);
-        pad_weight_kernel<<<grid_1d((int64_t)cout * kp), THREADS, 0, st->stream>>>(wp, wd, cout, (int)K, (int)kp);
-        LP_TRY(lp_cuda_check_launch(be, "conv2d weight padding"));
-        wb = wp;
-    }
-    if (bias) {
-        dim3 grid(grid_1d(hw), (unsigned)(cout < MAX_GRID ? cout : MAX_GRID));
-        bias_kernel<<<grid, THREADS, 0, st->stream>>>(out, bias, cout, hw, accumulate);
-        LP_TRY(lp_cuda_check_launch(be, "conv2d bias"));
-    }
-    const float beta = bias || accumulate ? 1.0f : 0.0f;
-    for (int64_t y0 = 0; y0 < g.ho; y0 += rows) {
-        int64_t m = (g.ho - y0 < rows ? g.ho - y0 : rows) * g.wo, groups = (m + 7) / 8;
-        dim3 grid(grid_1d(groups), (unsigned)(kp < MAX_GRID ? kp : MAX_GRID));
-        im2col_kernel<<<grid, THREADS, 0, st->stream>>>(col, g, (int)K, (int)kp, (int)ldc, (int)y0, (int)m);
-        LP_TRY(lp_cuda_check_launch(be, "conv2d im2col"));
-        float *d = out + y0 * g.wo;
-        conv_plan key;
-        key.m = m;
-        key.n = cout;
-        key.k = kp;
-        key.lda = ldc;
-        key.ldd = hw;
-        key.align_d = column_alignment(d, hw, sizeof *d);
-        conv_plan *p;
-        LP_TRY(plan_get(be, c, &key, &p));
-        LP_TRY(lp_cuda_gemm_run(be, &p->g, col, wb, beta, d, "conv2d"));
-    }
-    return LP_OK;
+typedef void (*conv_kernel)(float *, conv_geom, const __nv_bfloat16 *, const float *, int, int, int, int, int);
+
+/* The tensor-core path (cout > DIRECT_MAX_COUT). BM 128 halves the gathers
+ * per multiply-add where there are enough output channels to fill it. */
+static lp_status conv_mma(const lp_backend *be, float *out, const conv_geom &g, const lp_tensor *w, int cout,
+                          const float *bias, int accumulate) {
+    static const conv_kernel kernels[2][2][2] = { /* [BM 128][k 3][grouped] */
+        {{conv_mma_kernel<64, 1, false>, conv_mma_kernel<64, 1, true>},
+         {conv_mma_kernel<64, 3, false>, conv_mma_kernel<64, 3, true>}},
+        {{conv_mma_kernel<128, 1, false>, conv_mma_kernel<128, 1, true>},
+         {conv_mma_kernel<128, 3, false>, conv_mma_kernel<128, 3, true>}},
+    };
+    const int64_t hw = (int64_t)g.ho * g.wo, plane = (int64_t)g.h * g.w, kp = gemm_kp(g.cin, g.k);
+    const int bm = cout > 64 ? 128 : 64, grouped = g.ca % GROUP == 0 && g.cin % GROUP == 0;
+    const int64_t mtiles = (cout + bm - 1) / bm, blocks = mtiles * ((hw + BN - 1) / BN);
+    if (hw > INT32_MAX - BN || plane > INT32_MAX || blocks > INT32_MAX || cout > INT32_MAX - BM_MAX ||
+        kp > INT32_MAX / BM_MAX)
+        return lp_fail(LP_ERR_ARG, "conv2d '%s': too large (%d channels, %dx%d input, %dx%d output)",
+                       w->name ? w->name : "?", g.cin, g.w, g.h, g.wo, g.ho);
+    const __nv_bfloat16 *wr = NULL;
+    LP_TRY(conv_weight_get(be, w, grouped, &wr));
+    conv_kernel kern = kernels[bm == 128][g.k == 3][grouped];
+    kern<<<(unsigned)blocks, CONV_THREADS, 0, lp_cuda(be)->stream>>>(out, g, wr, bias, cout, (int)mtiles,
+                                                                     (int)(kp / BK), g.cin * g.k * g.k, accumulate);
+    return lp_cuda_check_launch(be, "conv2d");
 }
 
 lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
@@ -419,11 +558,7 @@ lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input
     g.wo = (in->w * in->up + 2 * g.pad - g.k) / stride + 1;
     const float *bias = NULL; /* f32 [cout] */
     if (b && !(bias = (const float *)lp_cuda_weight(be, b, 0))) return st->sticky;
-    if (cout > DIRECT_MAX_COUT) {
-        const __nv_bfloat16 *wd = (const __nv_bfloat16 *)lp_cuda_weight(be, w, 1); /* bf16 [cout][K] */
-        if (!wd) return st->sticky;
-        return conv_gemm(be, out, g, wd, cout, bias, accumulate);
-    }
+    if (cout > DIRECT_MAX_COUT) return conv_mma(be, out, g, w, cout, bias, accumulate);
     const float *wf = (const float *)lp_cuda_weight(be, w, 0); /* f32 [cout][cin][k][k] */
     if (!wf) return st->sticky;
     direct_kernel<<<grid_1d((int64_t)g.ho * g.wo), THREADS, 0, st->stream>>>(out, g, wf, bias, cout, accumulate);
@@ -433,8 +568,8 @@ lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input
 void lp_cuda_conv_free(lp_cuda_state *st) {
     lp_cuda_conv *c = st->conv;
     if (!c) return;
-    for (int i = 0; i < PLANS; i++) plan_clear(&c->plans[i]);
-    cudaFree(c->scratch);
+    for (int i = 0; i < c->n; i++) cudaFree(c->w[i].dev);
+    free(c->w);
     free(c);
     st->conv = NULL;
 }

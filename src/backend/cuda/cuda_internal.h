@@ -15,7 +15,7 @@ extern "C" {
 #include "../backend.h"
 
 typedef struct lp_cuda_weight_cache lp_cuda_weight_cache;
-typedef struct lp_cuda_conv lp_cuda_conv; /* conv.cu: im2col scratch and GEMM plans */
+typedef struct lp_cuda_conv lp_cuda_conv; /* conv.cu: rearranged conv weights */
 
 typedef struct {
     int device;
@@ -47,37 +47,6 @@ lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel);
  * address (valid for ops issued before the ring wraps around, i.e. for the
  * op that follows); NULL with an error set if n exceeds the ring. */
 void *lp_cuda_stage(const lp_backend *be, const void *host, size_t n);
-
-/* cuBLASLt GEMMs (linear in backend_cuda.cu, conv2d in conv.cu): the
- * descriptors of one D = op(A)·B + beta·D (D is also C) with bf16 A and B,
- * D of the type of its layout (f32, or bf16 for linear's LP_LINEAR_Y_ACT)
- * and fp32 compute, and the algorithm chosen for them; op == NULL marks an
- * empty one. cuBLASLt failures are returned, not sticky; their messages
- * start with who (the op, and the shape where it helps). */
-typedef struct {
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a, b, d;
-    cublasLtMatmulAlgo_t algo;
-} lp_cuda_gemm;
-
-/* LP_OK, or the error "<who>: cuBLASLt: <what> failed: <reason>" for s. */
-lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what);
-/* Creates g->op: fp32 compute and scale, A transposed when trans_a, B not. */
-lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who);
-/* Sets g->algo to cuBLASLt's first heuristic choice for g's descriptors
- * within the backend's workspace, for C/D pointers aligned to align_d bytes
- * and a B pointer aligned to align_b bytes (A and any bias pointer set on
- * g->op must start on 256 bytes, as cudaMalloc'd memory does);
- * LP_ERR_UNSUPPORTED when there is none. lp_cuda_gemm_choose_algo is the
- * same with align_b 256. */
-lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_b, uint32_t align_d,
-                                     const char *who);
-lp_status lp_cuda_gemm_choose_algo(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_d, const char *who);
-/* Issues D = A·B + beta·D (alpha 1, op(A) per g) on the backend's stream. */
-lp_status lp_cuda_gemm_run(const lp_backend *be, const lp_cuda_gemm *g, const void *A, const void *B, float beta,
-                           void *D, const char *who);
-/* Destroys g's descriptors (those it has) and zeroes it. */
-void lp_cuda_gemm_clear(lp_cuda_gemm *g);
 
 /* The device copy of a host weight view: bf16 for matrices (as_bf16 = 1),
  * f32 for vectors (as_bf16 = 0). Uploaded on first use, then cached. NULL
