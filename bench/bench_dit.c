@@ -21,12 +21,14 @@
 #include "../src/base/prng.h"
 #include "../src/model/wan_dit_random.h"
 #include "../src/pipeline/edit.h"
+#include "op_profile.h"
 
 typedef struct {
     int dim, ffn, heads, layers, h, w, reps, frames;
     lp_dtype dtype;
     double keeps[8];
     int nkeeps;
+    int profile; /* loop: per-op profile of the timed chunks (op_profile.h) */
     const char *backend, *keep_file;
 } opts;
 
@@ -64,6 +66,7 @@ static double sgemm_gflops(int M, int N, int K, int reps) {
 
 typedef struct {
     lp_backend *be;
+    lp_backend profiled; /* with --profile: the timing copy of be's table the model runs on */
     lp_tensor_file *wf;
     lp_dit *dit;
     lp_dit_cache *cache;
@@ -75,7 +78,8 @@ static lp_status make_model(const opts *o, lp_prune_strategy strategy, model *m)
                          .text_dim = 4096, .freq_dim = 256};
     LP_TRY(lp_backend_create(o->backend, 0, &m->be));
     LP_TRY(lp_dit_random_weights(&cfg, o->dtype, 1234, &m->wf));
-    LP_TRY(lp_dit_load(m->wf, "", o->heads, 512, m->be, &m->dit));
+    if (o->profile) m->profiled = op_profile_wrap(m->be);
+    LP_TRY(lp_dit_load(m->wf, "", o->heads, 512, o->profile ? &m->profiled : m->be, &m->dit));
     lp_dit_cache_config cc;
     lp_edit_cache_defaults(strategy, 0, o->h, o->w, 3, &cc);
     LP_TRY(lp_dit_cache_create(m->dit, &cc, &m->cache));
@@ -266,7 +270,10 @@ static int run_loop(const opts *o) {
             if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, c * F, F, x, strategy == LP_PRUNE_NONE ? NULL : keep, NULL,
                               lp_prng_noise_fn, &pn, &cs) != LP_OK)
                 return die("chunk");
-            if (c == 0) continue; /* warm-up */
+            if (c == 0) { /* warm-up */
+                op_profile_reset();
+                continue;
+            }
             lp_dit_cache_seconds(run.m.cache, &issue1, &total1);
             issue += issue1 - issue0;
             total_call += total1 - total0;
@@ -284,6 +291,11 @@ static int run_loop(const opts *o) {
         printf("| %s | %s | %.3f | %.1f | %.1f | %.1f | %.2fx | %.2f |\n", o->backend,
                ki < 0 ? "none" : file_keep ? o->keep_file : "random", kept_sum / timed, 1e3 * med, 12.0 / med,
                flops / total / 1e12, base / med, issue / total_call);
+        if (o->profile) {
+            char what[96];
+            snprintf(what, sizeof what, "DiT loop, %s, kept %.3f", ki < 0 ? "no pruning" : "lipar", kept_sum / timed);
+            op_profile_print(what, "chunk", timed);
+        }
         loop_free(&run);
     }
     lp_tensor_file_close(kf);
@@ -295,7 +307,8 @@ int main(int argc, char **argv) {
               .keeps = {0.30, 0.60}, .nkeeps = 2, .frames = 96, .backend = "cpu"};
     if (argc < 2 || (strcmp(argv[1], "forward") && strcmp(argv[1], "prune") && strcmp(argv[1], "loop"))) {
         fprintf(stderr, "usage: bench_dit forward|prune|loop [--dim N --ffn N --heads N --layers N --h N --w N --reps N "
-                        "--dtype bf16|f32 --keep a,b,... --backend cpu|cuda --frames N --keep-file GOLDEN_MASK]\n");
+                        "--dtype bf16|f32 --keep a,b,... --backend cpu|cuda --frames N --keep-file GOLDEN_MASK "
+                        "--profile 0|1]\n");
         return 2;
     }
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -311,6 +324,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--backend")) o.backend = v;
         else if (!strcmp(a, "--frames")) o.frames = atoi(v);
         else if (!strcmp(a, "--keep-file")) o.keep_file = v;
+        else if (!strcmp(a, "--profile")) o.profile = atoi(v);
         else if (!strcmp(a, "--keep")) {
             o.nkeeps = 0;
             for (char *p = (char *)v; *p && o.nkeeps < 8;) {

@@ -4,10 +4,9 @@
  * and a reset; prints ms per frame and GFLOP/s (direct-convolution FLOPs) for
  * each direction. Weights: the golden file's (random values, real
  * architecture).
- * With --profile, the model runs on a copy of the backend's table whose
- * conv-net and data-movement ops wait for the backend after each call, and
- * the time of each op (by kind and shape) is printed per frame: a profile
- * without a profiler, at the price of the overlap it removes.
+ * With --profile, the model runs on a timing copy of the backend's table
+ * (op_profile.h) and the time of each op, by kind and shape, is printed per
+ * frame.
  * usage: bench_taehv [--backend cpu|cuda] [--frames N (default 8)] [--threads N (default all)]
  *                    [--profile] [golden.safetensors] */
 #include <stdio.h>
@@ -16,138 +15,12 @@
 #include <time.h>
 
 #include "../src/model/taehv.h"
+#include "op_profile.h"
 
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ---- --profile: a timing copy of the backend table ---- */
-
-static const lp_backend *real; /* the wrapped backend */
-static struct {
-    char key[80];
-    double seconds, gflop;
-    long calls;
-} prof[128];
-static int nprof;
-
-static void account(const char *key, double t0, double gflop) {
-    real->synchronize(real);
-    double dt = now() - t0;
-    int i = 0;
-    while (i < nprof && strcmp(prof[i].key, key)) i++;
-    if (i == nprof) {
-        if (nprof == (int)(sizeof prof / sizeof *prof)) return;
-        snprintf(prof[nprof++].key, sizeof prof[0].key, "%s", key);
-    }
-    prof[i].seconds += dt;
-    prof[i].gflop += gflop;
-    prof[i].calls++;
-}
-
-static lp_status p_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
-                          const lp_tensor *b, int stride, int accumulate) {
-    (void)be;
-    real->synchronize(real);
-    double t0 = now();
-    lp_status s = real->conv2d(real, out, in, w, b, stride, accumulate);
-    int k = (int)w->shape[2], hin = in->h * in->up, win = in->w * in->up;
-    int ho = (hin + 2 * (k / 2) - k) / stride + 1, wo = (win + 2 * (k / 2) - k) / stride + 1;
-    char key[80];
-    snprintf(key, sizeof key, "conv %d+%d->%lld k%d s%d up%d %dx%d", in->ca, in->cb, (long long)w->shape[0], k, stride,
-             in->up, in->w, in->h);
-    account(key, t0, 2e-9 * (double)w->shape[0] * (double)(in->ca + in->cb) * k * k * ho * wo);
-    return s;
-}
-
-#define P_EW(name)                                                             \
-    static void p_##name(const lp_backend *be, float *x, int64_t n) {          \
-        (void)be;                                                              \
-        real->synchronize(real);                                               \
-        double t0 = now();                                                     \
-        real->name(real, x, n);                                                \
-        account(#name, t0, 0);                                                 \
-    }
-P_EW(relu)
-#undef P_EW
-
-static void p_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n) {
-    (void)be;
-    real->synchronize(real);
-    double t0 = now();
-    real->tanh_clamp(real, y, x, n);
-    account("tanh_clamp", t0, 0);
-}
-
-static void p_clamp01(const lp_backend *be, float *y, const float *x, int64_t n) {
-    (void)be;
-    real->synchronize(real);
-    double t0 = now();
-    real->clamp01(real, y, x, n);
-    account("clamp01", t0, 0);
-}
-
-static void p_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n) {
-    (void)be;
-    real->synchronize(real);
-    double t0 = now();
-    real->add(real, y, a, b, n);
-    account("add", t0, 0);
-}
-
-static lp_status p_copy(const lp_backend *be, void *dst, const void *src, size_t bytes) {
-    (void)be;
-    real->synchronize(real);
-    double t0 = now();
-    lp_status s = real->copy(real, dst, src, bytes);
-    account("copy (device)", t0, 0);
-    return s;
-}
-
-static lp_status p_upload(const lp_backend *be, void *dst, const void *src, size_t bytes) {
-    (void)be;
-    real->synchronize(real);
-    double t0 = now();
-    lp_status s = real->upload(real, dst, src, bytes);
-    account("upload", t0, 0);
-    return s;
-}
-
-static lp_status p_download(const lp_backend *be, void *dst, const void *src, size_t bytes) {
-    (void)be;
-    double t0 = now();
-    lp_status s = real->download(real, dst, src, bytes);
-    account("download (waits for the queue)", t0, 0);
-    return s;
-}
-
-/* A copy of be's table with the timed ops swapped in. */
-static lp_backend profiled(const lp_backend *be) {
-    real = be;
-    lp_backend p = *be;
-    p.conv2d = p_conv2d;
-    p.relu = p_relu;
-    p.tanh_clamp = p_tanh_clamp;
-    p.clamp01 = p_clamp01;
-    p.add = p_add;
-    p.copy = p_copy;
-    p.upload = p_upload;
-    p.download = p_download;
-    return p;
-}
-
-static void print_profile(const char *what, int frames) {
-    double total = 0;
-    for (int i = 0; i < nprof; i++) total += prof[i].seconds;
-    printf("%s profile, per frame (%d frames), ops waited on one by one:\n", what, frames);
-    printf("| op | calls | ms | share | TFLOP/s |\n|---|---|---|---|---|\n");
-    for (int i = 0; i < nprof; i++)
-        printf("| %s | %.1f | %.3f | %.1f%% | %.1f |\n", prof[i].key, (double)prof[i].calls / frames,
-               1e3 * prof[i].seconds / frames, 100 * prof[i].seconds / total,
-               prof[i].seconds > 0 ? prof[i].gflop / prof[i].seconds / 1e3 : 0.0);
-    nprof = 0;
 }
 
 static int fail(const char *what) {
@@ -175,7 +48,7 @@ int main(int argc, char **argv) {
     if (lp_backend_create(backend, threads, &be) != LP_OK) return fail("backend");
     lp_backend *owned = be, prof_be;
     if (profile) {
-        prof_be = profiled(be);
+        prof_be = op_profile_wrap(be);
         be = &prof_be;
     }
     lp_tensor_file *f;
@@ -207,7 +80,7 @@ int main(int argc, char **argv) {
     if (lp_taehv_decoder_push(d, lat, 1, out, tu, &got) != LP_OK) return fail("decode (warm-up)");
     if (lp_taehv_encoder_reset(e) != LP_OK || lp_taehv_decoder_reset(d) != LP_OK) return fail("reset");
     double fe0 = lp_taehv_encoder_flops(e), fd0 = lp_taehv_decoder_flops(d);
-    nprof = 0;
+    op_profile_reset();
 
     double t0 = now();
     int got_lat = 0;
@@ -217,7 +90,7 @@ int main(int argc, char **argv) {
         got_lat += got;
     }
     double t1 = now();
-    if (profile) print_profile("encode", frames);
+    if (profile) op_profile_print("TAEHV encode", "frame", frames);
     t1 = now();
     int got_px = 0;
     for (int t = 0; t < got_lat; t++) {
@@ -227,7 +100,7 @@ int main(int argc, char **argv) {
         got_px += got;
     }
     double t2 = now();
-    if (profile) print_profile("decode", got_px);
+    if (profile) op_profile_print("TAEHV decode", "frame", got_px);
 
     double ge = (lp_taehv_encoder_flops(e) - fe0) * 1e-9, gd = (lp_taehv_decoder_flops(d) - fd0) * 1e-9;
     printf("taehv %dx%d on %s (%d CPU threads): encode %d frames -> %d latents, decode %d latents -> %d frames\n", W,

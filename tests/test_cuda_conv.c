@@ -5,8 +5,7 @@
  * backend is the reference; CUDA outputs that the op overwrites are poisoned
  * with NaN bytes beforehand so that an element left unwritten fails.
  * Tolerances: 2e-2 for the bf16 tensor-core convolutions and the whole model,
- * 1e-5 for the direct fp32 convolution (cout <= 4) and tanh_clamp (another
- * tanhf), 0 for relu and clamp01. Every case skips when the CUDA backend is unavailable (built
+ * 1e-5 for tanh_clamp (another tanhf), 0 for relu and clamp01. Every case skips when the CUDA backend is unavailable (built
  * without CUDA, or no usable GPU): the binary then exits 77. Weight views
  * point at host buffers kept alive until both backends are destroyed, because
  * the CUDA backend caches device copies by data pointer. */
@@ -79,7 +78,7 @@ static int conv_case_run(const conv_case *cc, uint32_t seed) {
         lp_status g = s == LP_OK ? gpu->conv2d(gpu, dout, &gi, &W, cc->bias ? &B : NULL, cc->stride, cc->accumulate)
                                  : s;
         if (s == LP_OK && lp_test_status_ok(name, g))
-            fails = lp_test_dev_compare(gpu, name, dout, out, no, cc->cout <= 4 ? 1e-5 : 2e-2);
+            fails = lp_test_dev_compare(gpu, name, dout, out, no, 2e-2);
     }
     lp_test_dev_free(gpu, da);
     lp_test_dev_free(gpu, db);
@@ -133,10 +132,10 @@ static int test_conv2d(void) {
         {16, 0, 256, 3, 1, 1, 15, 26, 1, 0, 0},   /* K = 144, half a step of padding (TAEHV decoder's first conv) */
         {128, 128, 8, 3, 1, 1, 70, 240, 1, 0, 0}, /* K = 2304: 72 steps */
         {64, 64, 64, 3, 1, 1, 60, 104, 1, 0, 0},  /* TAEHV MemBlock conv at 832x480's latent size */
-        {16, 0, 3, 3, 1, 1, 29, 37, 1, 0, 0},     /* cout 3: direct fp32 (TAEHV's last conv) */
-        {8, 4, 4, 3, 2, 2, 9, 11, 1, 1, 0},       /* direct, two inputs, stride 2, upsample, accumulate */
-        {6, 0, 1, 1, 1, 1, 7, 9, 0, 0, 0},        /* direct 1×1 */
-        {3, 2, 2, 3, 1, 2, 1, 1, 0, 1, 0},        /* direct on a 1×1 image */
+        {64, 0, 3, 3, 1, 1, 29, 37, 1, 0, 0},     /* cout 3 (TAEHV's last conv): a tile mostly padding */
+        {8, 4, 4, 3, 2, 2, 9, 11, 1, 1, 0},       /* cout 4, two inputs, stride 2, upsample, accumulate */
+        {6, 0, 1, 1, 1, 1, 7, 9, 0, 0, 0},        /* cout 1, 1×1 */
+        {3, 2, 2, 3, 1, 2, 1, 1, 0, 1, 0},        /* cout 2 on a 1×1 image */
     };
     int fails = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) fails += conv_case_run(&cases[i], 100 + 10 * (uint32_t)i);
@@ -413,7 +412,7 @@ static int test_taehv_timing(void) {
 
 int main(void) {
     no_gpu = lp_test_cuda_backends(&gpu, &cpu);
-    lp_test_run("conv2d: k 1/3, stride 1/2, two inputs, upsample, bias, accumulate, odd sizes, direct", test_conv2d);
+    lp_test_run("conv2d: k 1/3, stride 1/2, two inputs, upsample, bias, accumulate, odd sizes, few outputs", test_conv2d);
     lp_test_run("conv2d argument errors", test_conv2d_errors);
     lp_test_run("relu, tanh_clamp, clamp01", test_elementwise);
     lp_test_run("taehv golden through cuda (encode, decode trimmed+clamped, raw)", test_taehv_golden);

@@ -27,6 +27,8 @@ extern "C" {
 
 #define WORKSPACE_BYTES ((size_t)32 << 20) /* cuBLASLt workspace (the size NVIDIA advises for Hopper) */
 #define RING_BYTES ((size_t)4 << 20)       /* upload ring, device + pinned host */
+#define STAGE_BYTES ((size_t)4 << 20)      /* each of the two pinned buffers of large transfers */
+#define STAGE_MIN ((size_t)256 << 10)      /* transfers from this size on go through them */
 #define RING_ALIGN 256                     /* every staged array starts on this boundary */
 #define PLAN_SLOTS 64                      /* cached GEMM plans, replaced round robin */
 #define COPY_MAX_PIECES 16                 /* overlapping copies in more pieces go through a bounce buffer */
@@ -111,6 +113,11 @@ typedef struct {
     void *gemm_x, *gemm_y;
     size_t gemm_x_bytes, gemm_y_bytes;
     int max_blocks;        /* grid size cap for grid-stride kernels */
+    /* large uploads and downloads go through two pinned buffers in turn
+     * (pageable transfers of frames measured 2-6 GB/s); staged[i] is free
+     * for the host when free_event[i] has completed */
+    char *staged[2];
+    cudaEvent_t free_event[2];
     char sticky_msg[512];  /* the message of st.sticky */
 } cuda_impl;
 
@@ -261,22 +268,63 @@ static void cuda_release(const lp_backend *be, void *p) {
     lp_cuda_check(be, cudaFree(p), "cudaFree (release)");
 }
 
+/* Large uploads: each piece is copied into a free pinned buffer, whose DMA
+ * is queued on the stream; the call returns once the host bytes are copied
+ * (the caller may reuse src), without waiting for the device. */
 static lp_status cuda_upload(const lp_backend *be, void *dst, const void *src, size_t bytes) {
     LP_TRY(sticky_status(be));
     if (!bytes) return LP_OK;
-    cudaStream_t s = lp_cuda(be)->stream;
-    LP_TRY(lp_cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (upload)"));
-    /* the caller may reuse src as soon as we return */
-    return lp_cuda_check(be, cudaStreamSynchronize(s), "cudaStreamSynchronize (upload)");
+    cuda_impl *im = impl_of(be);
+    cudaStream_t s = im->st.stream;
+    if (bytes < STAGE_MIN) {
+        LP_TRY(lp_cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s),
+                             "cudaMemcpyAsync (upload)"));
+        /* the caller may reuse src as soon as we return */
+        return lp_cuda_check(be, cudaStreamSynchronize(s), "cudaStreamSynchronize (upload)");
+    }
+    for (size_t off = 0, k = 0; off < bytes; off += STAGE_BYTES, k++) {
+        const size_t n = bytes - off < STAGE_BYTES ? bytes - off : STAGE_BYTES;
+        const int i = (int)(k % 2);
+        LP_TRY(lp_cuda_check(be, cudaEventSynchronize(im->free_event[i]), "cudaEventSynchronize (upload)"));
+        memcpy(im->staged[i], (const char *)src + off, n);
+        LP_TRY(lp_cuda_check(be, cudaMemcpyAsync((char *)dst + off, im->staged[i], n, cudaMemcpyHostToDevice, s),
+                             "cudaMemcpyAsync (upload)"));
+        LP_TRY(lp_cuda_check(be, cudaEventRecord(im->free_event[i], s), "cudaEventRecord (upload)"));
+    }
+    return LP_OK;
 }
 
+/* Large downloads: the DMA of piece k + 1 runs while the host copies piece k
+ * out of the other pinned buffer. */
 static lp_status cuda_download(const lp_backend *be, void *dst, const void *src, size_t bytes) {
     LP_TRY(sticky_status(be));
-    cudaStream_t s = lp_cuda(be)->stream;
-    if (bytes)
-        LP_TRY(lp_cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s),
-                             "cudaMemcpyAsync (download)"));
-    return lp_cuda_check(be, cudaStreamSynchronize(s), "cudaStreamSynchronize (download)");
+    cuda_impl *im = impl_of(be);
+    cudaStream_t s = im->st.stream;
+    if (bytes < STAGE_MIN) {
+        if (bytes)
+            LP_TRY(lp_cuda_check(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s),
+                                 "cudaMemcpyAsync (download)"));
+        return lp_cuda_check(be, cudaStreamSynchronize(s), "cudaStreamSynchronize (download)");
+    }
+    const size_t pieces = (bytes + STAGE_BYTES - 1) / STAGE_BYTES;
+    for (size_t k = 0; k <= pieces; k++) {
+        if (k < pieces) { /* queue piece k (its buffer was emptied by the host at step k − 1) */
+            const size_t off = k * STAGE_BYTES, n = bytes - off < STAGE_BYTES ? bytes - off : STAGE_BYTES;
+            const int i = (int)(k % 2);
+            LP_TRY(lp_cuda_check(be, cudaEventSynchronize(im->free_event[i]), "cudaEventSynchronize (download)"));
+            LP_TRY(lp_cuda_check(be, cudaMemcpyAsync(im->staged[i], (const char *)src + off, n,
+                                                     cudaMemcpyDeviceToHost, s),
+                                 "cudaMemcpyAsync (download)"));
+            LP_TRY(lp_cuda_check(be, cudaEventRecord(im->free_event[i], s), "cudaEventRecord (download)"));
+        }
+        if (k > 0) { /* copy piece k − 1 out once its DMA is done */
+            const size_t off = (k - 1) * STAGE_BYTES, n = bytes - off < STAGE_BYTES ? bytes - off : STAGE_BYTES;
+            const int i = (int)((k - 1) % 2);
+            LP_TRY(lp_cuda_check(be, cudaEventSynchronize(im->free_event[i]), "cudaEventSynchronize (download)"));
+            memcpy((char *)dst + off, im->staged[i], n);
+        }
+    }
+    return LP_OK;
 }
 
 static lp_status copy_d2d(const lp_backend *be, char *dst, const char *src, size_t bytes) {
@@ -740,6 +788,10 @@ static void cuda_destroy(lp_backend *be) {
         lp_cuda_conv_free(st);
         cudaFree(st->ring);
         cudaFreeHost(st->ring_host);
+        for (int i = 0; i < 2; i++) {
+            cudaFreeHost(im->staged[i]);
+            if (im->free_event[i]) cudaEventDestroy(im->free_event[i]);
+        }
         cudaFree(st->workspace);
         if (st->cublaslt) cublasLtDestroy((cublasLtHandle_t)st->cublaslt);
         if (st->stream) cudaStreamDestroy(st->stream);
@@ -770,6 +822,13 @@ static lp_status init_device(lp_backend *be) {
                          "cudaHostAlloc (upload ring)"));
     st->ring_host = (char *)ring_host;
     st->ring_bytes = RING_BYTES;
+    for (int i = 0; i < 2; i++) {
+        void *h = NULL;
+        LP_TRY(lp_cuda_check(be, cudaHostAlloc(&h, STAGE_BYTES, cudaHostAllocDefault), "cudaHostAlloc (staging)"));
+        im->staged[i] = (char *)h;
+        LP_TRY(lp_cuda_check(be, cudaEventCreateWithFlags(&im->free_event[i], cudaEventDisableTiming),
+                             "cudaEventCreate (staging)"));
+    }
     st->ring_pos = 0;
     st->weights = &im->cache;
     return cache_grow(&im->cache);
