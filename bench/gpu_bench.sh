@@ -3,20 +3,26 @@
 # build machine (nvcc there; FFmpeg is not needed: this build's `lipar edit`
 # reads and writes y4m and raw rgb24 only):
 #   make BUILD=build-gpu VIDEO=0 -j2 build-gpu/lipar build-gpu/tests/test_cuda_ops build-gpu/tests/test_cuda_conv \
-#        build-gpu/bench/bench_dit build-gpu/bench/bench_taehv build-gpu/bench/bench_e2e
+#        build-gpu/tests/test_cuda_attention build-gpu/bench/bench_dit build-gpu/bench/bench_taehv build-gpu/bench/bench_e2e
 # and run from the repository root on the GPU machine, carrying build-gpu/ (or,
-# to fit the 64 MiB transfer limit, a folder of the six binaries compressed with
+# to fit the 64 MiB transfer limit, a folder of the seven binaries compressed with
 # xz, keeping their relative paths, e.g. gpu-bin/bench/bench_dit.xz, run with
 # B=gpu-bin: any *.xz under $B, gpu-libs/ and gpu-data/ is unpacked first),
 #   gpu-libs/  the CPU libraries the binaries need (libopenblas.so.0.xz, libgfortran, libquadmath)
 #   gpu-data/  golden files: sf_dit_t2v*.safetensors, lipar_edit_{inputs,full,direct,window}, lipar_mask_static60x104,
 #              taehv_w21; and the real clips made here by `bench/make_gpu_clips.sh gpu-data` (a VIDEO=1 build):
 #              {vtest,megamind}_832x480.y4m.xz (96 frames each) and their masks lipar_mask_{vtest,megamind}60x104
-# Prints: the card, the CUDA-vs-CPU op parity table, the golden checks on the
+# All of gpu-data/ does not fit the transfer limit together with the binaries:
+# the steps whose inputs are missing say so and are skipped, so the report can
+# come from two calls with different parts of gpu-data/ (e.g. the golden files
+# and masks, then taehv_w21 and the clips).
+# Prints: the card, the CUDA-vs-CPU op parity tables (ops, attention with its
+# timing, convolutions), the golden checks on the
 # CUDA backend, the DiT loop (96 frames, 832x480, 30 layers of width 1536,
 # steps 400/300/250, sink 1 + window 6) without pruning and with LIPAR masks
 # (the golden static mask, the masks of the real static and moving clips, and
-# random ones), TAEHV alone, the end-to-end session on procedural clips, then
+# random ones) and its op profile, TAEHV alone and its op profile, the
+# end-to-end session on procedural clips, then
 # `lipar edit` end to end on the real clips (random weights at the published
 # sizes: FPS over all frames and after the first chunk, stage times, peak
 # device memory), the PyTorch reference of the DiT loop, and the bf16 GEMM peak.
@@ -40,6 +46,9 @@ step() { echo; echo "== $*"; }
 step "CUDA op parity against the CPU backend"
 timeout 240 "$B/tests/test_cuda_ops" 2>&1 | tee "$OUT/parity.log"
 
+step "CUDA attention parity (mma.sync, wgmma kernels 1 and 2) and timing"
+LIPAR_TIMING=1 timeout 240 "$B/tests/test_cuda_attention" 2>&1 | tee "$OUT/attention.log" | grep -E "FAIL|TFLOP|passed|  ok|  skip"
+
 step "CUDA convolution (TAEHV) parity"
 LIPAR_SHARED=gpu-share timeout 240 "$B/tests/test_cuda_conv" 2>&1 | tee "$OUT/conv.log" | tail -n 30
 
@@ -60,8 +69,18 @@ for clip in vtest megamind; do
 done
 timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep 0.5,0.84 | tail -n 2
 
-step "TAEHV encode + decode, 96 frames at 832x480, CUDA"
-timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda --frames 96 2>&1 | tail -n 6
+step "DiT loop op profile (ops waited on one by one): no pruning, and the moving clip's mask"
+mask=gpu-data/lipar_mask_megamind60x104.safetensors
+[ -f "$mask" ] || mask=gpu-data/lipar_mask_static60x104.safetensors
+timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 48 --keep-file "$mask" --profile 1 |
+    grep -v "^| cuda"
+
+step "TAEHV encode + decode, 96 frames at 832x480, CUDA, then its op profile"
+if [ -f gpu-data/taehv_w21.safetensors ]; then
+    timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda --frames 96 2>&1 | tail -n 2
+    timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda --frames 24 --profile 2>&1 |
+        grep -v "^taehv\|^encode:\|^decode:"
+else echo "(no gpu-data/taehv_w21.safetensors)"; fi
 
 step "end to end (session API: TAEHV encode, mask, DiT, TAEHV decode), random weights at the published sizes, CUDA"
 timeout 400 "$B/bench/bench_e2e" --backend cuda --frames 96 2>&1 | tail -n 8

@@ -90,12 +90,15 @@ static void op_profile_rms_norm_rope(const lp_backend *be, void *y, int y_act, c
     op_profile_account(pos ? "rms_norm_rope (rotated)" : "rms_norm_rope", t0, 0);
 }
 
-static void op_profile_gated_residual(const lp_backend *be, float *x, const float *y, int64_t dim,
-                                      const lp_segments *seg, const float *gate, int64_t stride) {
+static void op_profile_residual_norm_modulate(const lp_backend *be, float *x, const float *y, const float *gate,
+                                              int64_t gate_stride, void *xn, int64_t dim, const lp_tensor *w,
+                                              const lp_tensor *b, float eps, const lp_segments *seg,
+                                              const float *shift, const float *scale, int64_t stride) {
     (void)be;
     double t0 = op_profile_start();
-    op_profile_real->gated_residual(op_profile_real, x, y, dim, seg, gate, stride);
-    op_profile_account("gated_residual", t0, 0);
+    op_profile_real->residual_norm_modulate(op_profile_real, x, y, gate, gate_stride, xn, dim, w, b, eps, seg, shift,
+                                            scale, stride);
+    op_profile_account("residual_norm_modulate", t0, 0);
 }
 
 static lp_status op_profile_kv_store(const lp_backend *be, void *cache_rows, const int32_t *dst_idx, const float *src,
@@ -211,7 +214,7 @@ static lp_backend op_profile_wrap(const lp_backend *be) {
     p.linear = op_profile_linear;
     p.norm_modulate = op_profile_norm_modulate;
     p.rms_norm_rope = op_profile_rms_norm_rope;
-    p.gated_residual = op_profile_gated_residual;
+    p.residual_norm_modulate = op_profile_residual_norm_modulate;
     p.kv_store = op_profile_kv_store;
     p.attention = op_profile_attention;
     p.conv2d = op_profile_conv2d;

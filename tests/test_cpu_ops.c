@@ -317,8 +317,9 @@ static int test_rope3d(void) {
 /* ------------------------------------------------- the table's composite ops */
 
 /* norm_modulate: LayerNorm (optionally affine) then, per segment, the
- * segment's shift and scale; rms_norm_rope: RMSNorm then RoPE; gated_residual:
- * per segment gate. Three segments of unequal sizes, the middle one empty. */
+ * segment's shift and scale; rms_norm_rope: RMSNorm then RoPE;
+ * residual_norm_modulate: the per-segment gated residual, then norm_modulate
+ * of the result. Segments of unequal sizes, one empty. */
 static int test_composite_ops(void) {
     const int64_t dim = 96, rows = 29;
     const int heads = 2, hd = 48;
@@ -368,15 +369,20 @@ static int test_composite_ops(void) {
     memcpy(y, x, n * sizeof *y);
     be->rms_norm_rope(be, y, 0, y, rows, heads, hd, &W, 1e-6f, NULL);
     if (compare("rms_norm_rope in place, no positions", y, ref, n, 1e-6)) return 1;
-    /* gated_residual */
+    /* residual_norm_modulate: x (y here) += v·gate, then the affine norm of it */
     for (int g = 0; g < 2; g++) {
         for (int f = 0; f < seg.n; f++)
             for (int64_t r = seg.start[f]; r < seg.start[f + 1]; r++)
                 for (int64_t c = 0; c < dim; c++)
                     ref[r * dim + c] = x[r * dim + c] + (double)v[r * dim + c] * (g ? mod[f * stride + 2 * dim + c] : 1.0);
         memcpy(y, x, n * sizeof *y);
-        be->gated_residual(be, y, v, dim, &seg, g ? mod + 2 * dim : NULL, stride);
-        if (compare(g ? "gated_residual, per-segment gates" : "gated_residual, no gate", y, ref, n, 1e-6)) return 1;
+        be->residual_norm_modulate(be, y, v, g ? mod + 2 * dim : NULL, stride, normed, dim, &W, &B, 1e-6f, &seg, NULL,
+                                   NULL, 0);
+        if (compare(g ? "residual_norm_modulate: x, per-segment gates" : "residual_norm_modulate: x, no gate", y, ref,
+                    n, 1e-6))
+            return 1;
+        ref_layer_norm(ref, y, rows, dim, w, b, 1e-6);
+        if (compare("  ... the norm of the updated x", normed, ref, n, 1e-6)) return 1;
     }
     free(x), free(y), free(v), free(ref), free(normed);
     return 0;

@@ -16,7 +16,7 @@
  *   1e-5  fp32 ops whose statistics or transcendentals differ in
  *         implementation from the CPU (rms_norm_rope into f32, SiLU),
  *         expected ≈ 1e-7;
- *   1e-6  fp32 ops in the CPU's operation order (gated_residual, add),
+ *   1e-6  fp32 ops in the CPU's operation order (residual_norm_modulate's x, add),
  *         expected 0;
  *   0     pure data movement;
  *   1e-4  the bf16 KV-cache writes (kv_store, against the CPU's f32 rows
@@ -442,49 +442,60 @@ static int test_rms_norm_rope(void) {
     return fails ? 1 : 0;
 }
 
-/* --------------------------------------------------- gated_residual */
+/* ------------------------------------------- residual_norm_modulate */
 
-/* x += y·gate per segment (gate rows with the model's stride 6·dim, or
- * NULL). */
-static int gated_case(int nseg, const int64_t *sizes, int64_t dim, int gated, uint32_t seed) {
+/* x += y·gate per segment (gate rows with the model's stride 6·dim, or NULL),
+ * then xn = LN(x) with the affine (kind 1, the cross-attention's norm3) or the
+ * per-segment modulation (kind 0), as the model calls it; both x (f32, 1e-6)
+ * and xn (bf16) are compared. */
+static int residual_case(int nseg, const int64_t *sizes, int64_t dim, int gated, int affine, uint32_t seed) {
     char name[128];
     lp_segments seg = segments(nseg, sizes);
     int64_t rows = seg.start[nseg], stride = 6 * dim;
-    int len = snprintf(name, sizeof name, "gated_residual %lldx%lld segments", (long long)rows, (long long)dim);
+    int len = snprintf(name, sizeof name, "residual_norm_modulate %lldx%lld segments", (long long)rows,
+                       (long long)dim);
     for (int f = 0; f < nseg; f++) len += snprintf(name + len, sizeof name - (size_t)len, "%s%lld", f ? "+" : " ",
                                                    (long long)sizes[f]);
-    snprintf(name + len, sizeof name - (size_t)len, "%s", gated ? "" : " no-gate");
-    size_t n = (size_t)(rows * dim), ng = (size_t)(nseg * stride);
+    snprintf(name + len, sizeof name - (size_t)len, "%s%s", gated ? "" : " no-gate", affine ? " affine" : "");
+    size_t n = (size_t)(rows * dim), ng = (size_t)((nseg ? nseg : 1) * stride);
     float *x = random_floats(n, seed, 2.0f, 0.0f), *y = random_floats(n, seed + 1, 2.0f, 0.0f),
-          *g = random_floats(ng, seed + 2, 1.0f, 0.0f);
-    CHECK(x && y && g, "out of memory");
+          *g = random_floats(ng, seed + 2, 1.0f, 0.0f), *xn = malloc((n ? n : 1) * sizeof *xn);
+    lp_tensor w = weight("norm3.weight", LP_F32, 1, (int64_t[]){dim}, seed + 3, 0.5f, 1.0f);
+    lp_tensor b = weight("norm3.bias", LP_F32, 1, (int64_t[]){dim}, seed + 4, 0.2f, 0.0f);
+    CHECK(x && y && g && xn && w.data && b.data, "out of memory");
     float *dx = lp_test_dev_copy(gpu, x, n), *dy = lp_test_dev_copy(gpu, y, n), *dg = lp_test_dev_copy(gpu, g, ng);
-    /* the gate at column 2·dim of a modulation row, as the model's m2 */
-    cpu->gated_residual(cpu, x, y, dim, &seg, gated ? g + 2 * dim : NULL, gated ? stride : 0);
+    void *dxn = dev_out(1, n);
+    /* the gate at column 2·dim of a modulation row (the model's m2), shift
+     * and scale at 3·dim and 4·dim (m3, m4) */
+    const float *gate = gated ? g + 2 * dim : NULL, *dgate = gated && dg ? dg + 2 * dim : NULL;
+    cpu->residual_norm_modulate(cpu, x, y, gate, stride, xn, dim, affine ? &w : NULL, affine ? &b : NULL, 1e-6f, &seg,
+                                affine ? NULL : g + 3 * dim, affine ? NULL : g + 4 * dim, stride);
     int fail = 1;
-    if (dx && dy && dg) {
-        gpu->gated_residual(gpu, dx, dy, dim, &seg, gated ? dg + 2 * dim : NULL, gated ? stride : 0);
-        fail = lp_test_dev_compare(gpu, name, dx, x, n, 1e-6);
+    if (dx && dy && dg && dxn) {
+        gpu->residual_norm_modulate(gpu, dx, dy, dgate, stride, dxn, dim, affine ? &w : NULL, affine ? &b : NULL,
+                                    1e-6f, &seg, affine ? NULL : dg + 3 * dim, affine ? NULL : dg + 4 * dim, stride);
+        fail = lp_test_dev_compare(gpu, name, dx, x, n, 1e-6) | compare_out("  ... its norm", dxn, 1, xn, n, 4e-3);
     }
     lp_test_dev_free(gpu, dx);
     lp_test_dev_free(gpu, dy);
     lp_test_dev_free(gpu, dg);
-    free(x);
-    free(y);
-    free(g);
+    lp_test_dev_free(gpu, dxn);
+    free(x), free(y), free(g), free(xn); /* w and b stay: the CUDA backend caches them by pointer */
     return fail;
 }
 
-static int test_gated_residual(void) {
+static int test_residual_norm_modulate(void) {
     if (!gpu) return no_gpu;
     int fails = 0;
-    fails += gated_case(3, (int64_t[]){1560, 1560, 1560}, 1536, 1, 700);
-    fails += gated_case(3, (int64_t[]){1560, 1000, 2120}, 1536, 0, 710);
-    fails += gated_case(1, (int64_t[]){37}, 1536, 1, 720);
-    fails += gated_case(3, (int64_t[]){20, 77, 3}, 96, 1, 730);
-    fails += gated_case(3, (int64_t[]){40, 0, 21}, 128, 1, 740); /* an empty segment */
-    fails += gated_case(2, (int64_t[]){9, 4}, 77, 1, 750);        /* scalar path */
-    fails += gated_case(2, (int64_t[]){9, 4}, 77, 0, 760);
+    fails += residual_case(3, (int64_t[]){1560, 1560, 1560}, 1536, 1, 0, 700);
+    fails += residual_case(3, (int64_t[]){1560, 1000, 2120}, 1536, 0, 0, 710);
+    fails += residual_case(3, (int64_t[]){359, 359, 358}, 1536, 1, 1, 715); /* after self-attention: norm3 */
+    fails += residual_case(1, (int64_t[]){37}, 1536, 1, 0, 720);
+    fails += residual_case(3, (int64_t[]){20, 77, 3}, 96, 1, 0, 730);
+    fails += residual_case(3, (int64_t[]){40, 0, 21}, 128, 1, 1, 740); /* an empty segment */
+    fails += residual_case(2, (int64_t[]){9, 4}, 77, 1, 0, 750);        /* scalar path */
+    fails += residual_case(2, (int64_t[]){9, 4}, 77, 0, 1, 760);
+    fails += residual_case(1, (int64_t[]){5}, 4200, 1, 0, 770);         /* wider than the row cache */
     return fails ? 1 : 0;
 }
 
@@ -778,8 +789,8 @@ static int test_errors(void) {
     gpu->norm_modulate(gpu, d, d + 2048, 8, NULL, NULL, 1e-6f, &none, d + 1024, d + 1032, 48);
     gpu->norm_modulate(gpu, d, d + 2048, 8, NULL, NULL, 1e-6f, &empty, NULL, NULL, 0);
     gpu->rms_norm_rope(gpu, d, 1, d + 2048, 0, 2, 4, &w8, 1e-6f, pos);
-    gpu->gated_residual(gpu, d, d + 2048, 8, &none, d + 1024, 48);
-    gpu->gated_residual(gpu, d, d + 2048, 8, &empty, NULL, 0);
+    gpu->residual_norm_modulate(gpu, d, d + 2048, d + 1024, 48, d + 3072, 8, NULL, NULL, 1e-6f, &none, NULL, NULL, 0);
+    gpu->residual_norm_modulate(gpu, d, d + 2048, NULL, 0, d + 3072, 8, NULL, NULL, 1e-6f, &empty, NULL, NULL, 0);
     /* a valid op afterwards still works (argument errors of status ops are not sticky) */
     lp_status s4 = gpu->copy_rows(gpu, d, NULL, d + 2048, NULL, 2, 16);
     gpu->release(gpu, d);
@@ -846,7 +857,7 @@ static int test_timing(void) {
         }
         static const char *names[] = {"norm_modulate %lldx1536 (3 frames)",
                                       "rms_norm_rope %lldx12x128 rope -> act",
-                                      "gated_residual %lldx1536 (3 frames)",
+                                      "residual_norm_modulate %lldx1536 (3 frames)",
                                       "kv_store %lldx12x128 rotated",
                                       "linear %lldx1536 -> 8960 x:act y:act gelu",
                                       "linear %lldx8960 -> 1536 x:act",
@@ -857,7 +868,7 @@ static int test_timing(void) {
         for (int size = 0; size < 2 && ok; size++) {
             const int64_t n = size ? 1076 : T;
             lp_segments seg = segments(3, (int64_t[]){n / 3, n / 3, n - 2 * (n / 3)});
-            const double work[] = {6.0 * n * D, 6.0 * n * D, 12.0 * n * D, 6.0 * n * D,
+            const double work[] = {6.0 * n * D, 6.0 * n * D, 14.0 * n * D, 6.0 * n * D,
                                    2.0 * n * D * FF, 2.0 * n * D * FF, 2.0 * n * D * D, 2.0 * n * D * D};
             for (int op = 0; op < 8 && ok; op++) {
                 double t0 = 0;
@@ -869,7 +880,10 @@ static int test_timing(void) {
                     switch (op) {
                     case 0: gpu->norm_modulate(gpu, xa, x, D, NULL, NULL, 1e-6f, &seg, mod, mod + D, 6 * D); break;
                     case 1: gpu->rms_norm_rope(gpu, xa, 1, x, n, heads, hd, &nq, 1e-6f, pos); break;
-                    case 2: gpu->gated_residual(gpu, x, y, D, &seg, mod + 2 * D, 6 * D); break;
+                    case 2:
+                        gpu->residual_norm_modulate(gpu, x, y, mod + 2 * D, 6 * D, xa, D, NULL, NULL, 1e-6f, &seg,
+                                                    mod + 3 * D, mod + 4 * D, 6 * D);
+                        break;
                     case 3: ok = gpu->kv_store(gpu, kb, NULL, x, NULL, NULL, n, heads, hd, pos) == LP_OK; break;
                     case 4:
                         ok = gpu->linear(gpu, h, xa, n, &W0, &b0, LP_LINEAR_X_ACT | LP_LINEAR_Y_ACT | LP_LINEAR_GELU) ==
@@ -910,7 +924,7 @@ int main(void) {
     lp_test_run("linear", test_linear);
     lp_test_run("norm_modulate", test_norm_modulate);
     lp_test_run("rms_norm_rope", test_rms_norm_rope);
-    lp_test_run("gated_residual", test_gated_residual);
+    lp_test_run("residual_norm_modulate", test_residual_norm_modulate);
     lp_test_run("silu", test_silu);
     lp_test_run("add", test_add);
     lp_test_run("kv_store", test_kv_store);

@@ -122,10 +122,15 @@ struct lp_backend {
      * then equal x). */
     void (*rms_norm_rope)(const lp_backend *be, void *y, int y_act, const float *x, int64_t rows, int heads,
                           int head_dim, const lp_tensor *w, float eps, const int32_t *pos);
-    /* x[r] += y[r]·gate[f·stride + j] for the rows r of segment f (gate NULL:
-     * x += y); x, y f32 [rows, dim], rows = seg->start[seg->n]. */
-    void (*gated_residual)(const lp_backend *be, float *x, const float *y, int64_t dim, const lp_segments *seg,
-                           const float *gate, int64_t stride);
+    /* The residual add of a block, x[r] += y[r]·gate[f·gate_stride + j] for
+     * the rows r of segment f (gate NULL: x += y), x and y f32 [rows, dim],
+     * then xn = norm_modulate(x) with (w, b, eps, seg, shift, scale, stride)
+     * of the updated x: the two in one pass where the backend can. xn must
+     * not overlap x or y. */
+    void (*residual_norm_modulate)(const lp_backend *be, float *x, const float *y, const float *gate,
+                                   int64_t gate_stride, void *xn, int64_t dim, const lp_tensor *w, const lp_tensor *b,
+                                   float eps, const lp_segments *seg, const float *shift, const float *scale,
+                                   int64_t stride);
     /* In place, n elements. */
     void (*silu)(const lp_backend *be, float *x, int64_t n);
     /* Writes `rows` rows into KV-cache rows (heads·head_dim elements of the

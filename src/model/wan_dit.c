@@ -598,17 +598,21 @@ static lp_status write_chunk_kv(lp_dit *m, lp_dit_cache *c, int layer, const lp_
     return LP_OK;
 }
 
+/* One block on x. On entry b->xn holds this block's first modulated norm,
+ * LN(x)·(1+m1)+m0; on exit it holds the next stage's, LN(x)·(1+next_scale)+
+ * next_shift (per frame, vectors next_stride apart): every norm of the block
+ * is fused with the residual add before it. */
 static lp_status block_forward(lp_dit *m, lp_dit_cache *c, int layer, const lp_dit_call *call, const call_plan *p,
-                               buffers *b, const float *mod /* [F, 6, D] */) {
+                               buffers *b, const float *mod /* [F, 6, D] */, const float *next_shift,
+                               const float *next_scale, int64_t next_stride) {
     lp_backend *be = m->be;
     const lp_dit_config *cfg = &m->cfg;
     const lp_dit_block_weights *w = &m->w.blocks[layer];
     int64_t D = cfg->dim, n = p->n, M6 = 6 * D;
     int H = cfg->num_heads, hd = cfg->head_dim;
     const unsigned XA = LP_LINEAR_X_ACT;
-    /* self-attention on LN(x)·(1+m1)+m0; q and k RMS-normed, q rotated here,
-     * k rotated as it is stored */
-    be->norm_modulate(be, b->xn, b->x, D, NULL, NULL, cfg->eps, &p->seg, mod + 0 * D, mod + 1 * D, M6);
+    /* self-attention on xn = LN(x)·(1+m1)+m0; q and k RMS-normed, q rotated
+     * here, k rotated as it is stored */
     LP_TRY(be->linear(be, b->q, b->xn, n, w->sa_q_w, w->sa_q_b, XA));
     LP_TRY(be->linear(be, b->k, b->xn, n, w->sa_k_w, w->sa_k_b, XA));
     LP_TRY(be->linear(be, b->v, b->xn, n, w->sa_v_w, w->sa_v_b, XA));
@@ -626,20 +630,22 @@ static lp_status block_forward(lp_dit *m, lp_dit_cache *c, int layer, const lp_d
     float scale = 1.0f / sqrtf((float)hd);
     LP_TRY(be->attention(be, b->att, b->qa, n, H, hd, self, p->nranges, scale));
     LP_TRY(be->linear(be, b->y, b->att, n, w->sa_o_w, w->sa_o_b, XA));
-    be->gated_residual(be, b->x, b->y, D, &p->seg, mod + 2 * D, M6);
-    /* cross-attention on norm3(x), no modulation, no gate */
-    be->norm_modulate(be, b->xn, b->x, D, w->norm3_w, w->norm3_b, cfg->eps, &p->seg, NULL, NULL, 0);
+    /* x += y·m2; cross-attention on norm3(x), no modulation, no gate */
+    be->residual_norm_modulate(be, b->x, b->y, mod + 2 * D, M6, b->xn, D, w->norm3_w, w->norm3_b, cfg->eps, &p->seg,
+                               NULL, NULL, 0);
     LP_TRY(be->linear(be, b->q, b->xn, n, w->ca_q_w, w->ca_q_b, XA));
     be->rms_norm_rope(be, b->qa, 1, b->q, n, H, hd, w->ca_norm_q, cfg->eps, NULL);
     lp_kv_range text = {c->ck[layer], c->cv[layer], cfg->text_len, D, be->kv_bf16};
     LP_TRY(be->attention(be, b->att, b->qa, n, H, hd, &text, 1, scale));
     LP_TRY(be->linear(be, b->y, b->att, n, w->ca_o_w, w->ca_o_b, XA));
-    be->gated_residual(be, b->x, b->y, D, &p->seg, NULL, 0);
-    /* FFN on LN(x)·(1+m4)+m3: GELU(tanh) fused into the first product */
-    be->norm_modulate(be, b->xn, b->x, D, NULL, NULL, cfg->eps, &p->seg, mod + 3 * D, mod + 4 * D, M6);
+    /* x += y; FFN on LN(x)·(1+m4)+m3, GELU(tanh) fused into the first product */
+    be->residual_norm_modulate(be, b->x, b->y, NULL, 0, b->xn, D, NULL, NULL, cfg->eps, &p->seg, mod + 3 * D,
+                               mod + 4 * D, M6);
     LP_TRY(be->linear(be, b->hid, b->xn, n, w->ffn0_w, w->ffn0_b, XA | LP_LINEAR_Y_ACT | LP_LINEAR_GELU));
     LP_TRY(be->linear(be, b->y, b->hid, n, w->ffn2_w, w->ffn2_b, XA));
-    be->gated_residual(be, b->x, b->y, D, &p->seg, mod + 5 * D, M6);
+    /* x += y·m5, and the next stage's norm */
+    be->residual_norm_modulate(be, b->x, b->y, mod + 5 * D, M6, b->xn, D, NULL, NULL, cfg->eps, &p->seg, next_shift,
+                               next_scale, next_stride);
     return LP_OK;
 }
 
@@ -817,9 +823,17 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
     const time_entry *te;
     if ((s = time_modulation(m, c, call, &b, &te)) != LP_OK) goto out;
 
-    /* 4. blocks */
-    for (int l = 0; l < cfg->num_layers; l++)
-        if ((s = block_forward(m, c, l, call, &p, &b, te->mod + (size_t)l * (size_t)(F * 6 * D))) != LP_OK) goto out;
+    /* 4. blocks (each ends with the next one's first norm, the last with the
+     * head's: 7. LN(x)·(1+scale)+shift with head.modulation + e[f]) */
+    const int64_t layer_mod = F * 6 * D;
+    be->norm_modulate(be, b.xn, b.x, D, NULL, NULL, cfg->eps, &p.seg, te->mod, te->mod + D, 6 * D); /* >= 1 layer */
+    for (int l = 0; l < cfg->num_layers; l++) {
+        const float *mod = te->mod + (size_t)l * (size_t)layer_mod, *next = mod + layer_mod;
+        int last = l + 1 == cfg->num_layers;
+        s = block_forward(m, c, l, call, &p, &b, mod, last ? te->shift : next, last ? te->scale : next + D,
+                          last ? D : 6 * D);
+        if (s != LP_OK) goto out;
+    }
     if (call->save_last_frame) c->has_last = 1;
     if (duplicating) {
         memcpy(c->dup_keep, call->keep, (size_t)(F * hw));
@@ -828,8 +842,7 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
         c->dup_valid = 1;
     }
 
-    /* 7. head: LN(x)·(1+scale)+shift with (head.modulation + e[f]), then unpatchify (q, r, c) */
-    be->norm_modulate(be, b.xn, b.x, D, NULL, NULL, cfg->eps, &p.seg, te->shift, te->scale, D);
+    /* 7. head on xn, then unpatchify (q, r, c) */
     if ((s = be->linear(be, b.head_out, b.xn, n, m->w.head_w, m->w.head_b, LP_LINEAR_X_ACT)) != LP_OK) goto out;
     if ((s = be->unpatchify(be, b.xout, b.head_out, p.idx, n, Co, H, W)) != LP_OK) goto out;
     c->issue_seconds += lp_seconds() - t0;

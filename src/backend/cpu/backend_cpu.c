@@ -49,7 +49,7 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->linear = lp_cpu_linear;
     be->norm_modulate = lp_cpu_norm_modulate;
     be->rms_norm_rope = lp_cpu_rms_norm_rope;
-    be->gated_residual = lp_cpu_gated_residual;
+    be->residual_norm_modulate = lp_cpu_residual_norm_modulate;
     be->silu = lp_cpu_silu;
     be->kv_store = lp_cpu_kv_store;
     be->attention = lp_cpu_attention;

@@ -39,8 +39,10 @@ void lp_cpu_norm_modulate(const lp_backend *be, void *y, const float *x, int64_t
                           const float *scale, int64_t stride);
 void lp_cpu_rms_norm_rope(const lp_backend *be, void *y, int y_act, const float *x, int64_t rows, int heads,
                           int head_dim, const lp_tensor *w, float eps, const int32_t *pos);
-void lp_cpu_gated_residual(const lp_backend *be, float *x, const float *y, int64_t dim, const lp_segments *seg,
-                           const float *gate, int64_t stride);
+void lp_cpu_residual_norm_modulate(const lp_backend *be, float *x, const float *y, const float *gate,
+                                   int64_t gate_stride, void *xn, int64_t dim, const lp_tensor *w, const lp_tensor *b,
+                                   float eps, const lp_segments *seg, const float *shift, const float *scale,
+                                   int64_t stride);
 /* In-place softmax of each row of s [rows, cols] (rows on pool): subtract
  * the row max, expf, sum in double, scale by the f32 inverse of the sum.
  * Shared by attention and the VAE's attention (conv3d.c). */

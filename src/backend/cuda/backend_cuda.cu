@@ -610,7 +610,11 @@ static void plan_clear(gemm_plan *p) {
  * column i of y for every token, as Linear does, before the GELU. W and the
  * bias are cache entries (cudaMalloc'd, 256-byte aligned; the heuristic reads
  * the bias pointer's alignment, so it is set here and again per call). */
-static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, const void *bias, const char *who) {
+/* Builds p's descriptors for epilogue mode epi and chooses its algorithm:
+ * reuse's (a plan of the same shape class, see plan_get) when cuBLASLt's
+ * check accepts it for this shape, else the heuristic's first choice. */
+static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, const void *bias,
+                                const cublasLtMatmulAlgo_t *reuse, const char *who) {
     lp_cuda_gemm *g = &p->g;
     const int y_bf16 = (p->out_flags & LP_LINEAR_Y_ACT) != 0, gelu = (p->out_flags & LP_LINEAR_GELU) != 0;
     const int fused = epi != EPI_KERNEL, d_bf16 = fused && y_bf16;
@@ -644,6 +648,16 @@ static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, con
             "layout of y");
     /* an EPI_KERNEL plan with a bf16 y writes the 256-byte aligned scratch */
     uint32_t align_d = !fused && y_bf16 ? 256 : p->align_y;
+    if (s == LP_OK && reuse) {
+        cublasLtMatmulHeuristicResult_t check;
+        memset(&check, 0, sizeof check);
+        if (cublasLtMatmulAlgoCheck((cublasLtHandle_t)lp_cuda(be)->cublaslt, g->op, g->a, g->b, g->d, g->d, reuse,
+                                    &check) == CUBLAS_STATUS_SUCCESS &&
+            check.workspaceSize <= lp_cuda(be)->workspace_bytes) {
+            g->algo = *reuse;
+            return LP_OK;
+        }
+    }
     if (s == LP_OK) s = lp_cuda_gemm_choose_algo_b(be, g, p->align_x, align_d, who);
     if (s != LP_OK) lp_cuda_gemm_clear(g);
     return s;
@@ -654,7 +668,7 @@ static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, con
  * EPI_FUSED_BF16_BIAS, then (any bias, GELU or bf16 y) EPI_KERNEL, whose
  * plain f32 GEMM is what cuBLASLt always has. The error of the last one
  * tried is returned when none works. */
-static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias) {
+static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias, const gemm_plan *donor) {
     char who[112];
     snprintf(who, sizeof who, "linear M=%lld N=%lld K=%lld%s%s%s", (long long)p->M, (long long)p->N,
              (long long)p->K, p->bias ? " +bias" : "", p->out_flags & LP_LINEAR_GELU ? " +gelu" : "",
@@ -663,9 +677,13 @@ static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias
     const int modes[3] = {EPI_FUSED, p->bias && y_bf16 ? EPI_FUSED_BF16_BIAS : -1,
                           p->bias || p->out_flags ? EPI_KERNEL : -1};
     lp_status s = LP_ERR_UNSUPPORTED;
+    if (donor && plan_build_epi(be, p, donor->epi, bias, &donor->g.algo, who) == LP_OK) {
+        p->epi = donor->epi;
+        return LP_OK;
+    }
     for (int i = 0; i < 3; i++) {
         if (modes[i] < 0) continue;
-        s = plan_build_epi(be, p, modes[i], bias, who);
+        s = plan_build_epi(be, p, modes[i], bias, NULL, who);
         if (s == LP_OK) {
             p->epi = modes[i];
             return LP_OK;
@@ -675,16 +693,27 @@ static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias
     return s;
 }
 
-/* *out = the cached plan for this key, built on first use. */
+/* Row counts in one bucket share an algorithm choice: LIPAR changes the
+ * number of computed tokens from chunk to chunk, and cuBLASLt's heuristic
+ * costs far more host time than the GEMM of a pruned chunk. */
+#define PLAN_M_BUCKET 512
+
+/* *out = the cached plan for this key, built on first use (with the
+ * algorithm of a cached plan of the same key but another M of its bucket,
+ * when cuBLASLt accepts it). */
 static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K, unsigned out_flags,
                           const void *bias, uint32_t align_x, uint32_t align_y, gemm_plan **out) {
     cuda_impl *im = impl_of(be);
+    const gemm_plan *donor = NULL;
     for (int i = 0; i < PLAN_SLOTS; i++) {
         gemm_plan *p = &im->plans[i];
-        if (p->g.op && p->M == M && p->N == N && p->K == K && p->out_flags == out_flags &&
-            p->bias == (bias != NULL) && p->align_x == align_x && p->align_y == align_y) {
-            *out = p;
-            return LP_OK;
+        if (p->g.op && p->N == N && p->K == K && p->out_flags == out_flags && p->bias == (bias != NULL) &&
+            p->align_x == align_x && p->align_y == align_y) {
+            if (p->M == M) {
+                *out = p;
+                return LP_OK;
+            }
+            if ((p->M - 1) / PLAN_M_BUCKET == (M - 1) / PLAN_M_BUCKET) donor = p;
         }
     }
     gemm_plan *p = &im->plans[im->next_plan];
@@ -698,7 +727,8 @@ static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K,
     p->align_x = align_x;
     p->align_y = align_y;
     *out = p;
-    return plan_build(be, p, bias);
+    if (donor == p) donor = NULL; /* the slot being replaced (cleared above) */
+    return plan_build(be, p, bias, donor);
 }
 
 /* Grows the scratch *buf of *bytes to at least need bytes (whole MiB). */
@@ -890,7 +920,7 @@ lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
     be->linear = lp_cuda_linear;
     be->norm_modulate = lp_cuda_norm_modulate;
     be->rms_norm_rope = lp_cuda_rms_norm_rope;
-    be->gated_residual = lp_cuda_gated_residual;
+    be->residual_norm_modulate = lp_cuda_residual_norm_modulate;
     be->silu = lp_cuda_silu;
     be->kv_store = lp_cuda_kv_store;
     be->kv_bf16 = 1;

@@ -61,8 +61,10 @@ void lp_cuda_norm_modulate(const lp_backend *be, void *y, const float *x, int64_
                            const float *scale, int64_t stride);
 void lp_cuda_rms_norm_rope(const lp_backend *be, void *y, int y_act, const float *x, int64_t rows, int heads,
                            int head_dim, const lp_tensor *w, float eps, const int32_t *pos);
-void lp_cuda_gated_residual(const lp_backend *be, float *x, const float *y, int64_t dim, const lp_segments *seg,
-                            const float *gate, int64_t stride);
+void lp_cuda_residual_norm_modulate(const lp_backend *be, float *x, const float *y, const float *gate,
+                                    int64_t gate_stride, void *xn, int64_t dim, const lp_tensor *w,
+                                    const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
+                                    const float *scale, int64_t stride);
 void lp_cuda_silu(const lp_backend *be, float *x, int64_t n);
 lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const int32_t *dst_idx, const float *src,
                            const void *saved, const int32_t *src_idx, int64_t rows, int heads, int head_dim,

@@ -1,6 +1,6 @@
 /* Row-wise, element-wise and data-movement ops of the CUDA backend: the
- * fused row ops of the DiT blocks (LayerNorm + modulation into bf16,
- * RMSNorm + 3-D RoPE, gated residual over frame segments), SiLU, add, the
+ * fused row ops of the DiT blocks (the gated residual add + LayerNorm +
+ * modulation into bf16 over frame segments, RMSNorm + 3-D RoPE), SiLU, add, the
  * writes of the bf16 KV cache (kv_store), row gathers/scatters,
  * patchify/unpatchify, and the helpers of linear (f32 → bf16 conversion of
  * GEMM inputs, the bias/GELU epilogue when cuBLASLt cannot fuse it). The CPU
@@ -216,7 +216,10 @@ __device__ __forceinline__ void rope_rotate(float &x0, float &x1, double2 cs) {
 
 typedef struct {
     uint16_t *y;                /* bf16 [rows, dim] */
-    const float *x;             /* f32 [rows, dim] */
+    float *x;                   /* f32 [rows, dim] (written only with res) */
+    const float *res;           /* residual_norm_modulate: x += res·gate first (res f32 [rows, dim]), or NULL */
+    const float *gate;          /* [seg.n][gate_stride], or NULL (a plain add) */
+    int64_t gate_stride;
     int dim;
     const float *w, *b;         /* [dim] each, or NULL */
     float eps;
@@ -238,10 +241,23 @@ template <int V, int NC> __global__ void __launch_bounds__(THREADS) norm_modulat
     const double n = (double)a.dim;
     int f = 0;
     for (int64_t r = ((int64_t)blockIdx.x * THREADS + threadIdx.x) >> 5; r < end; r += warps) {
-        const float *x = a.x + r * a.dim;
+        float *x = a.x + r * a.dim;
         float v[NC > 0 ? NC : 1][V], s = 0.0f;
+        const float *g = NULL;
+        if (a.res && a.gate) {
+            f = segment_of(a.seg, f, r);
+            g = a.gate + f * a.gate_stride;
+        }
         for_chunks<V, NC>(a.dim, lane, [&](int k, int c) {
             load_v<V>(v[k], x + c);
+            if (a.res) { /* the gated residual x + y·gate, rounded as the CPU's gated add rounds it */
+                float d[V], gg[V];
+                load_v<V>(d, a.res + r * a.dim + c);
+                if (g) load_v<V>(gg, g + c);
+#pragma unroll
+                for (int j = 0; j < V; j++) v[k][j] = __fadd_rn(v[k][j], g ? __fmul_rn(d[j], gg[j]) : d[j]);
+                store_v<V>(x + c, v[k]); /* the later passes of this lane read their own stores */
+            }
 #pragma unroll
             for (int j = 0; j < V; j++) s += v[k][j];
         });
@@ -291,13 +307,14 @@ template <int V, int NC> __global__ void __launch_bounds__(THREADS) norm_modulat
     }
 }
 
-void lp_cuda_norm_modulate(const lp_backend *be, void *y, const float *x, int64_t dim, const lp_tensor *w,
-                           const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
-                           const float *scale, int64_t stride) {
-    const char *op = "norm_modulate";
+/* norm_modulate, after x += res·gate when res is given (residual_norm_modulate). */
+static void norm_modulate_launch(const lp_backend *be, const char *op, void *y, float *x, const float *res,
+                                 const float *gate, int64_t gate_stride, int64_t dim, const lp_tensor *w,
+                                 const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
+                                 const float *scale, int64_t stride) {
     const int64_t rows = segment_rows(be, seg, op);
     if (rows < 0) return;
-    if (dim < 0 || dim > (1 << 30) || !shift != !scale || (scale && stride < 0)) {
+    if (dim < 0 || dim > (1 << 30) || !shift != !scale || (scale && stride < 0) || (gate && gate_stride < 0)) {
         set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid dim %lld or stride %lld, or only one of shift and scale", op,
                                (long long)dim, (long long)stride));
         return;
@@ -306,6 +323,9 @@ void lp_cuda_norm_modulate(const lp_backend *be, void *y, const float *x, int64_
     nm_args a;
     a.y = (uint16_t *)y;
     a.x = x;
+    a.res = res;
+    a.gate = res ? gate : NULL;
+    a.gate_stride = gate_stride;
     a.dim = (int)dim;
     a.w = a.b = NULL;
     a.eps = eps;
@@ -316,13 +336,30 @@ void lp_cuda_norm_modulate(const lp_backend *be, void *y, const float *x, int64_
     if (w && !(a.w = param_vec(be, w, dim, op))) return;
     if (b && !(a.b = param_vec(be, b, dim, op))) return;
     const int vec = dim % 4 == 0 && aligned16(x) && aligned(y, 8) && (!a.w || aligned16(a.w)) &&
-                    (!a.b || aligned16(a.b)) && (!scale || (aligned16(shift) && aligned16(scale) && stride % 4 == 0));
+                    (!a.b || aligned16(a.b)) && (!scale || (aligned16(shift) && aligned16(scale) && stride % 4 == 0)) &&
+                    (!res || aligned16(res)) && (!a.gate || (aligned16(a.gate) && gate_stride % 4 == 0));
     const unsigned grid = grid_for(rows * 32, THREADS);
     cudaStream_t s = lp_cuda(be)->stream;
     if (vec && dim <= 128 * ROW_CACHE) norm_modulate_kernel<4, ROW_CACHE><<<grid, THREADS, 0, s>>>(a);
     else if (vec) norm_modulate_kernel<4, 0><<<grid, THREADS, 0, s>>>(a);
     else norm_modulate_kernel<1, 0><<<grid, THREADS, 0, s>>>(a);
     lp_cuda_check_launch(be, op);
+}
+
+void lp_cuda_norm_modulate(const lp_backend *be, void *y, const float *x, int64_t dim, const lp_tensor *w,
+                           const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
+                           const float *scale, int64_t stride) {
+    /* x is only read when there is no residual */
+    norm_modulate_launch(be, "norm_modulate", y, (float *)x, NULL, NULL, 0, dim, w, b, eps, seg, shift, scale,
+                         stride);
+}
+
+void lp_cuda_residual_norm_modulate(const lp_backend *be, float *x, const float *y, const float *gate,
+                                    int64_t gate_stride, void *xn, int64_t dim, const lp_tensor *w,
+                                    const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
+                                    const float *scale, int64_t stride) {
+    norm_modulate_launch(be, "residual_norm_modulate", xn, x, y, gate, gate_stride, dim, w, b, eps, seg, shift, scale,
+                         stride);
 }
 
 /* ------------------------------------------------- RMSNorm and RoPE */
@@ -438,56 +475,6 @@ void lp_cuda_rms_norm_rope(const lp_backend *be, void *y, int y_act, const float
         else launch_rms_norm_rope<float>(c, V, grid, 32 * wpb, smem, st->stream);
         if (lp_cuda_check_launch(be, op) != LP_OK) return;
     }
-}
-
-/* ------------------------------------------------------ gated residual */
-
-/* x[r] += y[r]·gate[f·stride] over the rows r of segment f (gate NULL:
- * x += y, the same as a gate of ones); each thread owns V columns and walks
- * the rows. */
-template <int V>
-__global__ void gated_residual_kernel(float *x, const float *y, int dim, lp_segments seg, const float *gate,
-                                      int64_t stride) {
-    const int64_t c = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
-    if (c >= dim) return;
-    const int64_t end = seg.start[seg.n];
-    int f = 0;
-    for (int64_t r = blockIdx.y; r < end; r += gridDim.y) {
-        float a[V], b[V], g[V];
-        if (gate) {
-            f = segment_of(seg, f, r);
-            load_v<V>(g, gate + f * stride + c);
-        } else {
-#pragma unroll
-            for (int j = 0; j < V; j++) g[j] = 1.0f;
-        }
-        float *p = x + r * dim + c;
-        load_v<V>(a, p);
-        load_v<V>(b, y + r * dim + c);
-#pragma unroll
-        for (int j = 0; j < V; j++) a[j] = __fadd_rn(a[j], __fmul_rn(b[j], g[j]));
-        store_v<V>(p, a);
-    }
-}
-
-void lp_cuda_gated_residual(const lp_backend *be, float *x, const float *y, int64_t dim, const lp_segments *seg,
-                            const float *gate, int64_t stride) {
-    const char *op = "gated_residual";
-    const int64_t rows = segment_rows(be, seg, op);
-    if (rows < 0) return;
-    if (dim < 0 || dim > (1 << 30) || (gate && stride < 0)) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid dim %lld or stride %lld", op, (long long)dim,
-                               (long long)stride));
-        return;
-    }
-    if (rows == 0 || dim == 0) return;
-    const int vec = dim % 4 == 0 && aligned16(x) && aligned16(y) && (!gate || (aligned16(gate) && stride % 4 == 0));
-    dim3 grid, block;
-    row_launch(vec ? dim / 4 : dim, rows, &grid, &block);
-    cudaStream_t s = lp_cuda(be)->stream;
-    if (vec) gated_residual_kernel<4><<<grid, block, 0, s>>>(x, y, (int)dim, *seg, gate, stride);
-    else gated_residual_kernel<1><<<grid, block, 0, s>>>(x, y, (int)dim, *seg, gate, stride);
-    lp_cuda_check_launch(be, op);
 }
 
 /* -------------------------------------------------------- flat element ops */
