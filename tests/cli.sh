@@ -3,7 +3,8 @@
 # the output, stats JSON, side-by-side output, piping to ffprobe, a prompt
 # change mid-stream, SIGINT, and the errors for bad input; y4m and raw rgb24
 # in and out (what a build without FFmpeg reads and writes), with clips made by
-# bench/clip_convert. With NOVIDEO=<build folder of a VIDEO=0 build>, also
+# bench/clip_convert, and the frames of a side-by-side view in order through
+# the reader and writer threads. With NOVIDEO=<build folder of a VIDEO=0 build>, also
 # that build's `lipar edit` on y4m and its refusal of other files. Uses the
 # sample clips of ../shared/data, else those of Debian's opencv-doc; skips (77)
 # without them or without ffprobe.
@@ -141,12 +142,29 @@ s = json.load(open(sys.argv[1]))
 assert s["backend"] == "cpu" and s["summary"]["peak_device_bytes"] == 0, s
 a = s["summary"]["after_first_chunk"]
 assert a["frames"] == 12 and a["seconds"] > 0 and a["fps"] > 0, a
+c, io = s["summary"]["caller_seconds"], s["summary"]["io_thread_seconds"]
+assert set(c) == {"read", "push", "pull", "write", "flush"} and min(c.values()) >= 0, c
+assert set(io) == {"read", "write"} and io["read"] > 0 and io["write"] > 0, io
 PY
-then ok "edit y4m -> y4m (stats: FPS after the first chunk, peak device memory)"; else bad "edit y4m -> y4m"; fi
+then ok "edit y4m -> y4m (stats: FPS after the first chunk, peak device memory, I/O times)"; else bad "edit y4m -> y4m"; fi
 if "$CONVERT" "$VTEST" "$T/v.rgb" --frames 24 --size 160x96 >"$T/log" 2>&1 \
    && "$LIPAR" edit "$T/v.rgb" -p "a watercolor painting" -o "$T/vo.rgb" $SMALL >>"$T/log" 2>&1 \
    && [ "$(stat -c %s "$T/vo.rgb")" = $((24 * 160 * 96 * 3)) ]; then ok "edit raw rgb24 -> raw rgb24"
 else bad "edit rgb -> rgb"; fi
+# rgb24 is exact both ways, so the side-by-side view's left and middle thirds
+# are the input and edited frames byte for byte, each with its own
+if "$LIPAR" edit "$T/v.rgb" -p "a watercolor painting" -o "$T/so.rgb" --side-by-side "$T/ss.rgb" $SMALL \
+     >"$T/log" 2>&1 && python3 - "$T/v.rgb" "$T/so.rgb" "$T/ss.rgb" <<'PY' 2>>"$T/log"
+import sys
+row, h = 160 * 3, 96
+v, o, s = (open(p, "rb").read() for p in sys.argv[1:4])
+assert len(v) == 24 * row * h and len(o) == len(v) and len(s) == 3 * len(v), (len(v), len(o), len(s))
+for y in range(24 * h):
+    r = s[3 * row * y:3 * row * (y + 1)]
+    assert r[:row] == v[row * y:row * (y + 1)], ("input", y // h, y % h)
+    assert r[row:2 * row] == o[row * y:row * (y + 1)], ("edited", y // h, y % h)
+PY
+then ok "side-by-side of rgb24: the input and edited frames, in order"; else bad "side-by-side of rgb24"; fi
 expect_error "--demo with weight files" "not with --model or --dit" "$LIPAR" edit "$T/v.y4m" -p x -o "$T/e.mp4" \
     --demo full --dit "$T/none.pt" --quiet
 expect_error "--demo of an unknown kind" "small or full" "$LIPAR" edit "$T/v.y4m" -p x -o "$T/e.mp4" --demo big --quiet

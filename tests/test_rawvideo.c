@@ -5,7 +5,8 @@
  * y4m demuxer in a VIDEO=1 build; in a VIDEO=0 build the reader is rawvideo
  * itself, so there the comparison only checks video_noffmpeg.c's wrapping),
  * y4m files written by the ffmpeg CLI (limited and full range; 4:2:2
- * refused), and the errors. */
+ * refused), the float-frame paths and the pool (exactly the per-pixel
+ * formulas of the reference below, with and without a pool), and the errors. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,13 +55,167 @@ static void fill_frame(uint8_t *rgb, int w, int h, int index) {
                     (uint8_t)(128 + 100 * sin(0.09 * x + 0.05 * y * (c + 1) + 0.4 * index + c));
 }
 
+/* The per-pixel conversions rawvideo.h describes, as plainly as possible: the
+ * reference the float paths and the pool must match bit for bit. */
+#define KR 0.299f
+#define KB 0.114f
+#define KG (1.0f - KR - KB)
+
+static uint8_t ref_byte(float v) { return v <= 0.0f ? 0 : v >= 255.0f ? 255 : (uint8_t)(v + 0.5f); }
+
+static uint8_t ref_unit_byte(float v) {
+    if (!(v > 0.0f)) v = 0.0f;
+    if (v > 1.0f) v = 1.0f;
+    return (uint8_t)(v * 255.0f + 0.5f);
+}
+
+static void ref_yuv420_to_rgb24(const uint8_t *yuv, int W, int H, bool full, uint8_t *rgb) {
+    int cw = (W + 1) / 2;
+    const uint8_t *Y = yuv, *U = Y + (size_t)W * H, *V = U + (size_t)cw * ((H + 1) / 2);
+    float ys = full ? 1.0f : 255.0f / 219.0f, y0 = full ? 0.0f : 16.0f, cs = full ? 1.0f : 255.0f / 224.0f;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            float l = ys * ((float)Y[y * W + x] - y0), u = (float)U[y / 2 * cw + x / 2] - 128.0f,
+                  v = (float)V[y / 2 * cw + x / 2] - 128.0f;
+            uint8_t *o = rgb + ((size_t)y * W + x) * 3;
+            o[0] = ref_byte(l + cs * 2.0f * (1.0f - KR) * v);
+            o[1] = ref_byte(l - cs * 2.0f * (1.0f - KB) * KB / KG * u - cs * 2.0f * (1.0f - KR) * KR / KG * v);
+            o[2] = ref_byte(l + cs * 2.0f * (1.0f - KB) * u);
+        }
+}
+
+static void ref_rgb24_to_yuv420(const uint8_t *rgb, int W, int H, uint8_t *yuv) {
+    uint8_t *Y = yuv, *U = Y + (size_t)W * H, *V = U + (size_t)(W / 2) * (H / 2);
+    for (int i = 0; i < W * H; i++)
+        Y[i] = ref_byte(16.0f + 219.0f / 255.0f * (KR * rgb[3 * i] + KG * rgb[3 * i + 1] + KB * rgb[3 * i + 2]));
+    for (int y = 0; y < H / 2; y++)
+        for (int x = 0; x < W / 2; x++) {
+            float m[3];
+            for (int c = 0; c < 3; c++) {
+                const uint8_t *p = rgb + ((size_t)(2 * y) * W + 2 * x) * 3 + c;
+                m[c] = 0.25f * (float)(p[0] + p[3] + p[W * 3] + p[W * 3 + 3]);
+            }
+            float l = KR * m[0] + KG * m[1] + KB * m[2];
+            U[y * (W / 2) + x] = ref_byte(128.0f + 224.0f / 255.0f * (m[2] - l) / (2.0f * (1.0f - KB)));
+            V[y * (W / 2) + x] = ref_byte(128.0f + 224.0f / 255.0f * (m[0] - l) / (2.0f * (1.0f - KR)));
+        }
+}
+
+static uint32_t next_random(uint32_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 17, *s ^= *s << 5;
+    return *s;
+}
+
+static int read_file(const char *path, uint8_t *buf, size_t n) {
+    FILE *f = fopen(path, "rb");
+    CHECK(f && fread(buf, 1, n, f) == n && fgetc(f) == EOF && fclose(f) == 0, "%s: not %zu bytes", path, n);
+    return 0;
+}
+
+/* y4m of random bytes (limited and full range) read as rgb24 and as floats,
+ * without and with a pool; random floats (NaN, out of range, near the
+ * rounding edges) written as y4m and rgb24 from floats and from rgb24 bytes;
+ * rgb24 <-> planar. Every result equals the reference exactly. */
+static int test_float_frames(void) {
+    enum { W = 48, H = 32, WW = 50, WH = 30, N = 3 };
+    static uint8_t yuv[W * H * 3 / 2], rgb[W * H * 3], want[W * H * 3], wyuv[WW * WH * 3 / 2];
+    static uint8_t wrgb[WW * WH * 3], got[2][N * (WW * WH * 3 + 6) + 128];
+    static float planar[W * H * 3], fl[WW * WH * 3];
+    uint32_t seed = 12345;
+    lp_pool *pool;
+    CHECK(lp_pool_create(3, &pool) == LP_OK, "%s", lp_last_error());
+    for (int full = 0; full < 2; full++) {
+        const char *path = tmp_path("rand.y4m");
+        FILE *f = fopen(path, "wb");
+        CHECK(f && fprintf(f, "YUV4MPEG2 W%d H%d F16:1 C420jpeg%s\n", W, H, full ? " XCOLORRANGE=FULL" : "") > 0, "%s",
+              path);
+        for (int k = 0; k < N; k++) {
+            for (size_t i = 0; i < sizeof yuv; i++) yuv[i] = (uint8_t)next_random(&seed);
+            CHECK(fwrite("FRAME\n", 1, 6, f) == 6 && fwrite(yuv, 1, sizeof yuv, f) == sizeof yuv, "%s", path);
+        }
+        CHECK(fclose(f) == 0, "%s", path);
+        for (int with_pool = 0; with_pool < 2; with_pool++) {
+            lp_video_reader_opts o = opts(W, H, 16);
+            o.pool = with_pool ? pool : NULL;
+            lp_rawvideo_reader *r;
+            CHECK(lp_rawvideo_reader_open(path, &o, &r) == LP_OK, "%s", lp_last_error());
+            f = fopen(path, "rb");
+            CHECK(f && fseek(f, 0, SEEK_SET) == 0, "%s", path);
+            while (fgetc(f) != '\n') continue;
+            for (int k = 0; k < N; k++) {
+                CHECK(fseek(f, 6, SEEK_CUR) == 0 && fread(yuv, 1, sizeof yuv, f) == sizeof yuv, "%s", path);
+                ref_yuv420_to_rgb24(yuv, W, H, full, want);
+                bool eos;
+                if (k % 2) {
+                    CHECK(lp_rawvideo_reader_next_rgb24(r, rgb, &eos) == LP_OK && !eos, "%s", lp_last_error());
+                    CHECK(!memcmp(rgb, want, sizeof rgb), "full %d, pool %d, frame %d: rgb24 differs", full, with_pool, k);
+                } else {
+                    CHECK(lp_rawvideo_reader_next(r, planar, &eos) == LP_OK && !eos, "%s", lp_last_error());
+                    for (int i = 0; i < W * H * 3; i++)
+                        CHECK(planar[(i % 3) * W * H + i / 3] == (float)want[i] / 255.0f,
+                              "full %d, pool %d, frame %d, value %d: %g for byte %d", full, with_pool, k, i,
+                              planar[(i % 3) * W * H + i / 3], want[i]);
+                }
+            }
+            fclose(f);
+            lp_rawvideo_reader_close(r);
+        }
+    }
+    /* rgb24 <-> planar with the pool */
+    for (size_t i = 0; i < sizeof rgb; i++) rgb[i] = (uint8_t)next_random(&seed);
+    lp_video_rgb24_to_planar(rgb, W, H, planar, pool);
+    for (int i = 0; i < W * H * 3; i++)
+        CHECK(planar[(i % 3) * W * H + i / 3] == (float)rgb[i] / 255.0f, "rgb24 -> planar, value %d", i);
+    lp_video_planar_to_rgb24(planar, W, H, want, pool);
+    CHECK(!memcmp(rgb, want, sizeof rgb), "planar -> rgb24 -> planar is not exact");
+
+    /* writers: from floats and from rgb24, y4m and raw, against the reference */
+    for (int fmt = 0; fmt < 2; fmt++) {
+        lp_rawvideo_format rf = fmt ? LP_RAWVIDEO_RGB24 : LP_RAWVIDEO_Y4M;
+        const char *paths[2] = {tmp_path(fmt ? "wf.rgb" : "wf.y4m"), tmp_path(fmt ? "wb.rgb" : "wb.y4m")};
+        lp_rawvideo_writer *w[2];
+        CHECK(lp_rawvideo_writer_open(paths[0], rf, WW, WH, 16, pool, &w[0]) == LP_OK, "%s", lp_last_error());
+        CHECK(lp_rawvideo_writer_open(paths[1], rf, WW, WH, 16, NULL, &w[1]) == LP_OK, "%s", lp_last_error());
+        size_t header = fmt ? 0 : strlen("YUV4MPEG2 W50 H30 F16:1 Ip A1:1 C420jpeg XCOLORRANGE=LIMITED\n");
+        size_t frame = fmt ? sizeof wrgb : 6 + sizeof wyuv, n = header + N * frame;
+        uint8_t *expect = got[1];
+        for (int k = 0; k < N; k++) {
+            for (int i = 0; i < WW * WH * 3; i++) {
+                uint32_t u = next_random(&seed);
+                float v = (float)(u % 2600) / 2000.0f - 0.15f; /* [-0.15, 1.15) */
+                if (u % 97 == 0) v = NAN;
+                if (u % 89 == 0) v = ((float)(u % 256) + 0.5f) / 255.0f; /* rounding edges */
+                fl[i] = v;
+            }
+            for (int i = 0; i < WW * WH * 3; i++) wrgb[i] = ref_unit_byte(fl[(i % 3) * WW * WH + i / 3]);
+            CHECK(lp_rawvideo_writer_push(w[0], fl) == LP_OK, "%s", lp_last_error());
+            CHECK(lp_rawvideo_writer_push_rgb24(w[1], wrgb) == LP_OK, "%s", lp_last_error());
+            uint8_t *e = expect + header + k * frame;
+            if (fmt) {
+                memcpy(e, wrgb, sizeof wrgb);
+            } else {
+                memcpy(e, "FRAME\n", 6);
+                ref_rgb24_to_yuv420(wrgb, WW, WH, e + 6);
+            }
+        }
+        CHECK(lp_rawvideo_writer_close(w[0]) == LP_OK && lp_rawvideo_writer_close(w[1]) == LP_OK, "%s",
+              lp_last_error());
+        if (read_file(paths[0], got[0], n)) return 1;
+        CHECK(!memcmp(got[0] + header, expect + header, n - header), "%s: frames from floats differ", paths[0]);
+        if (read_file(paths[1], got[0], n)) return 1;
+        CHECK(!memcmp(got[0] + header, expect + header, n - header), "%s: frames from rgb24 differ", paths[1]);
+    }
+    lp_pool_destroy(pool);
+    return 0;
+}
+
 /* Raw rgb24 at src_fps read back at 16 fps: source indices and exact bytes. */
 static int resample_raw(double src_fps, int frames, const int *want_src, int want_n) {
     enum { W = 32, H = 16 };
     static uint8_t rgb[W * H * 3], got[W * H * 3];
     const char *path = tmp_path("syn.rgb");
     lp_rawvideo_writer *w;
-    CHECK(lp_rawvideo_writer_open(path, LP_RAWVIDEO_RGB24, W, H, src_fps, &w) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_rawvideo_writer_open(path, LP_RAWVIDEO_RGB24, W, H, src_fps, NULL, &w) == LP_OK, "%s", lp_last_error());
     for (int i = 0; i < frames; i++) {
         fill_frame(rgb, W, H, i);
         CHECK(lp_rawvideo_writer_push_rgb24(w, rgb) == LP_OK, "%s", lp_last_error());
@@ -103,7 +258,7 @@ static int test_y4m_roundtrip(void) {
     static uint8_t rgb[W * H * 3], got[W * H * 3];
     const char *path = tmp_path("rt.y4m");
     lp_rawvideo_writer *w;
-    CHECK(lp_rawvideo_writer_open(path, LP_RAWVIDEO_Y4M, W, H, 16, &w) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_rawvideo_writer_open(path, LP_RAWVIDEO_Y4M, W, H, 16, NULL, &w) == LP_OK, "%s", lp_last_error());
     for (int i = 0; i < N; i++) {
         fill_frame(rgb, W, H, i);
         CHECK(lp_rawvideo_writer_push_rgb24(w, rgb) == LP_OK, "%s", lp_last_error());
@@ -196,7 +351,7 @@ static int test_vs_reader(void) {
         return LP_TEST_SKIP;
     }
     CHECK(s == LP_OK, "%s", lp_last_error());
-    CHECK(lp_rawvideo_writer_open(path, LP_RAWVIDEO_Y4M, W, H, 10, &w) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_rawvideo_writer_open(path, LP_RAWVIDEO_Y4M, W, H, 10, NULL, &w) == LP_OK, "%s", lp_last_error());
     for (int i = 0; i < N; i++) {
         bool eos;
         CHECK(lp_video_reader_next_rgb24(r, rgb, &eos) == LP_OK && !eos, "%s", lp_last_error());
@@ -286,7 +441,7 @@ static int test_errors(void) {
     enum { W = 32, H = 16 };
     static uint8_t rgb[W * H * 3];
     lp_rawvideo_writer *w;
-    CHECK(lp_rawvideo_writer_open(p, LP_RAWVIDEO_Y4M, W, H, 16, &w) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_rawvideo_writer_open(p, LP_RAWVIDEO_Y4M, W, H, 16, NULL, &w) == LP_OK, "%s", lp_last_error());
     CHECK(lp_rawvideo_writer_push_rgb24(w, rgb) == LP_OK && lp_rawvideo_writer_close(w) == LP_OK, "%s",
           lp_last_error());
     FILE *f = fopen(p, "ab");
@@ -303,9 +458,9 @@ static int test_errors(void) {
     lp_rawvideo_reader_close(r);
 
     lp_rawvideo_writer *wr = (lp_rawvideo_writer *)1;
-    CHECK(lp_rawvideo_writer_open("/nonexistent-dir/o.y4m", LP_RAWVIDEO_Y4M, W, H, 16, &wr) == LP_ERR_IO && !wr,
+    CHECK(lp_rawvideo_writer_open("/nonexistent-dir/o.y4m", LP_RAWVIDEO_Y4M, W, H, 16, NULL, &wr) == LP_ERR_IO && !wr,
           "%s", lp_last_error());
-    CHECK(lp_rawvideo_writer_open(p, LP_RAWVIDEO_Y4M, 31, 16, 16, &wr) == LP_ERR_ARG && !wr &&
+    CHECK(lp_rawvideo_writer_open(p, LP_RAWVIDEO_Y4M, 31, 16, 16, NULL, &wr) == LP_ERR_ARG && !wr &&
               strstr(lp_last_error(), "even"),
           "%s", lp_last_error());
     return 0;
@@ -316,6 +471,7 @@ int main(void) {
     lp_test_run("y4m_roundtrip", test_y4m_roundtrip);
     lp_test_run("y4m_vs_lp_video_reader", test_vs_reader);
     lp_test_run("y4m_from_ffmpeg_cli", test_ffmpeg_y4m);
+    lp_test_run("float_frames_and_pool", test_float_frames);
     lp_test_run("errors", test_errors);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", lp_test_tmpdir());

@@ -3,7 +3,8 @@
  * shown at each output time from ffprobe's timestamps and a naive reference of
  * the nearest-frame rule), resizing against the ffmpeg CLI with the same filters,
  * an encode/decode round trip (PSNR), y4m to a pipe read by ffprobe, stdin
- * input, and the error cases. Cases that need the ffmpeg/ffprobe CLIs skip when
+ * input, the conversion pools (same frames and files as without), and the
+ * error cases. Cases that need the ffmpeg/ffprobe CLIs skip when
  * they are absent.
  *
  * Leaks: video.c frees everything it allocates; the test runs clean under
@@ -259,7 +260,7 @@ static int roundtrip(const char *file, const char *codec, double min_psnr) {
     for (int k = 0; k < N; k++) {
         bool eos;
         CHECK(lp_video_reader_next(r, planar, &eos) == LP_OK && !eos, "%s", lp_last_error());
-        lp_video_planar_to_rgb24(planar, W, H, orig + k * fn);
+        lp_video_planar_to_rgb24(planar, W, H, orig + k * fn, NULL);
         CHECK(lp_video_writer_push(w, planar) == LP_OK, "%s", lp_last_error());
     }
     lp_video_reader_close(r);
@@ -293,6 +294,73 @@ static int roundtrip(const char *file, const char *codec, double min_psnr) {
 
 static int test_roundtrip_default(void) { return roundtrip("rt.mp4", NULL, 35); }
 static int test_roundtrip_mpeg4(void) { return roundtrip("rt.mkv", "mpeg4", 35); }
+
+/* Float frames of a clip read with and without a conversion pool are the
+ * same, and so are the y4m files written from them with and without one and
+ * the frames of the mpeg4 files (Matroska files differ by their random
+ * segment UID). */
+static int test_pools(void) {
+    const char *src = lp_test_shared("data/wan_cheesecake_832x480.mp4");
+    if (!src) return lp_test_skip_shared("data/wan_cheesecake_832x480.mp4");
+    enum { N = 6, W = 832, H = 480 };
+    size_t n = (size_t)3 * W * H;
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    lp_pool *rp, *wp;
+    CHECK(a && b && lp_pool_create(3, &rp) == LP_OK && lp_pool_create(2, &wp) == LP_OK, "%s", lp_last_error());
+    lp_video_reader_opts o = opts_size(W, H);
+    lp_video_reader *r[2];
+    CHECK(lp_video_reader_open(src, &o, &r[0]) == LP_OK, "%s", lp_last_error());
+    o.pool = rp;
+    CHECK(lp_video_reader_open(src, &o, &r[1]) == LP_OK, "%s", lp_last_error());
+    const char *names[2][2] = {{"np.y4m", "p.y4m"}, {"np.mkv", "p.mkv"}};
+    lp_video_writer *w[2][2];
+    for (int f = 0; f < 2; f++)
+        for (int p = 0; p < 2; p++) {
+            lp_video_writer_opts wo = {.codec = "mpeg4", .pool = p ? wp : NULL};
+            CHECK(lp_video_writer_open(tmp_path(names[f][p]), W, H, 16, &wo, &w[f][p]) == LP_OK, "%s",
+                  lp_last_error());
+        }
+    for (int k = 0; k < N; k++) {
+        bool e1, e2;
+        CHECK(lp_video_reader_next(r[0], a, &e1) == LP_OK && lp_video_reader_next(r[1], b, &e2) == LP_OK && !e1 && !e2,
+              "%s", lp_last_error());
+        CHECK(!memcmp(a, b, n * sizeof *a), "frame %d differs with the pool", k);
+        for (int f = 0; f < 2; f++)
+            CHECK(lp_video_writer_push(w[f][0], a) == LP_OK && lp_video_writer_push(w[f][1], b) == LP_OK, "%s",
+                  lp_last_error());
+    }
+    for (int f = 0; f < 2; f++)
+        CHECK(lp_video_writer_close(w[f][0]) == LP_OK && lp_video_writer_close(w[f][1]) == LP_OK, "%s",
+              lp_last_error());
+    lp_video_reader_close(r[0]);
+    lp_video_reader_close(r[1]);
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", tmp_path(names[0][0]), tmp_path(names[0][1]));
+    CHECK(system(cmd) == 0, "%s and %s differ", names[0][0], names[0][1]);
+    uint8_t *x = (uint8_t *)a, *y = (uint8_t *)b; /* rgb24 frames fit in the float buffers */
+    o.pool = NULL;
+    CHECK(lp_video_reader_open(tmp_path(names[1][0]), &o, &r[0]) == LP_OK &&
+              lp_video_reader_open(tmp_path(names[1][1]), &o, &r[1]) == LP_OK,
+          "%s", lp_last_error());
+    for (int k = 0;; k++) {
+        bool e1, e2;
+        CHECK(lp_video_reader_next_rgb24(r[0], x, &e1) == LP_OK && lp_video_reader_next_rgb24(r[1], y, &e2) == LP_OK &&
+                  e1 == e2,
+              "%s", lp_last_error());
+        if (e1) {
+            CHECK(k == N, "%d frames in the mpeg4 files", k);
+            break;
+        }
+        CHECK(!memcmp(x, y, n), "mpeg4 frame %d differs with the pool", k);
+    }
+    lp_video_reader_close(r[0]);
+    lp_video_reader_close(r[1]);
+    lp_pool_destroy(rp);
+    lp_pool_destroy(wp);
+    free(a), free(b);
+    printf("    %d frames %dx%d: same floats, same y4m file and mpeg4 frames with the pools\n", N, W, H);
+    return 0;
+}
 
 /* Synthetic raw rgb24 at a given rate, read back at 16 fps (exact bytes: same
  * size and format is a copy). */
@@ -387,7 +455,7 @@ static int test_stdin(void) {
         bool eos;
         s = lp_video_reader_next(r, back, &eos);
         if (s != LP_OK || eos) break;
-        lp_video_rgb24_to_planar(rgb[k < N ? k : 0], W, H, planar);
+        lp_video_rgb24_to_planar(rgb[k < N ? k : 0], W, H, planar, NULL);
         if (k >= N || memcmp(planar, back, sizeof back)) break; /* exact: byte / 255 both ways */
     }
     lp_video_reader_close(r);
@@ -538,6 +606,7 @@ int main(void) {
     lp_test_run("resample_synthetic", test_resample);
     lp_test_run("roundtrip_default_codec_mp4", test_roundtrip_default);
     lp_test_run("roundtrip_mpeg4_mkv", test_roundtrip_mpeg4);
+    lp_test_run("conversion_pools", test_pools);
     lp_test_run("stdin_y4m_and_rgb24", test_stdin);
     lp_test_run("y4m_pipe_to_ffprobe", test_y4m_pipe);
     lp_test_run("mp4_pipe_to_ffprobe", test_mp4_pipe);

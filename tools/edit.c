@@ -2,9 +2,13 @@
  * pipe), edits it chunk by chunk through a lipar_session, writes the edited
  * video as chunks complete, with optional side-by-side view, per-chunk
  * statistics (JSON) and a plot. Ctrl-C finishes the current chunk and closes
- * the outputs so that what was written stays playable. */
+ * the outputs so that what was written stays playable. Reading (decoding and
+ * conversion to float frames) runs ahead on a reader thread and writing
+ * (conversion, side-by-side, encoding) behind on a writer thread, so the main
+ * loop only pushes and pulls. */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -330,37 +334,156 @@ static int parse_args(int argc, char **argv, edit_args *a) {
     return 0;
 }
 
-/* ------------------------------------------------------------- outputs */
+/* ------------------------------------------------------- frame buffers */
 
+/* A FIFO of frame buffers (3 x w x h floats each). */
 typedef struct {
-    int w, h;
-    float *inputs; /* FIFO of input frames waiting for their edited frame */
+    float **items;
     int head, count, cap;
-} input_fifo;
+} frame_queue;
 
-static int fifo_push(input_fifo *q, const float *frame) {
-    size_t px = (size_t)3 * q->w * q->h;
+static int queue_push(frame_queue *q, float *f) {
     if (q->count == q->cap) {
         int cap = q->cap ? 2 * q->cap : 32;
-        float *n = malloc((size_t)cap * px * sizeof *n);
+        float **n = malloc((size_t)cap * sizeof *n);
         if (!n) return 0;
-        for (int i = 0; i < q->count; i++) memcpy(n + i * px, q->inputs + ((q->head + i) % q->cap) * px, px * 4);
-        free(q->inputs);
-        q->inputs = n;
+        for (int i = 0; i < q->count; i++) n[i] = q->items[(q->head + i) % q->cap];
+        free(q->items);
+        q->items = n;
         q->cap = cap;
         q->head = 0;
     }
-    memcpy(q->inputs + ((q->head + q->count) % q->cap) * px, frame, px * 4);
-    q->count++;
+    q->items[(q->head + q->count++) % q->cap] = f;
     return 1;
 }
 
-static const float *fifo_pop(input_fifo *q) {
-    size_t px = (size_t)3 * q->w * q->h;
-    const float *f = q->inputs + q->head * px;
+static float *queue_pop(frame_queue *q) {
+    float *f = q->items[q->head];
     q->head = (q->head + 1) % q->cap;
     q->count--;
     return f;
+}
+
+static void queue_free(frame_queue *q) {
+    while (q->count) free(queue_pop(q));
+    free(q->items);
+}
+
+/* A buffer from spares, else a new one; NULL when out of memory. */
+static float *spare_frame(frame_queue *spares, int w, int h) {
+    return spares->count ? queue_pop(spares) : malloc((size_t)3 * w * h * sizeof(float));
+}
+
+/* --------------------------------------------------- frame I/O threads */
+
+/* The reader and writer threads trade frames with the main loop through rings
+ * of IO_RING frame buffers. A ring of one chunk (12 frames): while a session
+ * edits a chunk inside the push of its last frame, the reader reads the whole
+ * next chunk and the writer writes the whole last one, so that afterwards the
+ * main loop waits for neither. The frames keep their order; an error ends a
+ * thread's work and is reported, in order, to the main loop. */
+#define IO_RING 12
+
+typedef struct {
+    lp_video_reader *rd;
+    int limit;               /* frames to read at most; 0 = all */
+    float *frames[IO_RING];  /* frames[head..head+count-1] (mod IO_RING) are read */
+    int head, count;
+    bool stop;               /* set by the main loop */
+    bool end;                /* no frames after those read: end of stream or error */
+    lp_status error;
+    char message[1024];      /* the error's */
+    double busy;             /* seconds spent reading and converting */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* signalled on each change of count, stop or end */
+    pthread_t thread;
+    bool started;
+} frame_reader;
+
+static void *reader_main(void *arg) {
+    frame_reader *fr = arg;
+    int n = 0;
+    pthread_mutex_lock(&fr->mu);
+    while (!fr->stop && !fr->end) {
+        if (fr->count == IO_RING) {
+            pthread_cond_wait(&fr->cv, &fr->mu);
+            continue;
+        }
+        float *dst = fr->frames[(fr->head + fr->count) % IO_RING];
+        pthread_mutex_unlock(&fr->mu);
+        bool eos;
+        double t = lp_seconds();
+        lp_status s = lp_video_reader_next(fr->rd, dst, &eos);
+        t = lp_seconds() - t;
+        pthread_mutex_lock(&fr->mu);
+        fr->busy += t;
+        if (s != LP_OK) {
+            fr->error = s;
+            snprintf(fr->message, sizeof fr->message, "%s", lp_last_error());
+        }
+        if (s != LP_OK || eos) fr->end = true;
+        else fr->count++, fr->end = fr->limit > 0 && ++n == fr->limit;
+        pthread_cond_signal(&fr->cv);
+    }
+    pthread_mutex_unlock(&fr->mu);
+    return NULL;
+}
+
+/* Starts reading rd ahead, limit frames at most (0 = all). */
+static int reader_start(frame_reader *fr, lp_video_reader *rd, int limit, int w, int h) {
+    fr->rd = rd;
+    fr->limit = limit;
+    for (int i = 0; i < IO_RING; i++)
+        if (!(fr->frames[i] = malloc((size_t)3 * w * h * sizeof(float)))) return 0;
+    pthread_mutex_init(&fr->mu, NULL);
+    pthread_cond_init(&fr->cv, NULL);
+    fr->started = pthread_create(&fr->thread, NULL, reader_main, fr) == 0;
+    if (!fr->started) {
+        pthread_mutex_destroy(&fr->mu);
+        pthread_cond_destroy(&fr->cv);
+    }
+    return fr->started;
+}
+
+/* The next input frame, waiting for the reader; NULL after the last one, with
+ * *error set if reading failed. The frame is the main loop's until
+ * reader_release. */
+static float *reader_next(frame_reader *fr, lp_status *error) {
+    pthread_mutex_lock(&fr->mu);
+    while (!fr->count && !fr->end) pthread_cond_wait(&fr->cv, &fr->mu);
+    float *f = fr->count ? fr->frames[fr->head] : NULL;
+    *error = f ? LP_OK : fr->error;
+    pthread_mutex_unlock(&fr->mu);
+    return f;
+}
+
+/* Gives the frame of reader_next back to be read into, or, when the main
+ * loop keeps it, the buffer replacement instead. */
+static void reader_release(frame_reader *fr, float *replacement) {
+    pthread_mutex_lock(&fr->mu);
+    if (replacement) fr->frames[fr->head] = replacement;
+    fr->head = (fr->head + 1) % IO_RING;
+    fr->count--;
+    pthread_cond_signal(&fr->cv);
+    pthread_mutex_unlock(&fr->mu);
+}
+
+/* Stops the reader (after the frame it is reading) and frees its buffers. */
+static void reader_stop(frame_reader *fr) {
+    if (fr->started) {
+        pthread_mutex_lock(&fr->mu);
+        fr->stop = true;
+        pthread_cond_signal(&fr->cv);
+        pthread_mutex_unlock(&fr->mu);
+        pthread_join(fr->thread, NULL);
+        pthread_mutex_destroy(&fr->mu);
+        pthread_cond_destroy(&fr->cv);
+        fr->started = false;
+    }
+    for (int i = 0; i < IO_RING; i++) {
+        free(fr->frames[i]);
+        fr->frames[i] = NULL;
+    }
 }
 
 /* input | edited | input with pruned (copied) patches tinted red */
@@ -380,6 +503,124 @@ static void compose_side_by_side(const float *in, const float *out, const uint8_
         }
 }
 
+/* An edited frame on its way out, with what the side-by-side view needs. */
+typedef struct {
+    float *frame;
+    float *input;  /* its input frame */
+    uint8_t *keep; /* the keep mask of its latent frame, [h/16][w/16] */
+    bool has_keep;
+} out_frame;
+
+typedef struct {
+    lp_video_writer *out, *sbs; /* sbs: NULL without a side-by-side view */
+    int w, h;
+    float *side;                /* the side-by-side frame being composed */
+    out_frame slots[IO_RING];   /* slots[head..head+count-1] (mod IO_RING) wait to be written */
+    int head, count;
+    bool closing;               /* set by the main loop: nothing more comes */
+    bool failed;
+    char message[1024];         /* why it failed */
+    double busy;                /* seconds spent converting and writing */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;          /* signalled on each change of count, closing or failed */
+    pthread_t thread;
+    bool started;
+} frame_writer;
+
+static void *writer_main(void *arg) {
+    frame_writer *fw = arg;
+    pthread_mutex_lock(&fw->mu);
+    for (;;) {
+        while (!fw->count && !fw->closing) pthread_cond_wait(&fw->cv, &fw->mu);
+        if (!fw->count) break;
+        const out_frame *o = &fw->slots[fw->head];
+        pthread_mutex_unlock(&fw->mu);
+        double t = lp_seconds();
+        lp_status s = lp_video_writer_push(fw->out, o->frame);
+        if (s == LP_OK && fw->sbs) {
+            compose_side_by_side(o->input, o->frame, o->has_keep ? o->keep : NULL, fw->w, fw->h, fw->side);
+            s = lp_video_writer_push(fw->sbs, fw->side);
+        }
+        t = lp_seconds() - t;
+        pthread_mutex_lock(&fw->mu);
+        fw->busy += t;
+        if (s != LP_OK) {
+            fw->failed = true;
+            snprintf(fw->message, sizeof fw->message, "%s", lp_last_error());
+            pthread_cond_signal(&fw->cv);
+            break;
+        }
+        fw->head = (fw->head + 1) % IO_RING;
+        fw->count--;
+        pthread_cond_signal(&fw->cv);
+    }
+    pthread_mutex_unlock(&fw->mu);
+    return NULL;
+}
+
+/* Starts the writer on the open outputs out and sbs (NULL: none). */
+static int writer_start(frame_writer *fw, lp_video_writer *out, lp_video_writer *sbs, int w, int h) {
+    fw->out = out, fw->sbs = sbs, fw->w = w, fw->h = h;
+    size_t px = (size_t)3 * w * h, grid = (size_t)(w / 16) * (h / 16);
+    if (sbs && !(fw->side = malloc(3 * px * sizeof(float)))) return 0;
+    for (int i = 0; i < IO_RING; i++) {
+        if (!(fw->slots[i].frame = malloc(px * sizeof(float)))) return 0;
+        if (sbs && !(fw->slots[i].keep = malloc(grid))) return 0;
+    }
+    pthread_mutex_init(&fw->mu, NULL);
+    pthread_cond_init(&fw->cv, NULL);
+    fw->started = pthread_create(&fw->thread, NULL, writer_main, fw) == 0;
+    if (!fw->started) {
+        pthread_mutex_destroy(&fw->mu);
+        pthread_cond_destroy(&fw->cv);
+    }
+    return fw->started;
+}
+
+/* The slot for the next edited frame, waiting for the writer while all are
+ * taken; NULL once writing has failed. The main loop fills it, then calls
+ * writer_commit. */
+static out_frame *writer_slot(frame_writer *fw) {
+    pthread_mutex_lock(&fw->mu);
+    while (fw->count == IO_RING && !fw->failed) pthread_cond_wait(&fw->cv, &fw->mu);
+    out_frame *o = fw->failed ? NULL : &fw->slots[(fw->head + fw->count) % IO_RING];
+    pthread_mutex_unlock(&fw->mu);
+    return o;
+}
+
+static void writer_commit(frame_writer *fw) {
+    pthread_mutex_lock(&fw->mu);
+    fw->count++;
+    pthread_cond_signal(&fw->cv);
+    pthread_mutex_unlock(&fw->mu);
+}
+
+/* Waits until everything handed over is written (or writing failed); false
+ * if it failed. Frees the writer's buffers, the input frames too. */
+static bool writer_finish(frame_writer *fw) {
+    if (fw->started) {
+        pthread_mutex_lock(&fw->mu);
+        fw->closing = true;
+        pthread_cond_signal(&fw->cv);
+        pthread_mutex_unlock(&fw->mu);
+        pthread_join(fw->thread, NULL);
+        pthread_mutex_destroy(&fw->mu);
+        pthread_cond_destroy(&fw->cv);
+        fw->started = false;
+    }
+    for (int i = 0; i < IO_RING; i++) {
+        free(fw->slots[i].frame);
+        free(fw->slots[i].input);
+        free(fw->slots[i].keep);
+        memset(&fw->slots[i], 0, sizeof fw->slots[i]);
+    }
+    free(fw->side);
+    fw->side = NULL;
+    return !fw->failed;
+}
+
+/* ------------------------------------------------------------- outputs */
+
 /* Wall-clock figures of a run: all of it, and from the end of the first
  * chunk's edit on (the steady state, without the warm-up of the first chunk). */
 typedef struct {
@@ -387,6 +628,14 @@ typedef struct {
     double seconds;
     int steady_frames; /* input frames pushed after the first chunk was edited */
     double steady_seconds;
+    /* the main loop's side, in seconds: waiting for input frames from the
+     * reader thread, lipar_session_push and lipar_session_pull (what the
+     * session does on the caller's thread), waiting for the writer thread for
+     * a free slot, and at the end until all is written */
+    double read_seconds, push_seconds, pull_seconds, write_seconds, flush_seconds;
+    /* the reader and writer threads' work: reading and converting input
+     * frames; converting and writing output frames */
+    double reader_seconds, writer_seconds;
 } run_times;
 
 static int write_stats(const char *path, const edit_args *a, lipar_session *s, lipar_model *m, const run_times *rt) {
@@ -424,11 +673,15 @@ static int write_stats(const char *path, const edit_args *a, lipar_session *s, l
     fprintf(f,
             "  ],\n  \"summary\": {\"frames\": %d, \"seconds\": %.6f, \"fps\": %.3f, \"kept_fraction\": %.6f,\n"
             "    \"after_first_chunk\": {\"frames\": %d, \"seconds\": %.6f, \"fps\": %.3f},\n"
-            "    \"peak_device_bytes\": %zu}\n}\n",
+            "    \"peak_device_bytes\": %zu,\n"
+            "    \"caller_seconds\": {\"read\": %.6f, \"push\": %.6f, \"pull\": %.6f, \"write\": %.6f, "
+            "\"flush\": %.6f},\n"
+            "    \"io_thread_seconds\": {\"read\": %.6f, \"write\": %.6f}}\n}\n",
             rt->frames_out, rt->seconds, rt->seconds > 0 ? rt->frames_out / rt->seconds : 0.0,
             n ? kept_sum / n : 1.0, rt->steady_frames, rt->steady_seconds,
             rt->steady_seconds > 0 ? rt->steady_frames / rt->steady_seconds : 0.0,
-            lipar_session_peak_device_memory(s));
+            lipar_session_peak_device_memory(s), rt->read_seconds, rt->push_seconds, rt->pull_seconds, rt->write_seconds,
+            rt->flush_seconds, rt->reader_seconds, rt->writer_seconds);
     int ok = !ferror(f);
     if (fclose(f) != 0) ok = 0;
     if (!ok) fprintf(stderr, "lipar edit: error writing %s\n", path);
@@ -483,15 +736,29 @@ static void progress(const edit_args *a, int tty, int done, int64_t total, doubl
                 n ? 100.0 * kept / n : 100.0, tty && !final ? "" : "\n");
 }
 
-/* Pulls every ready frame into the writers. Returns 0 on a write error. */
-static int drain(lipar_session *s, lp_video_writer *out, lp_video_writer *sbs, input_fifo *q, float *frame,
-                 float *side, int *frames_out, int w, int h) {
+/* Pulls every ready frame and hands it to the writer with, for the
+ * side-by-side view, its input frame (from inputs; the writer's previous one
+ * goes to spares) and keep mask. *pulled: the buffer to pull into, swapped
+ * with the slot's. Adds the seconds spent pulling to *t_pull and waiting for
+ * the writer to *t_write. Returns 0 once writing has failed. */
+static int drain(lipar_session *s, frame_writer *fw, frame_queue *inputs, frame_queue *spares, float **pulled,
+                 int *frames_out, double *t_pull, double *t_write) {
     for (;;) {
         int got;
-        if (lipar_session_pull(s, frame, &got) != LIPAR_OK || !got) return 1;
-        const float *in = fifo_pop(q);
-        if (lp_video_writer_push(out, frame) != LP_OK) return 0;
-        if (sbs) {
+        double t = lp_seconds();
+        lipar_status ps = lipar_session_pull(s, *pulled, &got);
+        double t1 = lp_seconds();
+        *t_pull += t1 - t;
+        if (ps != LIPAR_OK || !got) return 1;
+        out_frame *o = writer_slot(fw);
+        *t_write += lp_seconds() - t1;
+        if (!o) return 0;
+        float *f = o->frame;
+        o->frame = *pulled;
+        *pulled = f;
+        if (fw->sbs) {
+            if (o->input && !queue_push(spares, o->input)) free(o->input);
+            o->input = queue_pop(inputs);
             /* the mask of this frame's latent frame: 4 frames per latent frame */
             const uint8_t *keep = NULL;
             int n = lipar_session_chunks(s);
@@ -505,11 +772,35 @@ static int drain(lipar_session *s, lp_video_writer *out, lp_video_writer *sbs, i
                     break;
                 }
             }
-            compose_side_by_side(in, frame, keep, w, h, side);
-            if (lp_video_writer_push(sbs, side) != LP_OK) return 0;
+            o->has_keep = keep != NULL;
+            if (keep) memcpy(o->keep, keep, (size_t)(fw->w / 16) * (fw->h / 16));
         }
+        writer_commit(fw);
         (*frames_out)++;
     }
+}
+
+/* Threads of each of the reader's and the writer's conversion pools: a quarter
+ * of the cores, at most 4 (1: no pool). */
+static int io_pool_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN) / 4;
+    return n < 1 ? 1 : n > 4 ? 4 : (int)n;
+}
+
+/* Opens the outputs and starts the writer on them. */
+static int open_outputs(const edit_args *a, const lp_video_writer_opts *wo, lp_video_writer **out,
+                        lp_video_writer **sbs, frame_writer *fw) {
+    int w = a->so.width, h = a->so.height;
+    if (lp_video_writer_open(a->output, w, h, a->fps, wo, out) != LP_OK ||
+        (a->side_by_side && lp_video_writer_open(a->side_by_side, 3 * w, h, a->fps, wo, sbs) != LP_OK)) {
+        fprintf(stderr, "lipar edit: %s\n", lp_last_error());
+        return 0;
+    }
+    if (!writer_start(fw, *out, *sbs, w, h)) {
+        fprintf(stderr, "lipar edit: out of memory or threads for the writer\n");
+        return 0;
+    }
+    return 1;
 }
 
 int lp_edit_main(int argc, char **argv) {
@@ -523,18 +814,31 @@ int lp_edit_main(int argc, char **argv) {
     int w = a.so.width, h = a.so.height, tty = isatty(2);
     lp_video_reader *rd = NULL;
     lp_video_writer *out = NULL, *sbs = NULL;
+    lp_pool *read_pool = NULL, *write_pool = NULL;
     lipar_model *m = NULL;
     lipar_session *s = NULL;
-    input_fifo q = {.w = w, .h = h};
-    float *frame = NULL, *side = NULL;
+    frame_reader fr = {0};
+    frame_writer fw = {0};
+    /* side-by-side: the input frames waiting for their edited frame, and
+     * buffers to give the reader in their place */
+    frame_queue inputs = {0}, spares = {0};
+    float *pulled = NULL;
     int frames_in = 0, frames_out = 0, next_change = 0;
     rc = 1;
+    int pool_threads = io_pool_threads();
+    if (pool_threads > 1 &&
+        (lp_pool_create(pool_threads, &read_pool) != LP_OK || lp_pool_create(pool_threads, &write_pool) != LP_OK)) {
+        fprintf(stderr, "lipar edit: %s\n", lp_last_error());
+        goto out;
+    }
     lp_video_reader_opts ro;
     lp_video_reader_opts_default(&ro);
     ro.width = w;
     ro.height = h;
     ro.fps = a.fps;
     ro.fit = a.fit;
+    ro.pool = read_pool;
+    lp_video_writer_opts wo = {.pool = write_pool};
     lp_rawvideo_format in_fmt;
     if (lp_rawvideo_format_of(a.input, &in_fmt) && in_fmt == LP_RAWVIDEO_RGB24) { /* frames of the session's size */
         ro.input_format = "rgb24";
@@ -557,29 +861,37 @@ int lp_edit_main(int argc, char **argv) {
         fprintf(stderr, "lipar edit: %s\n", lipar_last_error());
         goto out;
     }
-    frame = malloc((size_t)3 * w * h * sizeof *frame);
-    side = a.side_by_side ? malloc((size_t)9 * w * h * sizeof *side) : NULL;
-    if (!frame || (a.side_by_side && !side)) {
+    pulled = malloc((size_t)3 * w * h * sizeof *pulled);
+    if (!pulled) {
         fprintf(stderr, "lipar edit: out of memory\n");
         goto out;
     }
     const lp_video_info *info = lp_video_reader_info(rd);
     int64_t total = info->output_frames;
     if (a.max_frames > 0 && (total < 0 || total > a.max_frames)) total = a.max_frames;
+    if (!reader_start(&fr, rd, a.max_frames, w, h)) {
+        fprintf(stderr, "lipar edit: out of memory or threads for the reader\n");
+        goto out;
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
     double t0 = lp_seconds(), t_first = 0; /* t_first: when the first chunk was edited */
-    int failed = 0, frames_at_first = 0;
+    int failed = 0, frames_at_first = 0, write_failed = 0;
+    double t_read = 0, t_push = 0, t_pull = 0, t_write = 0, t_flush = 0, tc;
     for (;;) {
         if (interrupted || (a.max_frames > 0 && frames_in >= a.max_frames)) break;
-        bool eos;
-        if (lp_video_reader_next(rd, frame, &eos) != LP_OK) {
-            fprintf(stderr, "lipar edit: %s\n", lp_last_error());
-            failed = 1;
+        lp_status rs;
+        tc = lp_seconds();
+        float *frame = reader_next(&fr, &rs);
+        t_read += lp_seconds() - tc;
+        if (!frame) {
+            if (rs != LP_OK) {
+                fprintf(stderr, "lipar edit: %s\n", fr.message);
+                failed = 1;
+            }
             break;
         }
-        if (eos) break;
         while (next_change < a.n_changes && a.changes[next_change].frame <= frames_in) {
             if (lipar_session_set_prompt(s, a.changes[next_change].text) != LIPAR_OK) {
                 fprintf(stderr, "lipar edit: %s\n", lipar_last_error());
@@ -589,16 +901,22 @@ int lp_edit_main(int argc, char **argv) {
             next_change++;
         }
         if (failed) break;
-        if (!fifo_push(&q, frame)) {
-            fprintf(stderr, "lipar edit: out of memory\n");
-            failed = 1;
-            break;
-        }
-        if (lipar_session_push(s, frame) != LIPAR_OK) {
+        tc = lp_seconds();
+        lipar_status ps = lipar_session_push(s, frame);
+        t_push += lp_seconds() - tc;
+        if (ps != LIPAR_OK) {
             fprintf(stderr, "lipar edit: %s\n", lipar_last_error());
             failed = 1;
             break;
         }
+        float *replacement = NULL; /* the side-by-side view keeps the input frame */
+        if (a.side_by_side && (!(replacement = spare_frame(&spares, w, h)) || !queue_push(&inputs, frame))) {
+            free(replacement);
+            fprintf(stderr, "lipar edit: out of memory\n");
+            failed = 1;
+            break;
+        }
+        reader_release(&fr, replacement);
         frames_in++;
         if (!t_first && lipar_session_chunks(s) > 0) {
             t_first = lp_seconds();
@@ -606,21 +924,18 @@ int lp_edit_main(int argc, char **argv) {
         }
         /* outputs are opened once there is something to write: a run that fails
          * before its first chunk leaves no file behind */
-        if (!out && lipar_session_chunks(s) > 0) {
-            if (lp_video_writer_open(a.output, w, h, a.fps, NULL, &out) != LP_OK ||
-                (a.side_by_side && lp_video_writer_open(a.side_by_side, 3 * w, h, a.fps, NULL, &sbs) != LP_OK)) {
-                fprintf(stderr, "lipar edit: %s\n", lp_last_error());
-                failed = 1;
-                break;
-            }
-        }
-        if (out && !drain(s, out, sbs, &q, frame, side, &frames_out, w, h)) {
-            fprintf(stderr, "lipar edit: %s\n", lp_last_error());
+        if (!out && lipar_session_chunks(s) > 0 && !open_outputs(&a, &wo, &out, &sbs, &fw)) {
             failed = 1;
+            break;
+        }
+        if (out && !drain(s, &fw, &inputs, &spares, &pulled, &frames_out, &t_pull, &t_write)) {
+            fprintf(stderr, "lipar edit: %s\n", fw.message);
+            failed = write_failed = 1;
             break;
         }
         progress(&a, tty, frames_in, total, t0, s, 0);
     }
+    reader_stop(&fr);
     if (!failed && frames_in == 0) {
         fprintf(stderr, "lipar edit: %s: no frames to edit\n", a.input);
         goto out;
@@ -630,19 +945,20 @@ int lp_edit_main(int argc, char **argv) {
         fprintf(stderr, "lipar edit: %s\n", lipar_last_error());
         failed = 1;
     }
-    if (!failed && !out &&
-        (lp_video_writer_open(a.output, w, h, a.fps, NULL, &out) != LP_OK ||
-         (a.side_by_side && lp_video_writer_open(a.side_by_side, 3 * w, h, a.fps, NULL, &sbs) != LP_OK))) {
-        fprintf(stderr, "lipar edit: %s\n", lp_last_error());
-        failed = 1;
-    }
-    if (out && !drain(s, out, sbs, &q, frame, side, &frames_out, w, h)) {
-        fprintf(stderr, "lipar edit: %s\n", lp_last_error());
-        failed = 1;
+    if (!failed && !out && !open_outputs(&a, &wo, &out, &sbs, &fw)) failed = 1;
+    if (fw.started && !write_failed) {
+        int drained = drain(s, &fw, &inputs, &spares, &pulled, &frames_out, &t_pull, &t_write);
+        tc = lp_seconds();
+        if (!drained || !writer_finish(&fw)) {
+            fprintf(stderr, "lipar edit: %s\n", fw.message);
+            failed = 1;
+        }
+        t_flush = lp_seconds() - tc;
     }
     double t_end = lp_seconds(), seconds = t_end - t0;
     progress(&a, tty, frames_in, frames_in, t0, s, 1);
-    run_times rt = {frames_out, seconds, t_first ? frames_in - frames_at_first : 0, t_first ? t_end - t_first : 0};
+    run_times rt = {frames_out, seconds, t_first ? frames_in - frames_at_first : 0, t_first ? t_end - t_first : 0,
+                    t_read, t_push, t_pull, t_write, t_flush, fr.busy, fw.busy};
     if (a.stats && !write_stats(a.stats, &a, s, m, &rt)) failed = 1;
     if (a.plot && !write_plot(a.plot, &a, s)) failed = 1;
     rc = failed ? 1 : interrupted ? 130 : 0;
@@ -650,6 +966,8 @@ int lp_edit_main(int argc, char **argv) {
         fprintf(stderr, "lipar edit: wrote %d frames (%dx%d, %g fps) to %s in %.1f s%s\n", frames_out, w, h, a.fps,
                 a.output, seconds, interrupted ? " (interrupted)" : "");
 out:
+    reader_stop(&fr);
+    writer_finish(&fw);
     if (lp_video_writer_close(out) != LP_OK && rc == 0) {
         fprintf(stderr, "lipar edit: %s\n", lp_last_error());
         rc = 1;
@@ -661,9 +979,11 @@ out:
     lp_video_reader_close(rd);
     lipar_session_close(s);
     lipar_model_free(m);
-    free(q.inputs);
-    free(frame);
-    free(side);
+    lp_pool_destroy(read_pool);
+    lp_pool_destroy(write_pool);
+    queue_free(&inputs);
+    queue_free(&spares);
+    free(pulled);
     free(a.prompt_owned);
     return rc;
 }

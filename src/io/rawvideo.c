@@ -31,21 +31,110 @@ lp_status lp_video_check_size(int width, int height) {
     return LP_OK;
 }
 
-void lp_video_rgb24_to_planar(const uint8_t *rgb, int width, int height, float *dst) {
-    size_t plane = (size_t)width * height;
-    for (size_t i = 0; i < plane; i++)
-        for (int c = 0; c < 3; c++) dst[c * plane + i] = (float)rgb[3 * i + c] / 255.0f;
+/* ---- conversions --------------------------------------------------------
+ * Frames are split by rows over an lp_pool (rgb_to_yuv420_rows: by chroma
+ * rows). Every value comes from its per-pixel formula in the same order of
+ * operations (the lookup tables hold the very terms the formula computes for
+ * each byte), so the results depend neither on the split nor on the tables. */
+
+/* BT.601 limited range: Y in [16, 235], Cb/Cr in [16, 240] around 128. */
+#define KR 0.299f
+#define KB 0.114f
+#define KG (1.0f - KR - KB)
+
+static inline uint8_t clamp_byte(float v) { return v <= 0.0f ? 0 : v >= 255.0f ? 255 : (uint8_t)(v + 0.5f); }
+
+/* [0, 1] -> byte, NaN -> 0 */
+static inline uint8_t unit_to_byte(float v) {
+    if (!(v > 0.0f)) v = 0.0f;
+    if (v > 1.0f) v = 1.0f;
+    return (uint8_t)(v * 255.0f + 0.5f);
 }
 
-void lp_video_planar_to_rgb24(const float *src, int width, int height, uint8_t *rgb) {
-    size_t plane = (size_t)width * height;
-    for (size_t i = 0; i < plane; i++)
-        for (int c = 0; c < 3; c++) {
-            float v = src[c * plane + i];
-            if (!(v > 0.0f)) v = 0.0f; /* also NaN */
-            if (v > 1.0f) v = 1.0f;
-            rgb[3 * i + c] = (uint8_t)(v * 255.0f + 0.5f);
+/* What a conversion works on: frames of width x height as rgb24, planar
+ * floats [3, H, W] (planes plane apart), or 4:2:0 planes y, u, v (chroma rows
+ * cw wide); the YUV -> RGB scale and offset of Y and weights of chroma. */
+typedef struct {
+    size_t width, plane, cw;
+    const uint8_t *rgb;
+    uint8_t *rgb_out;
+    const float *planar;
+    float *planar_out;
+    uint8_t *y, *u, *v;
+    float unit[256]; /* byte / 255 */
+    /* YUV -> RGB: the luma term of each Y, the chroma terms of each U and V */
+    float luma[256], rv[256], gu[256], gv[256], bu[256];
+} conv_job;
+
+static void fill_unit(conv_job *j) {
+    for (int b = 0; b < 256; b++) j->unit[b] = (float)b / 255.0f;
+}
+
+static void rgb24_to_planar_rows(void *ctx, int64_t y0, int64_t y1) {
+    const conv_job *j = ctx;
+    for (size_t i = (size_t)y0 * j->width; i < (size_t)y1 * j->width; i++)
+        for (size_t c = 0; c < 3; c++) j->planar_out[c * j->plane + i] = j->unit[j->rgb[3 * i + c]];
+}
+
+static void planar_to_rgb24_rows(void *ctx, int64_t y0, int64_t y1) {
+    const conv_job *j = ctx;
+    for (size_t i = (size_t)y0 * j->width; i < (size_t)y1 * j->width; i++)
+        for (size_t c = 0; c < 3; c++) j->rgb_out[3 * i + c] = unit_to_byte(j->planar[c * j->plane + i]);
+}
+
+/* 4:2:0 -> rgb24 or planar floats (planar_out set); each chroma sample serves
+ * its 2x2 block. */
+static void yuv420_rows(void *ctx, int64_t y0, int64_t y1) {
+    const conv_job *j = ctx;
+    for (size_t y = (size_t)y0; y < (size_t)y1; y++) {
+        const uint8_t *yr = j->y + y * j->width, *ur = j->u + y / 2 * j->cw, *vr = j->v + y / 2 * j->cw;
+        for (size_t x = 0; x < j->width; x++) {
+            uint8_t U = ur[x / 2], V = vr[x / 2];
+            float l = j->luma[yr[x]];
+            uint8_t px[3] = {clamp_byte(l + j->rv[V]), clamp_byte(l - j->gu[U] - j->gv[V]), clamp_byte(l + j->bu[U])};
+            size_t i = y * j->width + x;
+            if (j->planar_out)
+                for (size_t c = 0; c < 3; c++) j->planar_out[c * j->plane + i] = j->unit[px[c]];
+            else
+                for (size_t c = 0; c < 3; c++) j->rgb_out[3 * i + c] = px[c];
         }
+    }
+}
+
+/* rgb24 -> BT.601 limited-range 4:2:0, chroma from the mean of each 2x2
+ * block; chroma row y is luma rows 2y and 2y + 1. From planar floats when
+ * planar is set: each row pair goes to rgb24 in rgb_out first. */
+static void rgb_to_yuv420_rows(void *ctx, int64_t y0, int64_t y1) {
+    const conv_job *j = ctx;
+    const float ys = 219.0f / 255.0f, cs = 224.0f / 255.0f;
+    size_t W = j->width;
+    for (size_t y = (size_t)y0; y < (size_t)y1; y++) {
+        if (j->planar) planar_to_rgb24_rows(ctx, 2 * y, 2 * y + 2);
+        const uint8_t *rgb = j->planar ? j->rgb_out : j->rgb;
+        for (size_t i = 2 * y * W; i < (2 * y + 2) * W; i++)
+            j->y[i] = clamp_byte(16.0f + ys * (KR * rgb[3 * i] + KG * rgb[3 * i + 1] + KB * rgb[3 * i + 2]));
+        for (size_t x = 0; x < W / 2; x++) {
+            float m[3];
+            for (int c = 0; c < 3; c++) {
+                const uint8_t *p = rgb + (2 * y * W + 2 * x) * 3 + c;
+                m[c] = 0.25f * (float)(p[0] + p[3] + p[W * 3] + p[W * 3 + 3]);
+            }
+            float l = KR * m[0] + KG * m[1] + KB * m[2];
+            j->u[y * j->cw + x] = clamp_byte(128.0f + cs * (m[2] - l) / (2.0f * (1.0f - KB)));
+            j->v[y * j->cw + x] = clamp_byte(128.0f + cs * (m[0] - l) / (2.0f * (1.0f - KR)));
+        }
+    }
+}
+
+void lp_video_rgb24_to_planar(const uint8_t *rgb, int width, int height, float *dst, lp_pool *pool) {
+    conv_job j = {.width = (size_t)width, .plane = (size_t)width * height, .rgb = rgb, .planar_out = dst};
+    fill_unit(&j);
+    lp_parallel_for(pool, height, rgb24_to_planar_rows, &j);
+}
+
+void lp_video_planar_to_rgb24(const float *src, int width, int height, uint8_t *rgb, lp_pool *pool) {
+    conv_job j = {.width = (size_t)width, .plane = (size_t)width * height, .planar = src, .rgb_out = rgb};
+    lp_parallel_for(pool, height, planar_to_rgb24_rows, &j);
 }
 
 /* ---- shared ------------------------------------------------------------ */
@@ -83,13 +172,6 @@ static void to_rational(double x, int64_t max, int64_t *num, int64_t *den) {
     *num = h1, *den = k1;
 }
 
-/* BT.601 limited range: Y in [16, 235], Cb/Cr in [16, 240] around 128. */
-#define KR 0.299f
-#define KB 0.114f
-#define KG (1.0f - KR - KB)
-
-static uint8_t clamp_byte(float v) { return v <= 0.0f ? 0 : v >= 255.0f ? 255 : (uint8_t)(v + 0.5f); }
-
 /* ---- reader ------------------------------------------------------------ */
 
 struct lp_rawvideo_reader {
@@ -100,9 +182,8 @@ struct lp_rawvideo_reader {
     int cw, ch;       /* chroma plane size */
     size_t frame_bytes;
     uint8_t *frame;   /* the last source frame read: Y, U, V planes or rgb24 */
-    int64_t frame_index;     /* its index; frames read so far - 1 */
-    int64_t converted_index; /* source frame now in rgb */
-    uint8_t *rgb;
+    int64_t frame_index; /* its index; frames read so far - 1 */
+    lp_pool *pool;    /* conversions; NULL = on the calling thread */
     /* output frame k shows source frame floor((2k·a + b − 1) / 2b), with
      * a / b = source rate / output rate (see next_source) */
     int64_t ratio_a, ratio_b;
@@ -217,25 +298,37 @@ static lp_status read_frame(lp_rawvideo_reader *r, bool *got) {
     return LP_OK;
 }
 
-/* y4m 4:2:0 -> rgb24, BT.601; each chroma sample serves its 2x2 block. */
-static void yuv420_to_rgb24(const lp_rawvideo_reader *r) {
-    int W = r->width, H = r->height, cw = r->cw;
-    const uint8_t *Y = r->frame, *U = Y + (size_t)W * H, *V = U + (size_t)cw * r->ch;
+/* The last source frame read into rgb24 (rgb) or planar floats (planar);
+ * y4m: BT.601, each chroma sample serving its 2x2 block. */
+static void convert(const lp_rawvideo_reader *r, uint8_t *rgb, float *planar) {
+    if (!r->y4m) {
+        if (planar) lp_video_rgb24_to_planar(r->frame, r->width, r->height, planar, r->pool);
+        else memcpy(rgb, r->frame, r->frame_bytes);
+        return;
+    }
+    size_t plane = (size_t)r->width * r->height;
+    conv_job j = {
+        .width = (size_t)r->width,
+        .plane = plane,
+        .cw = (size_t)r->cw,
+        .rgb_out = rgb,
+        .planar_out = planar,
+        .y = r->frame,
+        .u = r->frame + plane,
+        .v = r->frame + plane + (size_t)r->cw * r->ch,
+    };
     /* limited range stretches Y by 255/219 and Cb/Cr by 255/224 */
     float ys = r->full_range ? 1.0f : 255.0f / 219.0f, y0 = r->full_range ? 0.0f : 16.0f;
     float cs = r->full_range ? 1.0f : 255.0f / 224.0f;
     float rv = cs * 2.0f * (1.0f - KR), bu = cs * 2.0f * (1.0f - KB);
     float gu = cs * 2.0f * (1.0f - KB) * KB / KG, gv = cs * 2.0f * (1.0f - KR) * KR / KG;
-    for (int y = 0; y < H; y++) {
-        const uint8_t *yr = Y + (size_t)y * W, *ur = U + (size_t)(y / 2) * cw, *vr = V + (size_t)(y / 2) * cw;
-        uint8_t *o = r->rgb + (size_t)y * W * 3;
-        for (int x = 0; x < W; x++) {
-            float l = ys * ((float)yr[x] - y0), u = (float)ur[x / 2] - 128.0f, v = (float)vr[x / 2] - 128.0f;
-            o[3 * x] = clamp_byte(l + rv * v);
-            o[3 * x + 1] = clamp_byte(l - gu * u - gv * v);
-            o[3 * x + 2] = clamp_byte(l + bu * u);
-        }
+    for (int b = 0; b < 256; b++) {
+        float c = (float)b - 128.0f;
+        j.luma[b] = ys * ((float)b - y0);
+        j.rv[b] = rv * c, j.gu[b] = gu * c, j.gv[b] = gv * c, j.bu[b] = bu * c;
     }
+    fill_unit(&j);
+    lp_parallel_for(r->pool, r->height, yuv420_rows, &j);
 }
 
 static void fill_info(lp_rawvideo_reader *r, int64_t rate_num, int64_t rate_den, int64_t out_num, int64_t out_den,
@@ -289,9 +382,9 @@ static lp_status open_reader(lp_rawvideo_reader *r, const lp_video_reader_opts *
                        r->path, r->width, r->height, o->width, o->height);
     to_rational(o->fps, 65535, &out_num, &out_den);
     fill_info(r, rate_num, rate_den, out_num, out_den, header_bytes);
+    r->pool = o->pool;
     r->frame = malloc(r->frame_bytes);
-    r->rgb = malloc((size_t)r->width * r->height * 3);
-    if (!r->frame || !r->rgb) return lp_fail(LP_ERR_NOMEM, "%s: out of memory", r->path);
+    if (!r->frame) return lp_fail(LP_ERR_NOMEM, "%s: out of memory", r->path);
     bool got; /* the first frame proves the stream holds one */
     LP_TRY(read_frame(r, &got));
     if (!got) return lp_fail(LP_ERR_FORMAT, "%s: no decodable video frame", r->path);
@@ -315,7 +408,7 @@ lp_status lp_rawvideo_reader_open(const char *path, const lp_video_reader_opts *
         free(r);
         return lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
     }
-    r->frame_index = r->converted_index = r->delivered_index = -1;
+    r->frame_index = r->delivered_index = -1;
     lp_status s = open_reader(r, &o);
     if (s != LP_OK) {
         lp_rawvideo_reader_close(r);
@@ -341,17 +434,13 @@ static lp_status step(lp_rawvideo_reader *r, bool *eos) {
             return LP_OK;
         }
     }
-    if (r->converted_index != r->frame_index) {
-        if (r->y4m) yuv420_to_rgb24(r);
-        else memcpy(r->rgb, r->frame, r->frame_bytes);
-        r->converted_index = r->frame_index;
-    }
     r->delivered_index = r->frame_index;
     r->out_index++;
     return LP_OK;
 }
 
-lp_status lp_rawvideo_reader_next_rgb24(lp_rawvideo_reader *r, uint8_t *dst, bool *eos) {
+/* step with the sticky end and error. */
+static lp_status next_frame(lp_rawvideo_reader *r, bool *eos) {
     *eos = false;
     if (r->error) return lp_fail(r->error, "%s: reader stopped after an earlier error", r->path);
     if (r->done) {
@@ -359,12 +448,20 @@ lp_status lp_rawvideo_reader_next_rgb24(lp_rawvideo_reader *r, uint8_t *dst, boo
         return LP_OK;
     }
     lp_status s = step(r, eos);
-    if (s != LP_OK) {
-        r->error = s;
-        return s;
-    }
+    if (s != LP_OK) r->error = s;
     if (*eos) r->done = true;
-    else memcpy(dst, r->rgb, (size_t)r->width * r->height * 3);
+    return s;
+}
+
+lp_status lp_rawvideo_reader_next_rgb24(lp_rawvideo_reader *r, uint8_t *dst, bool *eos) {
+    LP_TRY(next_frame(r, eos));
+    if (!*eos) convert(r, dst, NULL);
+    return LP_OK;
+}
+
+lp_status lp_rawvideo_reader_next(lp_rawvideo_reader *r, float *dst, bool *eos) {
+    LP_TRY(next_frame(r, eos));
+    if (!*eos) convert(r, NULL, dst);
     return LP_OK;
 }
 
@@ -372,7 +469,6 @@ void lp_rawvideo_reader_close(lp_rawvideo_reader *r) {
     if (!r) return;
     if (r->f && r->f != stdin) fclose(r->f);
     free(r->frame);
-    free(r->rgb);
     free(r->path);
     free(r);
 }
@@ -384,12 +480,14 @@ struct lp_rawvideo_writer {
     FILE *f; /* stdout for "-" (not closed) */
     lp_rawvideo_format fmt;
     int width, height;
-    uint8_t *yuv; /* one y4m frame: Y, U, V planes back to back */
+    uint8_t *yuv; /* y4m: one frame, Y, U, V planes back to back */
+    uint8_t *rgb; /* the bytes of a float frame */
+    lp_pool *pool;
     int64_t frames;
 };
 
 lp_status lp_rawvideo_writer_open(const char *path, lp_rawvideo_format fmt, int width, int height, double fps,
-                                  lp_rawvideo_writer **out) {
+                                  lp_pool *pool, lp_rawvideo_writer **out) {
     *out = NULL;
     if (width <= 0 || height <= 0 || width > 16384 || height > 16384)
         return lp_fail(LP_ERR_ARG, "%s: bad frame size %dx%d", path, width, height);
@@ -401,9 +499,10 @@ lp_status lp_rawvideo_writer_open(const char *path, lp_rawvideo_format fmt, int 
         free(w);
         return lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
     }
-    w->fmt = fmt, w->width = width, w->height = height;
+    w->fmt = fmt, w->width = width, w->height = height, w->pool = pool;
     lp_status s = LP_OK;
-    if (fmt == LP_RAWVIDEO_Y4M && !(w->yuv = malloc((size_t)width * height * 3 / 2)))
+    w->rgb = malloc((size_t)width * height * 3);
+    if (!w->rgb || (fmt == LP_RAWVIDEO_Y4M && !(w->yuv = malloc((size_t)width * height * 3 / 2))))
         s = lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
     if (s == LP_OK && !(w->f = strcmp(path, "-") ? fopen(path, "wb") : stdout))
         s = lp_fail(LP_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
@@ -423,25 +522,6 @@ lp_status lp_rawvideo_writer_open(const char *path, lp_rawvideo_format fmt, int 
     return LP_OK;
 }
 
-/* rgb24 -> BT.601 limited-range 4:2:0 (chroma from the mean of each 2x2 block). */
-static void rgb24_to_yuv420(const uint8_t *rgb, int W, int H, uint8_t *yuv) {
-    uint8_t *Y = yuv, *U = Y + (size_t)W * H, *V = U + (size_t)(W / 2) * (H / 2);
-    const float ys = 219.0f / 255.0f, cs = 224.0f / 255.0f;
-    for (size_t i = 0; i < (size_t)W * H; i++)
-        Y[i] = clamp_byte(16.0f + ys * (KR * rgb[3 * i] + KG * rgb[3 * i + 1] + KB * rgb[3 * i + 2]));
-    for (int y = 0; y < H / 2; y++)
-        for (int x = 0; x < W / 2; x++) {
-            float m[3];
-            for (int c = 0; c < 3; c++) {
-                const uint8_t *p = rgb + ((size_t)(2 * y) * W + 2 * x) * 3 + c;
-                m[c] = 0.25f * (float)(p[0] + p[3] + p[(size_t)W * 3] + p[(size_t)W * 3 + 3]);
-            }
-            float l = KR * m[0] + KG * m[1] + KB * m[2];
-            U[(size_t)y * (W / 2) + x] = clamp_byte(128.0f + cs * (m[2] - l) / (2.0f * (1.0f - KB)));
-            V[(size_t)y * (W / 2) + x] = clamp_byte(128.0f + cs * (m[0] - l) / (2.0f * (1.0f - KR)));
-        }
-}
-
 static lp_status write_bytes(lp_rawvideo_writer *w, const void *p, size_t n) {
     if (fwrite(p, 1, n, w->f) != n)
         return lp_fail(LP_ERR_IO, "%s: write failed at frame %lld: %s", w->path, (long long)w->frames,
@@ -449,14 +529,25 @@ static lp_status write_bytes(lp_rawvideo_writer *w, const void *p, size_t n) {
     return LP_OK;
 }
 
-lp_status lp_rawvideo_writer_push_rgb24(lp_rawvideo_writer *w, const uint8_t *rgb) {
+/* One frame from rgb24 or from planar floats (when planar is set). */
+static lp_status write_frame(lp_rawvideo_writer *w, const uint8_t *rgb, const float *planar) {
     size_t npix = (size_t)w->width * w->height;
     if (w->fmt == LP_RAWVIDEO_Y4M) {
-        rgb24_to_yuv420(rgb, w->width, w->height, w->yuv);
+        conv_job j = {.width = (size_t)w->width,
+                      .plane = npix,
+                      .cw = (size_t)w->width / 2,
+                      .rgb = rgb,
+                      .rgb_out = w->rgb,
+                      .planar = planar,
+                      .y = w->yuv,
+                      .u = w->yuv + npix,
+                      .v = w->yuv + npix + npix / 4};
+        lp_parallel_for(w->pool, w->height / 2, rgb_to_yuv420_rows, &j);
         LP_TRY(write_bytes(w, "FRAME\n", 6));
         LP_TRY(write_bytes(w, w->yuv, npix * 3 / 2));
     } else {
-        LP_TRY(write_bytes(w, rgb, npix * 3));
+        if (planar) lp_video_planar_to_rgb24(planar, w->width, w->height, w->rgb, w->pool);
+        LP_TRY(write_bytes(w, planar ? w->rgb : rgb, npix * 3));
     }
     if (fflush(w->f) != 0)
         return lp_fail(LP_ERR_IO, "%s: write failed at frame %lld: %s", w->path, (long long)w->frames,
@@ -465,12 +556,19 @@ lp_status lp_rawvideo_writer_push_rgb24(lp_rawvideo_writer *w, const uint8_t *rg
     return LP_OK;
 }
 
+lp_status lp_rawvideo_writer_push_rgb24(lp_rawvideo_writer *w, const uint8_t *rgb) {
+    return write_frame(w, rgb, NULL);
+}
+
+lp_status lp_rawvideo_writer_push(lp_rawvideo_writer *w, const float *rgb) { return write_frame(w, NULL, rgb); }
+
 lp_status lp_rawvideo_writer_close(lp_rawvideo_writer *w) {
     if (!w) return LP_OK;
     lp_status s = LP_OK;
     if (w->f && (w->f == stdout ? fflush(w->f) : fclose(w->f)) != 0)
         s = lp_fail(LP_ERR_IO, "%s: close failed: %s", w->path, strerror(errno));
     free(w->yuv);
+    free(w->rgb);
     free(w->path);
     free(w);
     return s;

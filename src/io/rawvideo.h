@@ -18,7 +18,10 @@
  *   Without an input format, a path is y4m if it starts with "YUV4MPEG2 ".
  * Writer: y4m with "C420jpeg XCOLORRANGE=LIMITED", BT.601 limited range,
  * chroma = the mean of each 2x2 block; or raw rgb24. One frame per push,
- * flushed at once, so a pipe reader sees every frame as it is written. */
+ * flushed at once, so a pipe reader sees every frame as it is written.
+ * Float frames are converted straight to and from YUV (no rgb24 copy in
+ * between, same values as through rgb24); conversions run on the pool of the
+ * reader's options or the writer's pool, as for video.h. */
 #ifndef LP_RAWVIDEO_H
 #define LP_RAWVIDEO_H
 
@@ -37,12 +40,15 @@ typedef struct lp_rawvideo_reader lp_rawvideo_reader;
 
 /* opts: as for lp_video_reader_open; input_format NULL = y4m for "-", else
  * sniffed (y4m or LP_ERR_FORMAT "not a y4m stream"), "y4m" or "rgb24" (then
- * raw_width, raw_height, raw_fps). fit is irrelevant (no resizing). Reads
- * the first frame, so an empty stream fails here ("no decodable video frame"). */
+ * raw_width, raw_height, raw_fps). fit is irrelevant (no resizing); pool is
+ * kept for the conversions. Reads the first frame, so an empty stream fails
+ * here ("no decodable video frame"). */
 lp_status lp_rawvideo_reader_open(const char *path, const lp_video_reader_opts *opts, lp_rawvideo_reader **out);
 const lp_video_info *lp_rawvideo_reader_info(const lp_rawvideo_reader *r);
 /* Next output frame as rgb24 [H, W, 3]; *eos at the end. Errors are final. */
 lp_status lp_rawvideo_reader_next_rgb24(lp_rawvideo_reader *r, uint8_t *dst, bool *eos);
+/* The same as RGB f32 planar [3, H, W] (byte / 255, as lp_video_reader_next). */
+lp_status lp_rawvideo_reader_next(lp_rawvideo_reader *r, float *dst, bool *eos);
 /* Index of the source frame behind the last delivered frame; -1 before the first. */
 int64_t lp_rawvideo_reader_source_index(const lp_rawvideo_reader *r);
 void lp_rawvideo_reader_close(lp_rawvideo_reader *r);
@@ -50,10 +56,14 @@ void lp_rawvideo_reader_close(lp_rawvideo_reader *r);
 typedef struct lp_rawvideo_writer lp_rawvideo_writer;
 
 /* Opens path ("-" = stdout) for width x height frames (even for y4m) at fps
- * and writes the y4m header. On failure *out is NULL. */
+ * and writes the y4m header; pool: for the conversions (NULL = none). On
+ * failure *out is NULL. */
 lp_status lp_rawvideo_writer_open(const char *path, lp_rawvideo_format fmt, int width, int height, double fps,
-                                  lp_rawvideo_writer **out);
+                                  lp_pool *pool, lp_rawvideo_writer **out);
 lp_status lp_rawvideo_writer_push_rgb24(lp_rawvideo_writer *w, const uint8_t *rgb);
+/* The same from RGB f32 planar [3, H, W], clamped and rounded as
+ * lp_video_writer_push does. */
+lp_status lp_rawvideo_writer_push(lp_rawvideo_writer *w, const float *rgb);
 /* Flushes and closes (stdout is flushed, not closed) and frees w. NULL is a no-op. */
 lp_status lp_rawvideo_writer_close(lp_rawvideo_writer *w);
 

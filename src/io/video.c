@@ -83,6 +83,7 @@ struct lp_video_reader {
     int scaled_stride, scaled_h;
     uint8_t *rgb; /* output frame, [H, W, 3] */
     int64_t converted_index;
+    lp_pool *pool; /* rgb24 -> planar */
     lp_video_info info;
 };
 
@@ -364,7 +365,7 @@ lp_status lp_video_reader_open(const char *path, const lp_video_reader_opts *opt
         free(r);
         return lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
     }
-    r->width = o.width, r->height = o.height, r->fit = o.fit;
+    r->width = o.width, r->height = o.height, r->fit = o.fit, r->pool = o.pool;
     r->out_rate = av_d2q(o.fps, 65535);
     r->cur_index = r->next_index = r->delivered_index = r->converted_index = -1;
     lp_status s = open_input(r, path, &o);
@@ -428,7 +429,7 @@ lp_status lp_video_reader_next_rgb24(lp_video_reader *r, uint8_t *dst, bool *eos
 
 lp_status lp_video_reader_next(lp_video_reader *r, float *dst, bool *eos) {
     LP_TRY(step(r, eos));
-    if (!*eos) lp_video_rgb24_to_planar(r->rgb, r->width, r->height, dst);
+    if (!*eos) lp_video_rgb24_to_planar(r->rgb, r->width, r->height, dst, r->pool);
     return LP_OK;
 }
 
@@ -460,6 +461,7 @@ struct lp_video_writer {
     bool pipe, header_written;
     struct SwsContext *sws; /* rgb24 -> yuv420p */
     uint8_t *rgb;           /* bytes of a float frame */
+    lp_pool *pool;          /* float -> rgb24 */
     int64_t pts;
     char codec[32];
 };
@@ -593,23 +595,21 @@ lp_status lp_video_writer_open(const char *path, int width, int height, double f
         free(w);
         return lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
     }
-    w->width = width, w->height = height, w->pipe = pipe;
+    w->width = width, w->height = height, w->pipe = pipe, w->pool = o.pool;
     lp_status s;
     if (!strcasecmp(fmtname, "y4m") || !strcasecmp(fmtname, "rgb") || !strcasecmp(fmtname, "rgb24")) {
         s = lp_rawvideo_writer_open(path, strcasecmp(fmtname, "y4m") ? LP_RAWVIDEO_RGB24 : LP_RAWVIDEO_Y4M, width,
-                                    height, fps, &w->raw);
+                                    height, fps, o.pool, &w->raw);
         snprintf(w->codec, sizeof w->codec, "rawvideo");
     } else {
         s = open_container(w, fmtname, av_d2q(fps, 65535), &o);
     }
-    if (s == LP_OK) {
+    if (s == LP_OK && !w->raw) { /* y4m and rgb convert float frames themselves */
         w->rgb = av_malloc((size_t)width * height * 3);
-        if (!w->rgb) s = lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
-    }
-    if (s == LP_OK && !w->raw) {
         w->sws = sws_getContext(width, height, AV_PIX_FMT_RGB24, width, height, AV_PIX_FMT_YUV420P,
                                 SWS_AREA | SWS_ACCURATE_RND, NULL, NULL, NULL);
-        if (!w->sws) s = lp_fail(LP_ERR_UNSUPPORTED, "%s: cannot convert rgb24 to yuv420p", path);
+        if (!w->rgb) s = lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
+        else if (!w->sws) s = lp_fail(LP_ERR_UNSUPPORTED, "%s: cannot convert rgb24 to yuv420p", path);
     }
     if (s != LP_OK) {
         lp_video_writer_close(w);
@@ -632,7 +632,8 @@ lp_status lp_video_writer_push_rgb24(lp_video_writer *w, const uint8_t *rgb) {
 }
 
 lp_status lp_video_writer_push(lp_video_writer *w, const float *rgb) {
-    lp_video_planar_to_rgb24(rgb, w->width, w->height, w->rgb);
+    if (w->raw) return lp_rawvideo_writer_push(w->raw, rgb); /* straight to y4m / rgb24 */
+    lp_video_planar_to_rgb24(rgb, w->width, w->height, w->rgb, w->pool);
     return lp_video_writer_push_rgb24(w, w->rgb);
 }
 

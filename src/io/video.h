@@ -41,7 +41,12 @@
  * (not a media file, no video stream, no decodable frame, corrupt data),
  * LP_ERR_ARG (bad size/fps/options), LP_ERR_UNSUPPORTED (no usable encoder or
  * container), LP_ERR_NOMEM. FFmpeg's own messages go to lp_log at debug level.
- * Handles are not thread-safe; distinct handles may be used from distinct threads. */
+ * Handles are not thread-safe; distinct handles may be used from distinct threads.
+ * Our own conversions (rgb24 <-> float planes, and rawvideo.c's YUV <-> RGB of
+ * the y4m it reads and writes; not swscale's) run over rows on the pool of the
+ * options when one is given: a pool that nothing else uses while the handle
+ * converts (lp_parallel_for is not re-entrant). The results are the same with
+ * or without it. */
 #ifndef LP_VIDEO_H
 #define LP_VIDEO_H
 
@@ -49,6 +54,7 @@
 #include <stdint.h>
 
 #include "../base/status.h"
+#include "../base/threadpool.h"
 
 #define LP_VIDEO_DEFAULT_WIDTH 832
 #define LP_VIDEO_DEFAULT_HEIGHT 480
@@ -70,6 +76,7 @@ typedef struct {
     const char *input_format;
     int raw_width, raw_height;
     double raw_fps;
+    lp_pool *pool; /* conversions over rows; NULL = on the calling thread */
 } lp_video_reader_opts;
 
 /* What the reader found in the source. */
@@ -128,6 +135,7 @@ typedef struct {
     /* crf for libx264 (default 18), qscale for other encoders (default 2);
      * 0 = default. */
     int quality;
+    lp_pool *pool; /* conversions over rows; NULL = on the calling thread */
 } lp_video_writer_opts;
 
 typedef struct lp_video_writer lp_video_writer;
@@ -153,8 +161,9 @@ const char *lp_video_writer_codec(const lp_video_writer *w);
 lp_status lp_video_writer_close(lp_video_writer *w);
 
 /* rgb24 [H, W, 3] bytes <-> RGB f32 planar [3, H, W] (byte / 255; the inverse
- * clamps to [0, 1], maps NaN to 0 and rounds to nearest). */
-void lp_video_rgb24_to_planar(const uint8_t *rgb, int width, int height, float *dst);
-void lp_video_planar_to_rgb24(const float *src, int width, int height, uint8_t *rgb);
+ * clamps to [0, 1], maps NaN to 0 and rounds to nearest), over rows on pool
+ * (NULL = on the calling thread). */
+void lp_video_rgb24_to_planar(const uint8_t *rgb, int width, int height, float *dst, lp_pool *pool);
+void lp_video_planar_to_rgb24(const float *src, int width, int height, uint8_t *rgb, lp_pool *pool);
 
 #endif

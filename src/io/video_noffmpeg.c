@@ -13,13 +13,10 @@
 
 struct lp_video_reader {
     lp_rawvideo_reader *raw;
-    uint8_t *rgb; /* a frame's bytes before lp_video_reader_next converts them */
 };
 
 struct lp_video_writer {
     lp_rawvideo_writer *raw;
-    int width, height;
-    uint8_t *rgb; /* bytes of a float frame */
 };
 
 /* False for a readable file that does not start with the y4m signature (an
@@ -41,10 +38,6 @@ lp_status lp_video_reader_open(const char *path, const lp_video_reader_opts *opt
     lp_video_reader *r = calloc(1, sizeof *r);
     if (!r) return lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
     lp_status s = lp_rawvideo_reader_open(path, opts, &r->raw);
-    if (s == LP_OK) {
-        const lp_video_info *in = lp_rawvideo_reader_info(r->raw);
-        if (!(r->rgb = malloc((size_t)in->width * in->height * 3))) s = lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
-    }
     if (s != LP_OK) {
         lp_video_reader_close(r);
         return s;
@@ -60,10 +53,7 @@ lp_status lp_video_reader_next_rgb24(lp_video_reader *r, uint8_t *dst, bool *eos
 }
 
 lp_status lp_video_reader_next(lp_video_reader *r, float *dst, bool *eos) {
-    const lp_video_info *in = lp_rawvideo_reader_info(r->raw);
-    LP_TRY(lp_rawvideo_reader_next_rgb24(r->raw, r->rgb, eos));
-    if (!*eos) lp_video_rgb24_to_planar(r->rgb, in->width, in->height, dst);
-    return LP_OK;
+    return lp_rawvideo_reader_next(r->raw, dst, eos);
 }
 
 int64_t lp_video_reader_source_index(const lp_video_reader *r) { return lp_rawvideo_reader_source_index(r->raw); }
@@ -71,7 +61,6 @@ int64_t lp_video_reader_source_index(const lp_video_reader *r) { return lp_rawvi
 void lp_video_reader_close(lp_video_reader *r) {
     if (!r) return;
     lp_rawvideo_reader_close(r->raw);
-    free(r->rgb);
     free(r);
 }
 
@@ -97,9 +86,7 @@ lp_status lp_video_writer_open(const char *path, int width, int height, double f
     }
     lp_video_writer *w = calloc(1, sizeof *w);
     if (!w) return lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
-    w->width = width, w->height = height;
-    lp_status s = lp_rawvideo_writer_open(path, fmt, width, height, fps, &w->raw);
-    if (s == LP_OK && !(w->rgb = malloc((size_t)width * height * 3))) s = lp_fail(LP_ERR_NOMEM, "%s: out of memory", path);
+    lp_status s = lp_rawvideo_writer_open(path, fmt, width, height, fps, opts ? opts->pool : NULL, &w->raw);
     if (s != LP_OK) {
         lp_video_writer_close(w);
         return s;
@@ -108,10 +95,7 @@ lp_status lp_video_writer_open(const char *path, int width, int height, double f
     return LP_OK;
 }
 
-lp_status lp_video_writer_push(lp_video_writer *w, const float *rgb) {
-    lp_video_planar_to_rgb24(rgb, w->width, w->height, w->rgb);
-    return lp_rawvideo_writer_push_rgb24(w->raw, w->rgb);
-}
+lp_status lp_video_writer_push(lp_video_writer *w, const float *rgb) { return lp_rawvideo_writer_push(w->raw, rgb); }
 
 lp_status lp_video_writer_push_rgb24(lp_video_writer *w, const uint8_t *rgb) {
     return lp_rawvideo_writer_push_rgb24(w->raw, rgb);
@@ -125,7 +109,6 @@ const char *lp_video_writer_codec(const lp_video_writer *w) {
 lp_status lp_video_writer_close(lp_video_writer *w) {
     if (!w) return LP_OK;
     lp_status s = lp_rawvideo_writer_close(w->raw);
-    free(w->rgb);
     free(w);
     return s;
 }
