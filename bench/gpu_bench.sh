@@ -13,9 +13,11 @@
 #              taehv_w21; and the real clips made here by `bench/make_gpu_clips.sh gpu-data` (a VIDEO=1 build):
 #              {vtest,megamind}_832x480.y4m.xz (96 frames each) and their masks lipar_mask_{vtest,megamind}60x104
 # All of gpu-data/ does not fit the transfer limit together with the binaries:
-# the steps whose inputs are missing say so and are skipped, so the report can
-# come from two calls with different parts of gpu-data/ (e.g. the golden files
-# and masks, then taehv_w21 and the clips).
+# the steps whose inputs are missing say so and are skipped, and STEPS (below)
+# picks steps by name, so the report can come from two calls with different
+# parts of gpu-data/ (e.g. the golden files and masks with STEPS="ops attention
+# golden dit dit_profile torch peak", then taehv_w21 and the clips with
+# STEPS="conv taehv e2e edit").
 # Prints: the card, the CUDA-vs-CPU op parity tables (ops, attention with its
 # timing, convolutions), the golden checks on the
 # CUDA backend, the DiT loop (96 frames, 832x480, 30 layers of width 1536,
@@ -41,56 +43,70 @@ for f in "$B"/*.xz "$B"/*/*.xz gpu-libs/*.xz gpu-data/*.xz; do
 done
 export LD_LIBRARY_PATH=$PWD/gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-step() { echo; echo "== $*"; }
+# STEPS selects steps by name (default: all of them): ops attention conv golden
+# dit dit_profile taehv e2e edit torch peak.
+STEPS=${STEPS:-ops attention conv golden dit dit_profile taehv e2e edit torch peak}
+step() { # name title: prints the title and succeeds when the step is selected
+    case " $STEPS " in *" $1 "*) ;; *) return 1;; esac
+    echo; echo "== $2"
+}
 
-step "CUDA op parity against the CPU backend"
-timeout 240 "$B/tests/test_cuda_ops" 2>&1 | tee "$OUT/parity.log"
+if step ops "CUDA op parity against the CPU backend"; then
+    timeout 240 "$B/tests/test_cuda_ops" 2>&1 | tee "$OUT/parity.log"
+fi
 
-step "CUDA attention parity (mma.sync, wgmma kernels 1 and 2) and timing"
-LIPAR_TIMING=1 timeout 240 "$B/tests/test_cuda_attention" 2>&1 | tee "$OUT/attention.log" | grep -E "FAIL|TFLOP|passed|  ok|  skip"
+if step attention "CUDA attention parity (mma.sync, wgmma kernels 1 and 2) and timing"; then
+    LIPAR_TIMING=1 timeout 240 "$B/tests/test_cuda_attention" 2>&1 | tee "$OUT/attention.log" | grep -E "FAIL|TFLOP|passed|  ok|  skip"
+fi
 
-step "CUDA convolution (TAEHV) parity"
-LIPAR_SHARED=gpu-share timeout 240 "$B/tests/test_cuda_conv" 2>&1 | tee "$OUT/conv.log" | tail -n 30
+if step conv "CUDA convolution (TAEHV) parity"; then
+    LIPAR_SHARED=gpu-share timeout 240 "$B/tests/test_cuda_conv" 2>&1 | tee "$OUT/conv.log" | tail -n 30
+fi
 
-step "golden checks on the CUDA backend (bf16 tolerance 2e-2)"
-for f in gpu-data/*.safetensors; do
-    case $f in *lipar_mask*|*lipar_edit_inputs*) continue;; esac
-    printf '%s: ' "$(basename "$f")"
-    timeout 120 "$B/lipar" check "$f" --backend cuda > "$OUT/check.log" 2>&1; rc=$?
-    tail -n 1 "$OUT/check.log"; [ $rc -eq 0 ] || grep -v " ok$" "$OUT/check.log" | head -n 5
-done
+if step golden "golden checks on the CUDA backend (bf16 tolerance 2e-2)"; then
+    for f in gpu-data/*.safetensors; do
+        case $f in *lipar_mask*|*lipar_edit_inputs*) continue;; esac
+        printf '%s: ' "$(basename "$f")"
+        timeout 120 "$B/lipar" check "$f" --backend cuda > "$OUT/check.log" 2>&1; rc=$?
+        tail -n 1 "$OUT/check.log"; [ $rc -eq 0 ] || grep -v " ok$" "$OUT/check.log" | head -n 5
+    done
+fi
 
-step "DiT loop, lipar CUDA backend (masks: golden static, vtest = real static, megamind = real moving, random)"
-timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file gpu-data/lipar_mask_static60x104.safetensors
-for clip in vtest megamind; do
-    mask=gpu-data/lipar_mask_${clip}60x104.safetensors
-    if [ -f "$mask" ]; then timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file "$mask" | tail -n 1
-    else echo "(no $mask: run bench/make_gpu_clips.sh gpu-data on the build machine)"; fi
-done
-timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep 0.5,0.84 | tail -n 2
+if step dit "DiT loop, lipar CUDA backend (masks: golden static, vtest = real static, megamind = real moving, random)"; then
+    timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file gpu-data/lipar_mask_static60x104.safetensors
+    for clip in vtest megamind; do
+        mask=gpu-data/lipar_mask_${clip}60x104.safetensors
+        if [ -f "$mask" ]; then timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file "$mask" | tail -n 1
+        else echo "(no $mask: run bench/make_gpu_clips.sh gpu-data on the build machine)"; fi
+    done
+    timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep 0.5,0.84 | tail -n 2
+fi
 
-step "DiT loop op profile (ops waited on one by one): no pruning, and the moving clip's mask"
-mask=gpu-data/lipar_mask_megamind60x104.safetensors
-[ -f "$mask" ] || mask=gpu-data/lipar_mask_static60x104.safetensors
-timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 48 --keep-file "$mask" --profile 1 |
-    grep -v "^| cuda"
+if step dit_profile "DiT loop op profile (ops waited on one by one): no pruning, and the moving clip's mask"; then
+    mask=gpu-data/lipar_mask_megamind60x104.safetensors
+    [ -f "$mask" ] || mask=gpu-data/lipar_mask_static60x104.safetensors
+    timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 48 --keep-file "$mask" --profile 1 |
+        grep -v "^| cuda"
+fi
 
-step "TAEHV encode + decode, 96 frames at 832x480, CUDA, then its op profile"
-if [ -f gpu-data/taehv_w21.safetensors ]; then
-    timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda --frames 96 2>&1 | tail -n 2
-    timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda --frames 24 --profile 2>&1 |
-        grep -v "^taehv\|^encode:\|^decode:"
-else echo "(no gpu-data/taehv_w21.safetensors)"; fi
+if step taehv "TAEHV encode + decode, 96 frames at 832x480, CUDA, then its op profile"; then
+    if [ -f gpu-data/taehv_w21.safetensors ]; then
+        timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda --frames 96 2>&1 | tail -n 2
+        timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda --frames 24 --profile 2>&1 |
+            grep -v "^taehv\|^encode:\|^decode:"
+    else echo "(no gpu-data/taehv_w21.safetensors)"; fi
+fi
 
-step "end to end (session API: TAEHV encode, mask, DiT, TAEHV decode), random weights at the published sizes, CUDA"
-timeout 400 "$B/bench/bench_e2e" --backend cuda --frames 96 2>&1 | tail -n 8
+if step e2e "end to end (session API: TAEHV encode, mask, DiT, TAEHV decode), random weights at the published sizes, CUDA"; then
+    timeout 400 "$B/bench/bench_e2e" --backend cuda --frames 96 2>&1 | tail -n 8
+fi
 
-step "lipar edit end to end on the real clips (--backend cuda --demo full: random weights at the published sizes, 832x480, 96 frames)"
-# A row from a run's stats: the kept fraction and the stage times are means over
-# the chunks after the first; FPS over all frames (wall clock, from the first
-# frame read to the last written) and after the first chunk's edit.
-e2e_row() { # clip strategy stats.json
-    python3 - "$@" <<'PY'
+if step edit "lipar edit end to end on the real clips (--backend cuda --demo full: random weights at the published sizes, 832x480, 96 frames)"; then
+    # A row from a run's stats: the kept fraction and the stage times are means over
+    # the chunks after the first; FPS over all frames (wall clock, from the first
+    # frame read to the last written) and after the first chunk's edit.
+    e2e_row() { # clip strategy stats.json
+        python3 - "$@" <<'PY'
 import json, sys
 clip, strategy, path = sys.argv[1:4]
 d = json.load(open(path))
@@ -99,28 +115,31 @@ mean = lambda f: sum(f(c) for c in ch) / len(ch)
 ms = lambda k: 1e3 * mean(lambda c: c["seconds"][k])
 print(f"| {clip} | {strategy} | {mean(lambda c: c['kept_fraction']):.3f} | {s['fps']:.1f} | "
       f"{s['after_first_chunk']['fps']:.1f} | {ms('encode'):.0f} | {ms('mask'):.0f} | {ms('dit'):.0f} | "
-      f"{ms('decode'):.0f} | {s['peak_device_bytes'] / 1e9:.2f} |")
+      f"{ms('decode'):.0f} | {s['peak_device_bytes'] / 1e9:.2f} | "
+      + " / ".join(f"{s['caller_seconds'][k]:.2f}" for k in ("read", "push", "pull", "write")) + " |")
 PY
-}
-echo "| clip | strategy | kept | FPS | FPS after chunk 0 | encode ms/chunk | mask | DiT | decode | peak device GB |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-mkdir -p /tmp/lipar-e2e
-for run in vtest:lipar megamind:lipar megamind:none; do
-    clip=${run%%:*} strategy=${run#*:}
-    in=gpu-data/${clip}_832x480.y4m stats=$OUT/e2e_${clip}_${strategy}.json
-    if [ ! -f "$in" ]; then echo "| $clip | $strategy | (no gpu-data/${clip}_832x480.y4m.xz) |"; continue; fi
-    if timeout 300 "$B/lipar" edit "$in" -p "a watercolor painting" -o "/tmp/lipar-e2e/${clip}_${strategy}.y4m" \
-        --backend cuda --demo full --prune "$strategy" --stats "$stats" --quiet > "$OUT/e2e.log" 2>&1; then
-        e2e_row "$clip" "$strategy" "$stats"
-    else echo "| $clip | $strategy | failed: $(tail -n 1 "$OUT/e2e.log") |"; fi
-done
+    }
+    echo "| clip | strategy | kept | FPS | FPS after chunk 0 | encode ms/chunk | mask | DiT | decode | peak device GB | caller waits read / push / pull / write s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    mkdir -p /tmp/lipar-e2e
+    for run in vtest:lipar megamind:lipar megamind:none; do
+        clip=${run%%:*} strategy=${run#*:}
+        in=gpu-data/${clip}_832x480.y4m stats=$OUT/e2e_${clip}_${strategy}.json
+        if [ ! -f "$in" ]; then echo "| $clip | $strategy | (no gpu-data/${clip}_832x480.y4m.xz) |"; continue; fi
+        if timeout 300 "$B/lipar" edit "$in" -p "a watercolor painting" -o "/tmp/lipar-e2e/${clip}_${strategy}.y4m" \
+            --backend cuda --demo full --prune "$strategy" --stats "$stats" --quiet > "$OUT/e2e.log" 2>&1; then
+            e2e_row "$clip" "$strategy" "$stats"
+        else echo "| $clip | $strategy | failed: $(tail -n 1 "$OUT/e2e.log") |"; fi
+    done
+fi
 
-step "DiT loop, PyTorch reference (bench/torch_ref.py, SDPA, bf16)"
-timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" 2>&1 | tail -n 3
-timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" --keep 0.3 2>&1 | tail -n 3
+if step torch "DiT loop, PyTorch reference (bench/torch_ref.py, SDPA, bf16)"; then
+    timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" 2>&1 | tail -n 3
+    timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" --keep 0.3 2>&1 | tail -n 3
+fi
 
-step "bf16 GEMM peak (torch.matmul 8192^3, median of 20)"
-python3 - <<'PY'
+if step peak "bf16 GEMM peak (torch.matmul 8192^3, median of 20)"; then
+    python3 - <<'PY'
 import torch
 a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
 b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -132,3 +151,4 @@ for _ in range(20):
 ts.sort()
 print(f"bf16 GEMM 8192^3: {2 * 8192**3 / (ts[10] / 1e3) / 1e12:.0f} TFLOP/s")
 PY
+fi
