@@ -1,23 +1,22 @@
 /* The CUDA attention op against the CPU backend, with each of its kernels:
  * the mma.sync kernel (head_dim 48, 64, 96, 128) and, on a device of compute
- * capability 9.0, the two wgmma kernels (head_dim 128: kernel 2, the
- * default, and kernel 1, "wgmma1"), chosen through lp_cuda_attention_with
- * and lp_cuda_attention_wgmma_set_version. Inputs are random values that
- * bf16 holds exactly (so that the CPU's f32 reference sees what the GPU
- * reads), q and out bf16 on the GPU (the backend's activation type), the GPU
- * output poisoned with NaN beforehand; tolerance relative L2 2e-2 (bf16 P in
- * the second product). Keys come in one or two ranges, each f32 or bf16:
- * bf16 ranges are written by kv_store (the CUDA KV cache) or uploaded with a
- * padded row stride. The shapes cover Lq and Lk not multiples of any tile,
- * Lq = 1, an empty range, a tile straddling the two ranges (for kernel 2: a
- * partial tile in the middle), range 0 of whole tiles, an f32 range of one
- * row, several waves with a split last wave, a launch made only of split
- * units, the text-attention shape (Lk 512), logits rising along the keys
- * (the running max grows, O is rescaled) and large logits. On a failure the
- * first mismatching (row, head, dim) is printed. With the environment
- * variable LIPAR_TIMING set, the timing case prints ms and TFLOP/s
- * (4·Lq·Lk·heads·hd flops) of each kernel on the DiT's shapes. Every case
- * skips when the CUDA backend is unavailable (the binary then exits 77). */
+ * capability 9.0, the wgmma kernel (head_dim 128), chosen through
+ * lp_cuda_attention_with. Inputs are random values that bf16 holds exactly
+ * (so that the CPU's f32 reference sees what the GPU reads), q and out bf16
+ * on the GPU (the backend's activation type), the GPU output poisoned with
+ * NaN beforehand; tolerance relative L2 2e-2 (bf16 P in the second product).
+ * Keys come in one or two ranges, each f32 or bf16: bf16 ranges are written
+ * by kv_store (the CUDA KV cache) or uploaded with a padded row stride. The
+ * shapes cover Lq and Lk not multiples of any tile, Lq = 1, an empty range,
+ * a tile straddling the two ranges (for the wgmma kernel: a partial tile in
+ * the middle), range 0 of whole tiles, an f32 range of one row, several
+ * waves with a split last wave, a launch made only of split units, the
+ * text-attention shape (Lk 512), logits rising along the keys (the running
+ * max grows, O is rescaled) and large logits. On a failure the first
+ * mismatching (row, head, dim) is printed. With the environment variable
+ * LIPAR_TIMING set, the timing case prints ms and TFLOP/s (4·Lq·Lk·heads·hd
+ * flops) of each kernel on the DiT's shapes. Every case skips when the CUDA
+ * backend is unavailable (the binary then exits 77). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,22 +32,19 @@
 
 static lp_backend *cpu, *gpu;
 static int no_gpu;   /* what each case returns without the CUDA backend */
-static int have_wg;  /* whether the wgmma kernels run on this device */
+static int have_wg;  /* whether the wgmma kernel runs on this device */
 
-enum { K_AUTO, K_MMA, K_WGMMA1, K_WGMMA };
-static const char *const kernel_names[] = {"auto", "mma", "wgmma1", "wgmma"};
+enum { K_AUTO, K_MMA, K_WGMMA };
+static const char *const kernel_names[] = {"auto", "mma", "wgmma"};
 
-/* The CUDA attention with the given kernel (K_WGMMA1, K_WGMMA: wgmma kernel
- * 1, 2; auto: the environment's choice). */
+/* The CUDA attention with the given kernel (auto: the environment's
+ * choice). */
 static lp_status run_attention(int kernel, void *out, const void *q, int64_t Lq, int heads, int hd,
                                const lp_kv_range *r, int nr, float scale) {
 #ifdef LP_HAVE_CUDA
-    const int wg = kernel == K_WGMMA1 || kernel == K_WGMMA;
-    lp_cuda_att_kernel k = kernel == K_MMA ? LP_CUDA_ATT_MMA : wg ? LP_CUDA_ATT_WGMMA : LP_CUDA_ATT_AUTO;
-    if (wg) lp_cuda_attention_wgmma_set_version(kernel == K_WGMMA1 ? 1 : 2);
-    lp_status s = lp_cuda_attention_with(gpu, k, out, q, Lq, heads, hd, r, nr, scale);
-    lp_cuda_attention_wgmma_set_version(0);
-    return s;
+    const lp_cuda_att_kernel k =
+        kernel == K_MMA ? LP_CUDA_ATT_MMA : kernel == K_WGMMA ? LP_CUDA_ATT_WGMMA : LP_CUDA_ATT_AUTO;
+    return lp_cuda_attention_with(gpu, k, out, q, Lq, heads, hd, r, nr, scale);
 #else
     (void)kernel, (void)out, (void)q, (void)Lq, (void)heads, (void)hd, (void)r, (void)nr, (void)scale;
     return lp_fail(LP_ERR_UNSUPPORTED, "built without CUDA");
@@ -248,12 +244,12 @@ static int attention_case(const att_case *c, uint32_t seed) {
     ok &= dq && dout;
 
     int fails = 0;
-    const int kernels[] = {K_MMA, K_WGMMA1, K_WGMMA, K_AUTO};
-    for (int ki = 0; ki < 4; ki++) {
+    const int kernels[] = {K_MMA, K_WGMMA, K_AUTO};
+    for (int ki = 0; ki < 3; ki++) {
         const int k = kernels[ki];
         /* wgmma where it runs (head_dim 128, scale > 0); auto where it picks
          * by the scale */
-        if (((k == K_WGMMA || k == K_WGMMA1) && (c->hd != 128 || !have_wg || !(scale > 0.f))) ||
+        if ((k == K_WGMMA && (c->hd != 128 || !have_wg || !(scale > 0.f))) ||
             (k == K_AUTO && !(scale < 0.f)))
             continue;
         char name[200];
@@ -345,10 +341,6 @@ static int test_dispatch(void) {
     gpu->release(gpu, d);
     printf("    forced wgmma: head_dim 64 -> %s, negative scale -> %s\n", lp_status_name(s1), lp_status_name(s2));
     CHECK(s1 == LP_ERR_UNSUPPORTED && s2 == LP_ERR_UNSUPPORTED, "unexpected statuses");
-    /* LIPAR_ATTENTION=wgmma1 picks wgmma kernel 1, anything else kernel 2 */
-    const int version = lp_cuda_attention_wgmma_version();
-    printf("    wgmma kernel %d (LIPAR_ATTENTION %s)\n", version, env ? env : "unset");
-    CHECK(version == (env && !strcmp(env, "wgmma1") ? 1 : 2), "unexpected wgmma kernel");
     return 0;
 #else
     return LP_TEST_SKIP;
@@ -389,11 +381,11 @@ static int test_timing(void) {
     const int64_t D = heads * hd, n0 = 1560, n1 = 9360, Lk = n0 + n1, Lq_max = 4680;
     float *hq = random_bf16_values((size_t)(Lq_max * D), 77, 4.f), *hkv = random_bf16_values((size_t)(Lk * D), 78, 1.f);
     void *q = hq ? dev_bf16(hq, (size_t)(Lq_max * D)) : NULL, *kv = hkv ? dev_bf16(hkv, (size_t)(Lk * D)) : NULL;
-    /* the output of each kernel: mma, wgmma1, wgmma */
-    void *out[3];
-    for (int i = 0; i < 3; i++) out[i] = gpu->alloc(gpu, (size_t)(Lq_max * D) * 2);
+    /* the output of each kernel: mma, wgmma */
+    void *out[2];
+    for (int i = 0; i < 2; i++) out[i] = gpu->alloc(gpu, (size_t)(Lq_max * D) * 2);
     int fails = 0;
-    if (!q || !kv || !out[0] || !out[1] || !out[2]) {
+    if (!q || !kv || !out[0] || !out[1]) {
         printf("    timing: setup failed: %s\n", lp_last_error());
         fails++;
     }
@@ -414,18 +406,15 @@ static int test_timing(void) {
                    heads, hd, (long long)Lq, (long long)Lk, (long long)n0, (long long)n1, ms,
                    4.0 * (double)Lq * (double)Lk * heads * hd / (ms * 1e-3) / 1e12);
         }
-        if (have_wg && !fails) { /* the wgmma kernels agree with mma.sync on the full shape */
+        if (have_wg && !fails) { /* the wgmma kernel agrees with mma.sync on the full shape */
             const size_t n = (size_t)(Lq * D);
             uint16_t *b = malloc(n * sizeof *b);
             float *a = malloc(n * sizeof *a);
             if (b && a && gpu->download(gpu, b, out[0], n * 2) == LP_OK) {
                 for (size_t i = 0; i < n; i++) a[i] = lp_bf16_to_f32(b[i]);
-                for (int k = K_WGMMA1; k <= K_WGMMA; k++) {
-                    char name[96];
-                    snprintf(name, sizeof name, "[%s] vs [mma] 12x128 Lq=%lld Lk=%lld", kernel_names[k], (long long)Lq,
-                             (long long)Lk);
-                    fails += compare_out(name, out[k - K_MMA], a, Lq, heads, hd, 2e-2);
-                }
+                char name[96];
+                snprintf(name, sizeof name, "[wgmma] vs [mma] 12x128 Lq=%lld Lk=%lld", (long long)Lq, (long long)Lk);
+                fails += compare_out(name, out[1], a, Lq, heads, hd, 2e-2);
             } else {
                 fails++;
             }
@@ -435,7 +424,7 @@ static int test_timing(void) {
     }
     if (q) gpu->release(gpu, q);
     if (kv) gpu->release(gpu, kv);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 2; i++)
         if (out[i]) gpu->release(gpu, out[i]);
     free(hq);
     free(hkv);
@@ -455,13 +444,13 @@ int main(void) {
             no_gpu = 1;
         }
     }
-    if (gpu) { /* a tiny call of kernel 1 tells whether the wgmma kernels run here (kernel 2's failures are the
-                * parity cases') */
+    if (gpu) { /* a tiny call tells whether the wgmma kernel runs here; where the automatic choice is wgmma, a
+                * failure of it fails the dispatch case */
         void *d = gpu->alloc(gpu, 1 << 16);
         lp_kv_range r = {d ? (char *)d + 8192 : NULL, d ? (char *)d + 16384 : NULL, 4, 128, 1};
-        lp_status s = d ? run_attention(K_WGMMA1, d, (char *)d + 4096, 2, 1, 128, &r, 1, 0.088f) : LP_ERR_NOMEM;
+        lp_status s = d ? run_attention(K_WGMMA, d, (char *)d + 4096, 2, 1, 128, &r, 1, 0.088f) : LP_ERR_NOMEM;
         have_wg = s == LP_OK;
-        if (s != LP_OK && s != LP_ERR_UNSUPPORTED) printf("  wgmma probe: %s\n", lp_last_error());
+        if (s != LP_OK) printf("  wgmma probe: %s: %s\n", lp_status_name(s), lp_last_error());
         if (d) gpu->release(gpu, d);
     }
     lp_test_run("attention parity", test_parity);

@@ -69,23 +69,14 @@ lp_status lp_cuda_attention_with(const lp_backend *be, lp_cuda_att_kernel kernel
  * device (LP_CUDA_ATT_MMA or LP_CUDA_ATT_WGMMA). */
 lp_cuda_att_kernel lp_cuda_attention_auto_kernel(const lp_backend *be, int head_dim, float scale);
 
-/* attention_wgmma.cu. Sets the attributes of both wgmma kernels and
- * reports how many CTAs of either fit an SM (*per_sm, 0 when none);
- * LP_ERR_UNSUPPORTED when the device lacks the shared memory they need. */
+/* attention_wgmma.cu. Sets the attributes of the wgmma kernel and reports
+ * how many of its CTAs fit an SM (*per_sm, 0 when none); LP_ERR_UNSUPPORTED
+ * when the device lacks the shared memory it needs. */
 lp_status lp_cuda_attention_wgmma_occupancy(const lp_backend *be, int *per_sm);
-/* Issues the wgmma kernel of lp_cuda_attention_wgmma_version for p
- * (head_dim 128, tiles of ATT_WG_BK keys) on ctas CTAs, on the backend's
- * stream; kernel 2 builds its tensor maps first (LP_ERR_UNSUPPORTED when the
- * driver cannot). */
+/* Builds the tensor maps of the wgmma kernel (LP_ERR_UNSUPPORTED when the
+ * driver cannot) and issues the kernel for p (head_dim 128, tiles of
+ * ATT_WG_BK keys) on ctas CTAs, on the backend's stream. */
 lp_status lp_cuda_attention_wgmma_launch(const lp_backend *be, const att_params *p, int64_t ctas);
-/* Which wgmma kernel LP_CUDA_ATT_WGMMA (and the automatic choice) runs: 2
- * (TMA producer, three stages, ping-pong consumers), or 1 (the first one,
- * cp.async producer), when the environment variable LIPAR_ATTENTION is
- * "wgmma1" (read once) or as set by lp_cuda_attention_wgmma_set_version. */
-int lp_cuda_attention_wgmma_version(void);
-/* Sets the version (1 or 2) for the calls that follow (tests; not thread
- * safe); 0 returns to the environment's choice. */
-void lp_cuda_attention_wgmma_set_version(int version);
 
 #ifdef __cplusplus
 }

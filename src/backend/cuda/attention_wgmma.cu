@@ -1,25 +1,36 @@
-/* The attention kernels for head_dim 128 on Hopper (sm_90a): flash-attention
- * forward passes on the warpgroup tensor-core instructions (wgmma.mma_async,
+/* The attention kernel for head_dim 128 on Hopper (sm_90a): a flash-attention
+ * forward pass on the warpgroup tensor-core instructions (wgmma.mma_async,
  * bf16 operands, fp32 accumulation). attention.cu checks the arguments,
  * converts f32 K/V, plans the split of the last wave and merges split parts;
  * this file runs one CTA per unit or part of unit exactly as its mma.sync
- * kernel does (att_params in attention.h), with other means. Two kernels:
- * kernel 2 (the default) is kernel 1 with a TMA producer, three stages and
- * the consumers' GEMMs taking turns; kernel 1 stays as the fallback
- * (LIPAR_ATTENTION=wgmma1, lp_cuda_attention_wgmma_set_version).
+ * kernel does (att_params in attention.h), with other means.
  *
- * Kernel 1. CTA: 384 threads, three warpgroups. Warpgroups 0 and 1 are consumers, each
- * owning 64 of the CTA's 128 query rows; warpgroup 2 is the producer, which
- * only issues cp.async copies of key tiles (128 keys) into a ring of
- * AW_STAGES shared-memory stages, and hands most of its registers to the
- * consumers (setmaxnreg: 56 producer, 224 consumer registers per thread).
- * K and V of a stage have their own mbarriers: full_* (the producer's 128
- * threads each arrive through cp.async.mbarrier.arrive.noinc once their
- * copies have landed) and empty_* (lane 0 of each of the 8 consumer warps
- * arrives once its wgmma reading the buffer are done). Use u (0, 1, ...) of
- * a stage completes phase u of its barriers, so the consumers wait on full
- * with parity u & 1 and the producer, before refilling, on empty with parity
- * (u − 1) & 1. There are no CTA-wide barriers after setup.
+ * CTA: 384 threads, three warpgroups. Warpgroups 0 and 1 are consumers, each
+ * owning 64 of the CTA's 128 query rows; warpgroup 2 is the producer, of
+ * which one thread issues every copy, and which hands most of its registers
+ * to the consumers (setmaxnreg: 24 producer, 240 consumer registers per
+ * thread). The copies are TMA (cp.async.bulk.tensor.3d, 128-byte swizzle,
+ * which writes exactly the layout below): 2 boxes of 64 dims × 128 rows per
+ * tile (128 keys) of K, of V, and for Q (once). Each operand has a tensor map
+ * (built on the host per call) whose dimensions are (dim, head, row), or
+ * (dim, row, head) for the f32 ranges' head-major scratch (see encode_map),
+ * with as many rows as the range (or Lq) has, so that the TMA fills rows past
+ * the end with zeros. A tile therefore lies within one range: range 0 has
+ * tiles0 = ceil(n0 / 128) tiles, its last one partial, then come range 1's
+ * tiles; that is attention.cu's tile count (p.tiles, whose tiles may straddle
+ * the ranges) or one more, which the last split part takes. Keys past a
+ * range's end get -inf, in whichever tile.
+ *
+ * The key tiles go through a ring of AW_STAGES (3) shared-memory stages. K
+ * and V of a stage have their own mbarriers: full_* (1 arrival, the
+ * producer's arrive.expect_tx of the tile's 32 KiB, and those bytes) and
+ * empty_* (lane 0 of each of the 8 consumer warps arrives once its wgmma
+ * reading the buffer are done); Q has a full barrier of its own. Use u (0, 1,
+ * ...) of a stage completes phase u of its barriers, so the consumers wait on
+ * full with parity u & 1 and the producer, before refilling, on empty with
+ * parity (u − 1) & 1: K tile j + 3 is requested as soon as both consumer
+ * warpgroups are done with K tile j, about two tiles of work before it is
+ * needed (likewise V). There are no CTA-wide barriers after setup.
  *
  * Per consumer warpgroup and key tile j (intra-warpgroup overlap): issue
  * S_j = Q·K_jᵀ (8 × m64n128k16, A = Q and B = K from shared memory), then
@@ -30,7 +41,16 @@
  * P_j to bf16 in registers for the next tile. Logits stay unscaled in S; the
  * softmax takes row maxima of the raw logits and computes
  * 2^(s·qscale − m) with one fma (hence scale > 0, checked by the host).
- * Keys past Lk (zero rows in the tile) get -inf.
+ *
+ * Ping-pong (as FlashAttention-3): the two consumer warpgroups issue their
+ * GEMMs in turns, each waiting on its named barrier (1 + wg) before it issues
+ * and arriving on the other's (2 − wg) after, so that the tensor cores run
+ * warpgroup 0's S and P·V, then warpgroup 1's, ... and each warpgroup's
+ * softmax runs while the other's GEMMs (and its own P·V) keep the tensor
+ * cores busy. Warpgroup 0 does not wait before its first turn and warpgroup 1
+ * does not arrive after its last, so that both barriers end complete (n − 1
+ * and n phases for a CTA of n tiles). The last tile's P·V is outside the
+ * turns.
  *
  * Shared memory (from a 1024-byte aligned base): Q [128 rows][128], then K
  * and V of each stage [128 keys][128]; each as two column blocks of 64 bf16
@@ -58,39 +78,9 @@
  * the same), a2 = (row g, cols 16kk + 8 + 2t, +1), a3 = (row g + 8, the
  * same), i.e. the accumulator pairs of column blocks 2kk and 2kk + 1.
  *
- * Registers per consumer thread: O 64 and S 64 fp32, P 32 (bf16 pairs).
- *
- * Kernel 2 differs from kernel 1 in three points; the consumers' per-tile
- * work, the layouts, descriptors and fragments are the same.
- * - The producer is one thread issuing TMA copies (cp.async.bulk.tensor.3d,
- *   128-byte swizzle, which writes exactly the layout above): 2 boxes of 64
- *   dims × 128 rows per tile of K, of V, and for Q (once, by the producer
- *   too). Each operand has a tensor map (built on the host per call) whose
- *   dimensions are (dim, head, row), or (dim, row, head) for the f32 ranges'
- *   head-major scratch (see encode_map), with as many rows as the range (or
- *   Lq) has, so that the TMA fills rows past the end with zeros. A tile
- *   therefore lies within one range: range 0 has tiles0 = ceil(n0 / 128)
- *   tiles, its last one partial, then come range 1's tiles; that is
- *   attention.cu's tile count (p.tiles, whose tiles may straddle the ranges)
- *   or one more, which the last split part takes. Keys past a range's end
- *   get -inf, in whichever tile. A full_* barrier counts 1 arrival (the
- *   producer's arrive.expect_tx of the tile's 32 KiB) and the bytes. The
- *   producer warpgroup keeps 24 registers, the consumers get 240.
- * - AW2_STAGES (3) stages: K tile j + 3 is requested as soon as both
- *   consumer warpgroups are done with K tile j, about two tiles of work
- *   before it is needed (likewise V).
- * - Ping-pong (as FlashAttention-3): the two consumer warpgroups issue their
- *   GEMMs in turns, each waiting on its named barrier (1 + wg) before it
- *   issues and arriving on the other's (2 − wg) after, so that the tensor
- *   cores run warpgroup 0's S and P·V, then warpgroup 1's, ... and each
- *   warpgroup's softmax runs while the other's GEMMs (and its own P·V) keep
- *   the tensor cores busy. Warpgroup 0 does not wait before its first turn
- *   and warpgroup 1 does not arrive after its last, so that both barriers
- *   end complete (n − 1 and n phases for a CTA of n tiles). The last tile's
- *   P·V is outside the turns. */
+ * Registers per consumer thread: O 64 and S 64 fp32, P 32 (bf16 pairs). */
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <cuda.h> /* CUtensorMap and its enums only: the encoder comes through the runtime */
@@ -103,39 +93,30 @@
 
 #define AW_HD 128
 #define AW_BK ATT_WG_BK /* keys per tile */
-#define AW_STAGES 2
+#define AW_STAGES 3
 #define AW_CONSUMERS 2 /* warpgroups of 64 query rows */
 #define AW_THREADS (AW_CONSUMERS * 128 + 128) /* + the producer warpgroup */
 /* registers per thread: ptxas gives every thread AW_REGS (65536 / 384,
  * rounded down to a multiple of 8); the producer warpgroup then hands
  * AW_REGS − AW_PRODUCER_REGS of its own to the consumers (setmaxnreg), which
- * keep the per-CTA total: 128·56 + 256·224 = 384·168 */
+ * keep the per-CTA total: 128·24 + 256·240 = 384·168 */
 #define AW_REGS 168
-#define AW_PRODUCER_REGS 56
-#define AW_CONSUMER_REGS 224
+#define AW_PRODUCER_REGS 24
+#define AW_CONSUMER_REGS 240
 #define AW_BLOCK_BYTES (128 * 128)            /* 128 rows of 64 bf16: one column block */
 #define AW_TILE_BYTES (2 * AW_BLOCK_BYTES)    /* 128 rows of 128 bf16 */
 #define AW_K_OFF AW_TILE_BYTES                /* after Q */
 #define AW_V_OFF (AW_K_OFF + AW_STAGES * AW_TILE_BYTES)
 #define AW_BAR_OFF (AW_V_OFF + AW_STAGES * AW_TILE_BYTES)
-#define AW_SMEM (AW_BAR_OFF + 4 * AW_STAGES * 8 + 1024) /* + the alignment of the base */
-/* kernel 2: the same registers per thread in all, split 24 / 240 */
-#define AW2_STAGES 3
-#define AW2_PRODUCER_REGS 24
-#define AW2_CONSUMER_REGS 240
-#define AW2_K_OFF AW_TILE_BYTES
-#define AW2_V_OFF (AW2_K_OFF + AW2_STAGES * AW_TILE_BYTES)
-#define AW2_BAR_OFF (AW2_V_OFF + AW2_STAGES * AW_TILE_BYTES)
-#define AW2_SMEM (AW2_BAR_OFF + (4 * AW2_STAGES + 1) * 8 + 1024) /* barriers: + the Q barrier */
+/* the barriers: 4 per stage and Q's; + the alignment of the base */
+#define AW_SMEM (AW_BAR_OFF + (4 * AW_STAGES + 1) * 8 + 1024)
 
 static_assert(ATT_BQ == AW_CONSUMERS * 64, "a CTA covers one row block");
 static_assert(AW_BK == 128 && AW_HD == 128, "the tile layout assumes 128 keys by 128 dims");
 static_assert(128 * AW_PRODUCER_REGS + 128 * AW_CONSUMERS * AW_CONSUMER_REGS == AW_THREADS * AW_REGS,
               "setmaxnreg must keep the CTA's register total");
-static_assert(128 * AW2_PRODUCER_REGS + 128 * AW_CONSUMERS * AW2_CONSUMER_REGS == AW_THREADS * AW_REGS,
-              "setmaxnreg must keep the CTA's register total");
 
-/* Kernel 2's arguments: the tensor maps of Q and of K and V of each range
+/* The kernel's arguments: the tensor maps of Q and of K and V of each range
  * (those of an empty range unset, never used), their dimension orders, and
  * the tile split of the ranges (see the top of the file). */
 typedef struct {
@@ -144,7 +125,7 @@ typedef struct {
     int head_major0, head_major1; /* range 0, 1: dimensions (dim, row, head) rather than (dim, head, row) */
     int tiles0;                   /* tiles of range 0: ceil(n0 / AW_BK) */
     int vtiles;                   /* tiles of both ranges (p.tiles or p.tiles + 1) */
-} aw2_params;
+} aw_params;
 
 /* Device code exists for sm_90a only (the compute_80 PTX gets an empty body;
  * the host never launches it there). */
@@ -167,33 +148,12 @@ __device__ __forceinline__ float fast_exp2(float x) {
     return y;
 }
 
-/* 16-byte asynchronous global → shared copy of src_bytes (16, or 0: nothing
- * is read and the 16 bytes are zero-filled). */
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void *src, uint32_t src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-
-/* Waits for all of this thread's cp.async copies. */
-__device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_all;" ::: "memory"); }
-
-/* Orders this thread's view of shared memory (generic proxy: cp.async and
- * ordinary stores) before its later wgmma reads (async proxy). */
-__device__ __forceinline__ void fence_proxy_async(void) {
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-}
-
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
 }
 
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-
-/* An arrival on bar once all of this thread's earlier cp.async copies have
- * landed (.noinc: counted in the barrier's expected arrivals). */
-__device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
 }
 
 /* Waits until the phase of bar with the given parity has completed (this
@@ -240,15 +200,10 @@ __device__ __forceinline__ void release(uint32_t bar, int lane) {
     __syncwarp();
 }
 
-/* The 128 threads of consumer warpgroup WG (named barrier 1 + WG). */
-template <int WG> __device__ __forceinline__ void warpgroup_sync(void) {
-    asm volatile("bar.sync %0, 128;" ::"n"(1 + WG) : "memory");
-}
-
-/* Kernel 2's turns: named barrier 1 + w (w = 0, 1) of 256 threads, the 128
- * of consumer warpgroup w waiting for its turn (turn_wait(w)), the 128 of
- * the other one arriving once its GEMMs are issued (turn_pass(w)). The ids
- * are immediates, so that ptxas reserves only these barriers. */
+/* The consumers' turns: named barrier 1 + w (w = 0, 1) of 256 threads, the
+ * 128 of consumer warpgroup w waiting for its turn (turn_wait(w)), the 128
+ * of the other one arriving once its GEMMs are issued (turn_pass(w)). The
+ * ids are immediates, so that ptxas reserves only these barriers. */
 __device__ __forceinline__ void turn_wait(int w) {
     if (w == 0) asm volatile("bar.sync 1, 256;" ::: "memory");
     else asm volatile("bar.sync 2, 256;" ::: "memory");
@@ -314,40 +269,6 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], uint32_t a0, uint32_t a
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
     return (uint64_t)((saddr & 0x3FFFFu) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32 |
            (uint64_t)1 << 62;
-}
-
-/* The byte offset of 16-byte chunk c (0..15: dims 8c..8c+7) of row r in a
- * swizzled [rows][128] bf16 tile. */
-__device__ __forceinline__ uint32_t sw128_offset(int r, int c) {
-    return (uint32_t)((c >> 3) * AW_BLOCK_BYTES + r * 128 + (((c & 7) ^ (r & 7)) << 4));
-}
-
-/* The producer's copies of key tile j of head `head` (K when !V, else V)
- * into the tile at shared address dst: thread pt (0..127) of the producer
- * warpgroup copies the chunk pairs (2i, 2i + 1) of tile rows pt / 2 and
- * pt / 2 + 64 (lane pairs read 32 contiguous bytes); rows of keys past Lk are
- * zero-filled, so that padded values are finite (P = 0 times a padded V row
- * must give 0). Ranges are selected without indexing the parameter array (no
- * local-memory copy of it). */
-template <bool V>
-__device__ __forceinline__ void load_tile(const att_params &p, int j, int head, uint32_t dst, int pt) {
-    const int h = pt & 1;
-    const uint16_t *base0 = V ? p.src[0].v : p.src[0].k, *base1 = V ? p.src[1].v : p.src[1].k;
-#pragma unroll
-    for (int pass = 0; pass < 2; pass++) {
-        const int row = pass * 64 + (pt >> 1), key = j * AW_BK + row;
-        const bool r1 = key >= p.n0, valid = key < p.Lk;
-        const int64_t ld = r1 ? p.src[1].ld : p.src[0].ld, hstride = r1 ? p.src[1].hstride : p.src[0].hstride;
-        /* a padded key reads nothing: any valid address of its range will do */
-        const int64_t off = valid ? (int64_t)(r1 ? key - p.n0 : key) * ld + head * hstride : 0;
-        const uint16_t *src = (r1 ? base1 : base0) + off;
-        const uint32_t bytes = valid ? 16u : 0u;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int c = 2 * i + h;
-            cp_async_16(dst + sw128_offset(row, c), src + c * 8, bytes);
-        }
-    }
 }
 
 /* The online softmax of one tile's S (this thread's rows g and g + 8, index
@@ -432,18 +353,16 @@ __device__ __forceinline__ void issue_pv(float (&o)[64], const uint32_t (&pf)[32
         wgmma_rs(o, pf[4 * kk], pf[4 * kk + 1], pf[4 * kk + 2], pf[4 * kk + 3], dv + (uint64_t)((kk * 16 * 128) >> 4));
 }
 
-/* Kernel 2's tile v (of both ranges): its range (r1: range 1) and its first
- * row there. */
-__device__ __forceinline__ int aw2_row0(const aw2_params &P, int v, bool &r1) {
+/* Tile v (of both ranges): its range (r1: range 1) and its first row there. */
+__device__ __forceinline__ int aw_row0(const aw_params &P, int v, bool &r1) {
     r1 = v >= P.tiles0;
     return (r1 ? v - P.tiles0 : v) * AW_BK;
 }
 
-/* The real keys of kernel 2's tile v (1..AW_BK; the rest lie past its
- * range's end). */
-__device__ __forceinline__ int aw2_valid(const aw2_params &P, int v) {
+/* The real keys of tile v (1..AW_BK; the rest lie past its range's end). */
+__device__ __forceinline__ int aw_valid(const aw_params &P, int v) {
     bool r1;
-    const int row0 = aw2_row0(P, v, r1);
+    const int row0 = aw_row0(P, v, r1);
     return min(AW_BK, (r1 ? P.a.Lk - P.a.n0 : P.a.n0) - row0);
 }
 
@@ -481,161 +400,17 @@ __device__ __forceinline__ void store_o(const att_params &p, const float (&o)[64
 
 #endif /* AW_DEVICE */
 
-__global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma_kernel(const att_params p) {
-#if AW_DEVICE
-    extern __shared__ unsigned char aw_smem[];
-    const uint32_t base = ((uint32_t)__cvta_generic_to_shared(aw_smem) + 1023u) & ~1023u;
-    const uint32_t q_a = base, k_a = base + AW_K_OFF, v_a = base + AW_V_OFF;
-    /* barriers: full_k[s], full_v[s], empty_k[s], empty_v[s] */
-    const uint32_t full_k = base + AW_BAR_OFF, full_v = full_k + 8 * AW_STAGES;
-    const uint32_t empty_k = full_v + 8 * AW_STAGES, empty_v = empty_k + 8 * AW_STAGES;
-
-    const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    /* this CTA's unit, key tiles [t0, t1) and split part (-1: whole unit) */
-    int unit = (int)blockIdx.x, part = -1, t0 = 0, t1 = p.tiles;
-    if (unit >= p.whole) {
-        part = (unit - p.whole) % p.splits;
-        unit = p.whole + (unit - p.whole) / p.splits;
-        t0 = part * p.split_tiles;
-        t1 = min(p.tiles, t0 + p.split_tiles);
-    }
-    const int n = t1 - t0;
-    const int head = unit / p.nb;
-    const int64_t qrow0 = (int64_t)(unit % p.nb) * ATT_BQ;
-    const int64_t hoff = (int64_t)head * AW_HD;
-
-    if (tid == 0) {
-        for (int s = 0; s < AW_STAGES; s++) {
-            mbar_init(full_k + 8 * s, 128);
-            mbar_init(full_v + 8 * s, 128);
-            mbar_init(empty_k + 8 * s, 4 * AW_CONSUMERS);
-            mbar_init(empty_v + 8 * s, 4 * AW_CONSUMERS);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
-
-    if (warp >= 4 * AW_CONSUMERS) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(AW_PRODUCER_REGS));
-        const int pt = tid - 128 * AW_CONSUMERS;
-        for (int it = 0; it < n; it++) {
-            const int s = it % AW_STAGES;
-            const uint32_t released = ((it / AW_STAGES) & 1) ^ 1; /* parity of the previous use's release */
-            if (it >= AW_STAGES) mbar_wait(empty_k + 8 * s, released);
-            load_tile<false>(p, t0 + it, head, k_a + s * AW_TILE_BYTES, pt);
-            mbar_arrive_cp_async(full_k + 8 * s);
-            if (it >= AW_STAGES) mbar_wait(empty_v + 8 * s, released);
-            load_tile<true>(p, t0 + it, head, v_a + s * AW_TILE_BYTES, pt);
-            mbar_arrive_cp_async(full_v + 8 * s);
-        }
-        cp_async_wait_all();
-        return;
-    }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(AW_CONSUMER_REGS));
-
-    const int wg = warp >> 2, wq = warp & 3, g = lane >> 2, t = lane & 3;
-    /* this warpgroup's 64 Q rows (rows past Lq zero-filled): item e of the
-     * 64·16 16-byte chunks is row e / 16, chunk e % 16 */
-    {
-        const uint16_t *q = p.q + hoff;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int e = i * 128 + (tid & 127), row = wg * 64 + (e >> 4), c = e & 15;
-            const int64_t qrow = qrow0 + row;
-            const bool valid = qrow < p.Lq;
-            cp_async_16(q_a + sw128_offset(row, c), q + (valid ? qrow * p.ldq : 0) + c * 8, valid ? 16u : 0u);
-        }
-        cp_async_wait_all();
-        fence_proxy_async();
-        static_assert(AW_CONSUMERS == 2, "one named barrier per consumer warpgroup");
-        if (wg == 0) warpgroup_sync<0>();
-        else warpgroup_sync<1>();
-    }
-    const uint64_t dq = sw128_desc(q_a + wg * 64 * 128, 16, 1024);
-    const uint64_t dk = sw128_desc(k_a, 16, 1024);
-    const uint64_t dv = sw128_desc(v_a, AW_BLOCK_BYTES, 1024);
-    const uint64_t dstage = AW_TILE_BYTES >> 4; /* descriptor step from one stage to the next */
-
-    float o[64], s[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, corr[2];
-    uint32_t pf[32];
-#pragma unroll
-    for (int i = 0; i < 64; i++) o[i] = s[i] = 0.f; /* (s only so that it is never read undefined) */
-    /* real keys of the CTA's last tile */
-    const int last_valid = t1 == p.tiles ? p.last_valid : AW_BK;
-
-    /* tile t0: S only */
-    mbar_wait(full_k, 0);
-    fence_proxy_async();
-    reg_fence(s);
-    wg_fence();
-    issue_qk(s, dq, dk);
-    wg_commit();
-    wg_wait<0>();
-    reg_fence(s);
-    release(empty_k, lane);
-    online_softmax(s, m, l, corr, p.qscale, n == 1 ? last_valid : AW_BK, t);
-    pack_p(pf, s);
-
-    for (int it = 1; it < n; it++) {
-        const int sc = it % AW_STAGES, sp = (it - 1) % AW_STAGES;
-        mbar_wait(full_k + 8 * sc, (it / AW_STAGES) & 1);
-        mbar_wait(full_v + 8 * sp, ((it - 1) / AW_STAGES) & 1);
-        fence_proxy_async();
-        reg_fence(s);
-        reg_fence(o);
-        reg_fence(pf);
-        wg_fence();
-        issue_qk(s, dq, dk + sc * dstage);
-        wg_commit();
-        issue_pv(o, pf, dv + sp * dstage);
-        wg_commit();
-        wg_wait<1>(); /* S done, P·V may still run */
-        reg_fence(s);
-        release(empty_k + 8 * sc, lane);
-        const bool rescale = online_softmax(s, m, l, corr, p.qscale, it == n - 1 ? last_valid : AW_BK, t);
-        wg_wait<0>();
-        /* s too: its P must not be packed into pf before P·V is done with pf */
-        reg_fence(o);
-        reg_fence(s);
-        reg_fence(pf);
-        release(empty_v + 8 * sp, lane);
-        if (rescale) {
-#pragma unroll
-            for (int i = 0; i < 64; i++) o[i] *= corr[(i >> 1) & 1];
-        }
-        pack_p(pf, s);
-    }
-
-    /* the last tile's P·V */
-    {
-        const int sl = (n - 1) % AW_STAGES;
-        mbar_wait(full_v + 8 * sl, ((n - 1) / AW_STAGES) & 1);
-        fence_proxy_async();
-        reg_fence(o);
-        reg_fence(pf);
-        wg_fence();
-        issue_pv(o, pf, dv + sl * dstage);
-        wg_commit();
-        wg_wait<0>();
-        reg_fence(o);
-        release(empty_v + 8 * sl, lane);
-    }
-
-    store_o(p, o, m, l, part, qrow0, hoff, wg * 64 + wq * 16 + g, t);
-#endif
-}
-
-/* Kernel 2 (see the top of the file). */
-__global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma2_kernel(const __grid_constant__ aw2_params P) {
+/* The kernel (see the top of the file). */
+__global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma_kernel(const __grid_constant__ aw_params P) {
 #if AW_DEVICE
     const att_params &p = P.a;
     extern __shared__ unsigned char aw_smem[];
     const uint32_t base = ((uint32_t)__cvta_generic_to_shared(aw_smem) + 1023u) & ~1023u;
-    const uint32_t q_a = base, k_a = base + AW2_K_OFF, v_a = base + AW2_V_OFF;
+    const uint32_t q_a = base, k_a = base + AW_K_OFF, v_a = base + AW_V_OFF;
     /* barriers: full_k[s], full_v[s], empty_k[s], empty_v[s], then Q's */
-    const uint32_t full_k = base + AW2_BAR_OFF, full_v = full_k + 8 * AW2_STAGES;
-    const uint32_t empty_k = full_v + 8 * AW2_STAGES, empty_v = empty_k + 8 * AW2_STAGES;
-    const uint32_t full_q = empty_v + 8 * AW2_STAGES;
+    const uint32_t full_k = base + AW_BAR_OFF, full_v = full_k + 8 * AW_STAGES;
+    const uint32_t empty_k = full_v + 8 * AW_STAGES, empty_v = empty_k + 8 * AW_STAGES;
+    const uint32_t full_q = empty_v + 8 * AW_STAGES;
 
     const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31;
     /* this CTA's unit, tiles [t0, t1) of both ranges (P.vtiles in all) and
@@ -654,7 +429,7 @@ __global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma2_kernel(const _
     const int64_t hoff = (int64_t)head * AW_HD;
 
     if (tid == 0) {
-        for (int s = 0; s < AW2_STAGES; s++) {
+        for (int s = 0; s < AW_STAGES; s++) {
             mbar_init(full_k + 8 * s, 1);
             mbar_init(full_v + 8 * s, 1);
             mbar_init(empty_k + 8 * s, 4 * AW_CONSUMERS);
@@ -666,33 +441,33 @@ __global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma2_kernel(const _
     __syncthreads();
 
     if (warp >= 4 * AW_CONSUMERS) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(AW2_PRODUCER_REGS));
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(AW_PRODUCER_REGS));
         if (tid != 128 * AW_CONSUMERS) return; /* one thread issues every copy */
         /* Q: rows qrow0.. of this head (dimensions (dim, head, row)) */
         mbar_arrive_expect_tx(full_q, AW_TILE_BYTES);
         tma_load_3d(q_a, &P.q, full_q, 0, head, (int)qrow0);
         tma_load_3d(q_a + AW_BLOCK_BYTES, &P.q, full_q, 64, head, (int)qrow0);
         for (int it = 0; it < n; it++) {
-            const int s = it % AW2_STAGES;
-            const uint32_t released = ((it / AW2_STAGES) & 1) ^ 1; /* parity of the previous use's release */
+            const int s = it % AW_STAGES;
+            const uint32_t released = ((it / AW_STAGES) & 1) ^ 1; /* parity of the previous use's release */
             bool r1;
-            const int row0 = aw2_row0(P, t0 + it, r1);
+            const int row0 = aw_row0(P, t0 + it, r1);
             const bool hm = r1 ? P.head_major1 : P.head_major0;
             const int c1 = hm ? row0 : head, c2 = hm ? head : row0;
             const CUtensorMap *mk = r1 ? &P.k1 : &P.k0, *mv = r1 ? &P.v1 : &P.v0;
             const uint32_t kd = k_a + s * AW_TILE_BYTES, vd = v_a + s * AW_TILE_BYTES;
-            if (it >= AW2_STAGES) mbar_spin(empty_k + 8 * s, released);
+            if (it >= AW_STAGES) mbar_spin(empty_k + 8 * s, released);
             mbar_arrive_expect_tx(full_k + 8 * s, AW_TILE_BYTES);
             tma_load_3d(kd, mk, full_k + 8 * s, 0, c1, c2);
             tma_load_3d(kd + AW_BLOCK_BYTES, mk, full_k + 8 * s, 64, c1, c2);
-            if (it >= AW2_STAGES) mbar_spin(empty_v + 8 * s, released);
+            if (it >= AW_STAGES) mbar_spin(empty_v + 8 * s, released);
             mbar_arrive_expect_tx(full_v + 8 * s, AW_TILE_BYTES);
             tma_load_3d(vd, mv, full_v + 8 * s, 0, c1, c2);
             tma_load_3d(vd + AW_BLOCK_BYTES, mv, full_v + 8 * s, 64, c1, c2);
         }
         return;
     }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(AW2_CONSUMER_REGS));
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(AW_CONSUMER_REGS));
 
     const int wg = warp >> 2, wq = warp & 3, g = lane >> 2, t = lane & 3;
     const int other = 1 - wg; /* the other consumer warpgroup, whose turn follows this one's */
@@ -718,13 +493,13 @@ __global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma2_kernel(const _
     wg_wait<0>();
     reg_fence(s);
     release(empty_k, lane);
-    online_softmax(s, m, l, corr, p.qscale, aw2_valid(P, t0), t);
+    online_softmax(s, m, l, corr, p.qscale, aw_valid(P, t0), t);
     pack_p(pf, s);
 
     for (int it = 1; it < n; it++) {
-        const int sc = it % AW2_STAGES, sp = (it - 1) % AW2_STAGES;
-        mbar_wait(full_k + 8 * sc, (it / AW2_STAGES) & 1);
-        mbar_wait(full_v + 8 * sp, ((it - 1) / AW2_STAGES) & 1);
+        const int sc = it % AW_STAGES, sp = (it - 1) % AW_STAGES;
+        mbar_wait(full_k + 8 * sc, (it / AW_STAGES) & 1);
+        mbar_wait(full_v + 8 * sp, ((it - 1) / AW_STAGES) & 1);
         turn_wait(wg);
         reg_fence(s);
         reg_fence(o);
@@ -738,7 +513,7 @@ __global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma2_kernel(const _
         wg_wait<1>(); /* S done, P·V may still run */
         reg_fence(s);
         release(empty_k + 8 * sc, lane);
-        const bool rescale = online_softmax(s, m, l, corr, p.qscale, aw2_valid(P, t0 + it), t);
+        const bool rescale = online_softmax(s, m, l, corr, p.qscale, aw_valid(P, t0 + it), t);
         wg_wait<0>();
         /* s too: its P must not be packed into pf before P·V is done with pf */
         reg_fence(o);
@@ -754,8 +529,8 @@ __global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma2_kernel(const _
 
     /* the last tile's P·V (outside the turns) */
     {
-        const int sl = (n - 1) % AW2_STAGES;
-        mbar_wait(full_v + 8 * sl, ((n - 1) / AW2_STAGES) & 1);
+        const int sl = (n - 1) % AW_STAGES;
+        mbar_wait(full_v + 8 * sl, ((n - 1) / AW_STAGES) & 1);
         reg_fence(o);
         reg_fence(pf);
         wg_fence();
@@ -770,53 +545,31 @@ __global__ void __launch_bounds__(AW_THREADS, 1) attention_wgmma2_kernel(const _
 #endif
 }
 
-/* LIPAR_ATTENTION=wgmma1 selects kernel 1, read on first use;
- * lp_cuda_attention_wgmma_set_version overrides it. */
-static int aw_version;
-
-int lp_cuda_attention_wgmma_version(void) {
-    if (!aw_version) {
-        const char *e = getenv("LIPAR_ATTENTION");
-        aw_version = e && !strcmp(e, "wgmma1") ? 1 : 2;
-    }
-    return aw_version;
-}
-
-void lp_cuda_attention_wgmma_set_version(int version) { aw_version = version == 1 || version == 2 ? version : 0; }
-
-/* Sets the attributes of one kernel (smem bytes of dynamic shared memory)
- * and reports how many of its CTAs fit an SM. */
-static lp_status kernel_occupancy(const lp_backend *be, const void *kernel, int smem, const char *name, int *per_sm) {
+/* Sets the kernel's attributes and reports how many of its CTAs fit an SM. */
+lp_status lp_cuda_attention_wgmma_occupancy(const lp_backend *be, int *per_sm) {
+    const void *kernel = reinterpret_cast<const void *>(attention_wgmma_kernel);
     lp_cuda_state *st = lp_cuda(be);
     int smem_max = 0;
+    *per_sm = 0;
     LP_TRY(lp_cuda_check(be, cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, st->device),
                          "attention: cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)"));
-    if (smem_max < smem)
+    if (smem_max < AW_SMEM)
         return lp_fail(LP_ERR_UNSUPPORTED,
-                       "attention (cuda): the %s kernel needs %d bytes of shared memory per block, the device has %d",
-                       name, smem, smem_max);
+                       "attention (cuda): the wgmma kernel needs %d bytes of shared memory per block, "
+                       "the device has %d",
+                       AW_SMEM, smem_max);
     /* setmaxnreg.inc would wait forever if the CTA held fewer registers than
      * the counts above assume */
     cudaFuncAttributes fa;
     LP_TRY(lp_cuda_check(be, cudaFuncGetAttributes(&fa, kernel), "attention: cudaFuncGetAttributes (wgmma)"));
     if (fa.numRegs != AW_REGS)
         return lp_fail(LP_ERR_UNSUPPORTED,
-                       "attention (cuda): the %s kernel was built with %d registers per thread, %d expected", name,
+                       "attention (cuda): the wgmma kernel was built with %d registers per thread, %d expected",
                        fa.numRegs, AW_REGS);
-    LP_TRY(lp_cuda_check(be, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+    LP_TRY(lp_cuda_check(be, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, AW_SMEM),
                          "attention: cudaFuncSetAttribute(MaxDynamicSharedMemorySize) (wgmma)"));
-    return lp_cuda_check(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kernel, AW_THREADS, smem),
+    return lp_cuda_check(be, cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kernel, AW_THREADS, AW_SMEM),
                          "attention: cudaOccupancyMaxActiveBlocksPerMultiprocessor (wgmma)");
-}
-
-/* Both kernels (either may run on the same plan): the fewer CTAs per SM. */
-lp_status lp_cuda_attention_wgmma_occupancy(const lp_backend *be, int *per_sm) {
-    int n1 = 0, n2 = 0;
-    *per_sm = 0;
-    LP_TRY(kernel_occupancy(be, reinterpret_cast<const void *>(attention_wgmma_kernel), AW_SMEM, "wgmma (1)", &n1));
-    LP_TRY(kernel_occupancy(be, reinterpret_cast<const void *>(attention_wgmma2_kernel), AW2_SMEM, "wgmma (2)", &n2));
-    *per_sm = n1 < n2 ? n1 : n2;
-    return LP_OK;
 }
 
 /* cuTensorMapEncodeTiled, from the driver through the runtime (no libcuda
@@ -844,8 +597,8 @@ static lp_status encode_map(CUtensorMap *map, const uint16_t *base, int64_t rows
                             int64_t hstride, int *head_major, const char *what) {
     static const PFN_cuTensorMapEncodeTiled_v12000 encode = lookup_encode();
     if (!encode)
-        return lp_fail(LP_ERR_UNSUPPORTED, "attention (cuda): the driver has no cuTensorMapEncodeTiled (wgmma kernel "
-                                           "2; LIPAR_ATTENTION=wgmma1 runs kernel 1)");
+        return lp_fail(LP_ERR_UNSUPPORTED, "attention (cuda): the driver has no cuTensorMapEncodeTiled, which the "
+                                           "wgmma kernel needs (LIPAR_ATTENTION=mma runs the mma.sync kernel)");
     const int hm = ld < hstride * heads;
     const cuuint64_t dim[3] = {AW_HD, (cuuint64_t)(hm ? rows : heads), (cuuint64_t)(hm ? heads : rows)};
     const cuuint64_t stride[2] = {(cuuint64_t)(hm ? ld : hstride) * 2, (cuuint64_t)(hm ? hstride : ld) * 2}; /* bytes */
@@ -857,18 +610,14 @@ static lp_status encode_map(CUtensorMap *map, const uint16_t *base, int64_t rows
     if (r != CUDA_SUCCESS)
         return lp_fail(LP_ERR_UNSUPPORTED,
                        "attention (cuda): cuTensorMapEncodeTiled (%s: %lld rows, %d heads, ld %lld, head stride %lld) "
-                       "failed with %d (LIPAR_ATTENTION=wgmma1 runs kernel 1)",
+                       "failed with %d (LIPAR_ATTENTION=mma runs the mma.sync kernel)",
                        what, (long long)rows, heads, (long long)ld, (long long)hstride, (int)r);
     *head_major = hm;
     return LP_OK;
 }
 
 lp_status lp_cuda_attention_wgmma_launch(const lp_backend *be, const att_params *p, int64_t ctas) {
-    if (lp_cuda_attention_wgmma_version() == 1) {
-        attention_wgmma_kernel<<<(unsigned)ctas, AW_THREADS, AW_SMEM, lp_cuda(be)->stream>>>(*p);
-        return lp_cuda_check_launch(be, "attention_wgmma_kernel");
-    }
-    aw2_params P;
+    aw_params P;
     memset(&P, 0, sizeof P);
     P.a = *p;
     const int heads = p->ldq / AW_HD;
@@ -884,6 +633,6 @@ lp_status lp_cuda_attention_wgmma_launch(const lp_backend *be, const att_params 
     }
     P.tiles0 = (int)((n[0] + AW_BK - 1) / AW_BK);
     P.vtiles = P.tiles0 + (int)((n[1] + AW_BK - 1) / AW_BK);
-    attention_wgmma2_kernel<<<(unsigned)ctas, AW_THREADS, AW2_SMEM, lp_cuda(be)->stream>>>(P);
-    return lp_cuda_check_launch(be, "attention_wgmma2_kernel");
+    attention_wgmma_kernel<<<(unsigned)ctas, AW_THREADS, AW_SMEM, lp_cuda(be)->stream>>>(P);
+    return lp_cuda_check_launch(be, "attention_wgmma_kernel");
 }
