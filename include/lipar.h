@@ -88,6 +88,13 @@ typedef struct {
                                0: the streaming mask (default) */
     uint64_t seed;          /* noise seed */
     const char *prompt;     /* the editing prompt */
+    /* Whether the VAE encoder (on its own thread) encodes chunk n+1 while the
+     * DiT edits chunk n: 1 yes, -1 no, 0 (default) yes on a GPU backend and
+     * no on the CPU, whose cores the DiT already keeps busy. With the
+     * overlap a chunk is edited once the next one is complete (or at
+     * lipar_session_finish); without it, before the push that completes it
+     * returns. The output is the same. */
+    int encoder_overlap;
 } lipar_session_options;
 
 void lipar_session_options_default(lipar_session_options *o);
@@ -97,14 +104,18 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
 lipar_status lipar_session_finish(lipar_session *s);
 void lipar_session_close(lipar_session *s);
 
-/* Pushes one input frame. When it completes a chunk, the chunk is edited
- * before this returns and its frames become pullable. */
+/* Pushes one input frame. When it completes chunk n, chunk n goes to the
+ * encoder and, before this returns, chunk n−1 is edited (with
+ * encoder_overlap) or chunk n itself once encoded (without); edited chunks
+ * are decoded on another thread and their frames become pullable as each is
+ * done. */
 lipar_status lipar_session_push(lipar_session *s, const float *rgb);
 /* Pulls the next edited frame into rgb, setting *got to 1, or sets *got to 0
  * when none is ready. Output frames correspond one to one to input frames. */
 lipar_status lipar_session_pull(lipar_session *s, float *rgb, int *got);
-/* Replaces the prompt from the next chunk on (re-encodes the text and swaps
- * the cross-attention K/V cache). */
+/* Replaces the prompt from the next chunk on, i.e. for the chunks completed
+ * by later pushes (edits the complete chunks first, then re-encodes the text
+ * and swaps the cross-attention K/V cache). */
 lipar_status lipar_session_set_prompt(lipar_session *s, const char *prompt);
 
 typedef struct {
@@ -117,8 +128,9 @@ typedef struct {
     int prompt_version;        /* 0 for the first prompt, +1 per lipar_session_set_prompt */
 } lipar_chunk_stats;
 
-/* The largest device memory in use (bytes, sampled after each chunk) by the
- * process while this session ran; 0 on the CPU backend. */
+/* The largest device memory in use (bytes, sampled after each chunk's
+ * encode, edit and decode) by the process while this session ran; 0 on the
+ * CPU backend. */
 size_t lipar_session_peak_device_memory(const lipar_session *s);
 
 /* Number of chunks edited so far, and the statistics of chunk i. */

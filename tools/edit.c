@@ -626,7 +626,7 @@ static bool writer_finish(frame_writer *fw) {
 typedef struct {
     int frames_out;
     double seconds;
-    int steady_frames; /* input frames pushed after the first chunk was edited */
+    int steady_frames; /* output frames of the chunks after the first */
     double steady_seconds;
     /* the main loop's side, in seconds: waiting for input frames from the
      * reader thread, lipar_session_push and lipar_session_pull (what the
@@ -918,9 +918,11 @@ int lp_edit_main(int argc, char **argv) {
         }
         reader_release(&fr, replacement);
         frames_in++;
-        if (!t_first && lipar_session_chunks(s) > 0) {
+        if (!t_first && lipar_session_chunks(s) > 0) { /* chunk 0 is edited */
+            lipar_chunk_stats first;
+            lipar_session_chunk_stats(s, 0, &first);
             t_first = lp_seconds();
-            frames_at_first = frames_in;
+            frames_at_first = first.frames;
         }
         /* outputs are opened once there is something to write: a run that fails
          * before its first chunk leaves no file behind */
@@ -957,7 +959,7 @@ int lp_edit_main(int argc, char **argv) {
     }
     double t_end = lp_seconds(), seconds = t_end - t0;
     progress(&a, tty, frames_in, frames_in, t0, s, 1);
-    run_times rt = {frames_out, seconds, t_first ? frames_in - frames_at_first : 0, t_first ? t_end - t_first : 0,
+    run_times rt = {frames_out, seconds, t_first ? frames_out - frames_at_first : 0, t_first ? t_end - t_first : 0,
                     t_read, t_push, t_pull, t_write, t_flush, fr.busy, fw.busy};
     if (a.stats && !write_stats(a.stats, &a, s, m, &rt)) failed = 1;
     if (a.plot && !write_plot(a.plot, &a, s)) failed = 1;

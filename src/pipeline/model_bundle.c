@@ -35,7 +35,7 @@ static lp_status load_demo(lipar_model *m, int full) {
                                  .dec_width = {full ? 256 : 64, full ? 128 : 32, full ? 64 : 16},
                                  .pooling_encoder = 1, .pooling_gain = 4.0f};
     LP_TRY(lp_taehv_random_weights(&tc, 20260102, &m->vae_file));
-    LP_TRY(lp_taehv_load(m->vae_file, "", m->be, &m->taehv));
+    LP_TRY(lp_taehv_load(m->vae_file, "", m->enc_be, &m->taehv));
     LP_TRY(lp_taehv_load(m->vae_file, "", m->vae_be, &m->taehv_dec));
     LP_TRY(lp_text_open_demo(dc->text_dim, lp_dit_get_config(m->dit)->text_len, m->be->pool, &m->text));
     if (full)
@@ -61,7 +61,7 @@ static lp_status load_files(lipar_model *m, const lipar_model_options *o) {
                            &m->vae_file, &prefix));
     int latent_channels;
     if (m->vae_kind == LP_VAE_TAEHV) {
-        LP_TRY(lp_taehv_load(m->vae_file, prefix, m->be, &m->taehv));
+        LP_TRY(lp_taehv_load(m->vae_file, prefix, m->enc_be, &m->taehv));
         LP_TRY(lp_taehv_load(m->vae_file, prefix, m->vae_be, &m->taehv_dec));
         latent_channels = lp_taehv_latent_channels(m->taehv);
     } else {
@@ -88,6 +88,7 @@ lipar_status lipar_model_load(const lipar_model_options *o, lipar_model **out) {
     if (!m) return (lipar_status)lp_fail(LP_ERR_NOMEM, "out of memory");
     const char *backend = o->backend ? o->backend : "cpu";
     lp_status s = lp_backend_create(backend, o->threads, &m->be);
+    if (s == LP_OK) s = lp_backend_create(backend, o->threads, &m->enc_be);
     if (s == LP_OK) s = lp_backend_create(backend, o->threads, &m->vae_be);
     if (s == LP_OK) {
         const char *kind = o->vae_kind ? o->vae_kind : "taehv";
@@ -121,6 +122,7 @@ void lipar_model_free(lipar_model *m) {
     lp_tensor_file_close(m->vae_file);
     lp_tensor_file_close(m->dit_file);
     lp_backend_destroy(m->be);
+    lp_backend_destroy(m->enc_be);
     lp_backend_destroy(m->vae_be);
     free(m);
 }

@@ -1,10 +1,41 @@
 /* lipar_session: the streaming editing loop (ARCHITECTURE.md "What flows
- * through it"). Input frames are gathered into chunks (12 frames = 3 latent
- * frames; the Wan VAE's first chunk is 9 = 1 + 4·2), encoded, masked and
- * edited by lp_edit_chunk on the caller's thread; the edited latents go to a
- * decoder thread (its own backend instance: its own stream on a GPU), so that
- * the decode of chunk n runs while the DiT works on chunk n+1. Decoded frames
- * wait in a queue to be pulled. */
+ * through it") as three stages, each on its own thread with its own backend
+ * instance (its own stream on a GPU):
+ *
+ * - the caller's thread: push() gathers input frames into chunks (12 frames =
+ *   3 latent frames; the Wan VAE's first chunk is 9 = 1 + 4·2) and hands each
+ *   complete chunk to the encoder, then edits the oldest encoded chunk with
+ *   the DiT (lp_edit_chunk): the DiT of chunk n runs while the encoder works
+ *   on chunk n+1 (encoder_overlap; without it, on the CPU by default, push()
+ *   waits for chunk n's encoding and edits it at once);
+ * - the encoder thread: encodes the chunks in order and computes what
+ *   depends only on the input: the streaming keep-mask (a sequence over the
+ *   chunks, which this thread sees in order) or a per-chunk strategy's plan;
+ * - the decoder thread: decodes chunk n while the DiT works on chunk n+1 and
+ *   queues the frames to be pulled.
+ * Both queues are bounded: ENCODE_SLOTS complete chunks wait between push()
+ * and the DiT, DECODE_QUEUE edited ones between the DiT and the decoder. Each
+ * stage sees the chunks in the order they were pushed, so the results do not
+ * depend on the timing of the threads.
+ *
+ * Locking. One mutex, mu, guards what two threads touch: the chunk counters
+ * n_queued and n_encoded, the decode queue's head and count, the output
+ * queue, the statistics (the decoder adds its time), peak_device_bytes and
+ * the first failure of a thread (thread_status, thread_error). The contents
+ * of an encode slot or a decode job are not guarded: one thread owns each at
+ * a time, and ownership passes by a counter changed under mu (so the mutex
+ * makes the last owner's writes visible to the next):
+ * - the slot of chunk c is the caller's while it fills it (n_queued == c),
+ *   the encoder's from n_queued > c until n_encoded > c, then the caller's
+ *   again (the DiT) until n_taken > c, after which chunk c + ENCODE_SLOTS may
+ *   fill it;
+ * - a decode job is the caller's while it writes it, then the decoder's from
+ *   when jobs_count counts it until the decoder removes it.
+ * Everything else belongs to one thread: the encoder's models, states and
+ * mask stream; the DiT's cache, edit state, keep history, pending latents and
+ * prompt (the caller's thread); the decoder's models and frame buffer. The
+ * caller alone writes n_queued, n_stats (under mu) and n_in, n_taken (no
+ * lock), so it reads them without the lock. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +51,16 @@
 
 #define CHUNK_LATENTS 3
 #define MASK_HISTORY 8
+#define ENCODE_SLOTS 2 /* complete chunks not yet edited: one at the encoder, one at the DiT */
 #define DECODE_QUEUE 2 /* edited chunks waiting for the decoder */
+
+typedef struct {
+    float *frames;        /* [12][3][H][W]: the input, padded to the chunk's size */
+    float *latents;       /* [3][C][h][w] */
+    uint8_t *keep;        /* [3][patches]: the streaming mask or the per-chunk strategy's */
+    int32_t *merge_dst;   /* [3·patches]: tome's merge plan */
+    lipar_chunk_stats cs; /* chunk, first_frame, frames; the encoder adds seconds_encode and seconds_mask */
+} encode_slot;
 
 typedef struct {
     float *latents; /* [3][C][h][w] */
@@ -40,43 +80,47 @@ struct lipar_session {
     int prompt_version;
     lp_prune_strategy strategy;
     lp_denoise_plan plan;
+    int C, lh, lw;             /* latent frame [C, lh, lw] */
+    int64_t frame_px, latent_elems, patches;
+    /* the DiT's (the caller's thread) */
     lp_dit_cache *cache;
     lp_edit_state est;
     lp_mask_opts mopts;
-    lp_mask_stream *mstream;
-    lp_taehv_encoder *tenc;
-    lp_taehv_decoder *tdec;
-    lp_wan_vae_encoder *wenc;
-    lp_wan_vae_decoder *wdec;
-    int C, lh, lw;             /* latent frame [C, lh, lw] */
-    int64_t frame_px, latent_elems, patches;
-    float *in_frames;          /* the current chunk's input, [12][3][H][W] */
-    int n_in;
-    float *work;               /* [12][3][H][W] scratch for VAE conversions and decoded frames */
-    float *latents, *eps;      /* one chunk's latents and noise */
-    uint8_t *keep;             /* one chunk's token mask */
-    int32_t *merge_dst;        /* one chunk's merge plan (tome) */
-    /* batch mask mode: every chunk's latents until finish */
-    pending_chunk *pending;
+    float *eps;                /* one chunk's noise */
+    uint8_t *keep_history;     /* [MASK_HISTORY][3][patches] */
+    pending_chunk *pending;    /* batch mask mode: every chunk's latents until finish */
     int n_pending, cap_pending;
+    lipar_chunk_stats *stats;
+    int n_stats, cap_stats;
+    /* the encoder's */
+    lp_taehv_encoder *tenc;
+    lp_wan_vae_encoder *wenc;
+    lp_mask_stream *mstream;
+    /* the decoder's */
+    lp_taehv_decoder *tdec;
+    lp_wan_vae_decoder *wdec;
+    float *decoded;            /* [12][3][H][W] */
+    /* complete chunks between push() and the DiT */
+    encode_slot slots[ENCODE_SLOTS];
+    int n_in;                  /* frames in the slot being filled (that of chunk n_queued) */
+    int n_queued;              /* chunks handed to the encoder */
+    int n_encoded;             /* chunks the encoder is done with */
+    int n_taken;               /* chunks the DiT has taken (edited, or kept for the batch mask) */
+    /* edited chunks between the DiT and the decoder */
+    decode_job jobs[DECODE_QUEUE];
+    int jobs_head, jobs_count;
     /* output queue */
     float *out;
     int out_head, out_count, out_cap;
-    lipar_chunk_stats *stats;
-    int n_stats, cap_stats;
-    uint8_t *keep_history;     /* [MASK_HISTORY][3][patches] */
     size_t peak_device_bytes;
-    /* the decoder thread; mu guards the jobs, the output queue, the stats and
-     * the decoder's status */
-    pthread_t decoder;
-    int decoder_started, decoder_stop;
+    /* the threads (see "Locking" above) */
+    pthread_t encoder, decoder;
+    int sync_made, encoder_started, decoder_started, stopping;
     pthread_mutex_t mu;
-    pthread_cond_t job_ready, job_done;
-    decode_job jobs[DECODE_QUEUE];
-    int jobs_head, jobs_count;
-    float *decoded;            /* the decoder thread's [12][3][H][W] */
-    lp_status decode_status;   /* first failure of the decoder thread */
-    char decode_error[1024];
+    pthread_cond_t chunk_queued, chunk_encoded, job_ready, job_done;
+    lp_status thread_status;   /* first failure of the encoder or decoder thread */
+    char thread_error[1024];
+    int lag;                   /* complete chunks left waiting for the DiT after a push: 0 or 1 */
     int finished;
 };
 
@@ -102,7 +146,9 @@ static int chunk_frames(const lipar_session *s, int chunk) {
     return s->m->vae_kind == LP_VAE_WAN && chunk == 0 ? 9 : 12;
 }
 
-static int chunks_started(const lipar_session *s) { return s->n_stats + s->n_pending; }
+static int per_chunk_strategy(const lipar_session *s) {
+    return s->strategy == LP_PRUNE_TOME || s->strategy == LP_PRUNE_IMPORTANCE;
+}
 
 static lp_status encode_prompt(lipar_session *s, const char *prompt) {
     float *ctx;
@@ -124,7 +170,7 @@ static lp_status open_vae(lipar_session *s) {
         lp_taehv_encoder_latent_shape(s->tenc, &s->C, &s->lh, &s->lw);
         LP_TRY(lp_taehv_decoder_create(m->taehv_dec, s->lh, s->lw, &dopts, &s->tdec));
     } else {
-        LP_TRY(lp_wan_vae_encoder_open(m->wan, H, W, m->be->pool, &s->wenc));
+        LP_TRY(lp_wan_vae_encoder_open(m->wan, H, W, m->enc_be->pool, &s->wenc));
         LP_TRY(lp_wan_vae_decoder_open(m->wan, H, W, 1, m->vae_be->pool, &s->wdec));
         int scale = lp_wan_vae_scale(m->wan);
         s->C = lp_wan_vae_config_of(m->wan)->z_dim;
@@ -134,10 +180,99 @@ static lp_status open_vae(lipar_session *s) {
     return LP_OK;
 }
 
+/* Samples the device memory in use through be (each thread through its own
+ * instance: on CUDA it is the process's, so this catches each stage's peak). */
+static void note_memory(lipar_session *s, const lp_backend *be) {
+    size_t used = be->memory_in_use(be);
+    pthread_mutex_lock(&s->mu);
+    if (used > s->peak_device_bytes) s->peak_device_bytes = used;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Records the first failure of the encoder or decoder thread (call with mu
+ * held): lp_last_error is per thread, so the message is kept here. */
+static void thread_failed(lipar_session *s, lp_status st) {
+    if (st == LP_OK || s->thread_status != LP_OK) return;
+    s->thread_status = st;
+    snprintf(s->thread_error, sizeof s->thread_error, "%s", lp_last_error());
+}
+
+/* That failure, raised on the caller's thread (call with mu held). */
+static lp_status thread_failure(const lipar_session *s) {
+    return s->thread_status == LP_OK ? LP_OK : lp_fail(s->thread_status, "%s", s->thread_error);
+}
+
+static lp_status pipeline_failure(lipar_session *s) {
+    pthread_mutex_lock(&s->mu);
+    lp_status st = thread_failure(s);
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* ---- the encoder thread ---- */
+
+/* The token reduction of a chunk from its clean latents for the per-chunk
+ * strategies: tome's merge plan (with keep = not merged, for the statistics)
+ * or importance's mask. */
+static lp_status plan_alternative(const lipar_session *s, encode_slot *e) {
+    if (s->strategy == LP_PRUNE_IMPORTANCE)
+        return lp_importance_mask(e->latents, CHUNK_LATENTS, s->C, s->lh, s->lw, s->o.prune_fraction,
+                                  e->cs.chunk == 0, e->keep);
+    LP_TRY(lp_tome_plan(e->latents, CHUNK_LATENTS, s->C, s->lh, s->lw, s->o.prune_fraction, e->merge_dst));
+    for (int64_t i = 0; i < CHUNK_LATENTS * s->patches; i++) e->keep[i] = e->merge_dst[i] < 0;
+    return LP_OK;
+}
+
+/* Encodes the chunk of slot e and computes its streaming keep-mask or
+ * per-chunk plan (the batch mask waits for the whole clip; `none` has none). */
+static lp_status encode_run(lipar_session *s, encode_slot *e) {
+    int n = chunk_frames(s, e->cs.chunk), got = 0;
+    double t0 = lp_seconds();
+    if (s->tenc) {
+        LP_TRY(lp_taehv_encoder_push(s->tenc, e->frames, n, e->latents, CHUNK_LATENTS, &got));
+    } else {
+        for (int64_t i = 0; i < n * s->frame_px; i++) e->frames[i] = 2.0f * e->frames[i] - 1.0f; /* Wan: [−1, 1] */
+        LP_TRY(lp_wan_vae_encode(s->wenc, e->frames, n, e->latents, &got));
+    }
+    if (got != CHUNK_LATENTS)
+        return lp_fail(LP_ERR_SHAPE, "the VAE made %d latent frames from %d frames, expected %d", got, n,
+                       CHUNK_LATENTS);
+    e->cs.seconds_encode = lp_seconds() - t0;
+    note_memory(s, s->m->enc_be);
+    t0 = lp_seconds();
+    if (per_chunk_strategy(s)) LP_TRY(plan_alternative(s, e));
+    else if (!s->o.batch_mask && s->strategy != LP_PRUNE_NONE)
+        LP_TRY(lp_mask_stream_push_chunk(s->mstream, e->latents, CHUNK_LATENTS, e->keep));
+    else return LP_OK;
+    e->cs.seconds_mask = lp_seconds() - t0;
+    return LP_OK;
+}
+
+static void *encoder_main(void *arg) {
+    lipar_session *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->n_encoded == s->n_queued && !s->stopping) pthread_cond_wait(&s->chunk_queued, &s->mu);
+        if (s->stopping) break;
+        encode_slot *e = &s->slots[s->n_encoded % ENCODE_SLOTS];
+        int failed = s->thread_status != LP_OK; /* after a failure, chunks pass through unencoded */
+        pthread_mutex_unlock(&s->mu);
+        lp_status st = failed ? LP_OK : encode_run(s, e);
+        pthread_mutex_lock(&s->mu);
+        thread_failed(s, st);
+        s->n_encoded++;
+        pthread_cond_signal(&s->chunk_encoded);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- the decoder thread ---- */
+
 static lp_status enqueue(lipar_session *s, const float *frames, int n);
 
 /* Decodes one job into s->decoded; returns the number of frames made. */
-static lp_status decode_job_run(lipar_session *s, const decode_job *job, int *got) {
+static lp_status decode_run(lipar_session *s, const decode_job *job, int *got) {
     *got = 0;
     if (s->tdec) return lp_taehv_decoder_push(s->tdec, job->latents, CHUNK_LATENTS, s->decoded, 12, got);
     LP_TRY(lp_wan_vae_decode(s->wdec, job->latents, CHUNK_LATENTS, s->decoded, got));
@@ -149,22 +284,21 @@ static void *decoder_main(void *arg) {
     lipar_session *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->jobs_count && !s->decoder_stop) pthread_cond_wait(&s->job_ready, &s->mu);
-        if (!s->jobs_count) break; /* stopped with nothing left */
+        while (!s->jobs_count && !s->stopping) pthread_cond_wait(&s->job_ready, &s->mu);
+        if (s->stopping) break;
         decode_job *job = &s->jobs[s->jobs_head];
+        int failed = s->thread_status != LP_OK; /* after a failure, jobs are dropped */
         pthread_mutex_unlock(&s->mu);
         double t0 = lp_seconds();
         int got = 0;
-        lp_status st = s->decode_status == LP_OK ? decode_job_run(s, job, &got) : s->decode_status;
-        if (st == LP_OK && got < job->frames)
+        lp_status st = failed ? LP_OK : decode_run(s, job, &got);
+        if (st == LP_OK && !failed && got < job->frames)
             st = lp_fail(LP_ERR_SHAPE, "the VAE decoded %d frames, expected %d", got, job->frames);
         double dt = lp_seconds() - t0;
+        if (!failed) note_memory(s, s->m->vae_be);
         pthread_mutex_lock(&s->mu);
-        if (st == LP_OK) st = enqueue(s, s->decoded, job->frames);
-        if (st != LP_OK && s->decode_status == LP_OK) { /* lp_last_error is per thread: keep the message */
-            s->decode_status = st;
-            snprintf(s->decode_error, sizeof s->decode_error, "%s", lp_last_error());
-        }
+        if (st == LP_OK && !failed) st = enqueue(s, s->decoded, job->frames);
+        thread_failed(s, st);
         if (job->chunk < s->n_stats) {
             s->stats[job->chunk].seconds_decode = dt;
             s->stats[job->chunk].seconds_total += dt;
@@ -177,47 +311,47 @@ static void *decoder_main(void *arg) {
     return NULL;
 }
 
-static lp_status start_decoder(lipar_session *s) {
+static lp_status start_threads(lipar_session *s) {
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->chunk_queued, NULL);
+    pthread_cond_init(&s->chunk_encoded, NULL);
     pthread_cond_init(&s->job_ready, NULL);
     pthread_cond_init(&s->job_done, NULL);
-    s->decoder_started = 1; /* the mutex and conditions exist from here on */
-    if (pthread_create(&s->decoder, NULL, decoder_main, s) != 0) {
-        s->decoder_started = 0;
+    s->sync_made = 1;
+    if (pthread_create(&s->encoder, NULL, encoder_main, s) != 0)
+        return lp_fail(LP_ERR_NOMEM, "cannot start the encoder thread");
+    s->encoder_started = 1;
+    if (pthread_create(&s->decoder, NULL, decoder_main, s) != 0)
         return lp_fail(LP_ERR_NOMEM, "cannot start the decoder thread");
-    }
-    s->decoder_started = 2;
+    s->decoder_started = 1;
     return LP_OK;
 }
 
-/* Lets the decoder finish its jobs and joins it. */
-static void stop_decoder(lipar_session *s) {
-    if (s->decoder_started == 2) {
-        pthread_mutex_lock(&s->mu);
-        s->decoder_stop = 1;
-        pthread_cond_broadcast(&s->job_ready);
-        pthread_mutex_unlock(&s->mu);
-        pthread_join(s->decoder, NULL);
-    }
-    if (s->decoder_started) {
-        pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->job_ready);
-        pthread_cond_destroy(&s->job_done);
-    }
-    s->decoder_started = 0;
-}
-
-/* The decoder's failure, raised on the caller's thread (call with mu held). */
-static lp_status decoder_failure(const lipar_session *s) {
-    return s->decode_status == LP_OK ? LP_OK : lp_fail(s->decode_status, "%s", s->decode_error);
+/* Stops both threads, dropping work they have not started (after finish
+ * there is none), and joins them. */
+static void stop_threads(lipar_session *s) {
+    if (!s->sync_made) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->chunk_queued);
+    pthread_cond_broadcast(&s->job_ready);
+    pthread_mutex_unlock(&s->mu);
+    if (s->encoder_started) pthread_join(s->encoder, NULL);
+    if (s->decoder_started) pthread_join(s->decoder, NULL);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->chunk_queued);
+    pthread_cond_destroy(&s->chunk_encoded);
+    pthread_cond_destroy(&s->job_ready);
+    pthread_cond_destroy(&s->job_done);
+    s->sync_made = 0;
 }
 
 /* Hands the edited latents of chunk `chunk` to the decoder, waiting while its
  * queue is full. */
 static lp_status submit_decode(lipar_session *s, const float *latents, int frames, int chunk) {
     pthread_mutex_lock(&s->mu);
-    while (s->jobs_count == DECODE_QUEUE && s->decode_status == LP_OK) pthread_cond_wait(&s->job_done, &s->mu);
-    lp_status st = decoder_failure(s);
+    while (s->jobs_count == DECODE_QUEUE && s->thread_status == LP_OK) pthread_cond_wait(&s->job_done, &s->mu);
+    lp_status st = thread_failure(s);
     if (st == LP_OK) {
         decode_job *job = &s->jobs[(s->jobs_head + s->jobs_count) % DECODE_QUEUE];
         memcpy(job->latents, latents, (size_t)s->latent_elems * sizeof(float));
@@ -233,11 +367,13 @@ static lp_status submit_decode(lipar_session *s, const float *latents, int frame
 /* Waits until the decoder has emptied its queue. */
 static lp_status drain_decoder(lipar_session *s) {
     pthread_mutex_lock(&s->mu);
-    while (s->jobs_count && s->decode_status == LP_OK) pthread_cond_wait(&s->job_done, &s->mu);
-    lp_status st = decoder_failure(s);
+    while (s->jobs_count && s->thread_status == LP_OK) pthread_cond_wait(&s->job_done, &s->mu);
+    lp_status st = thread_failure(s);
     pthread_mutex_unlock(&s->mu);
     return st;
 }
+
+/* ---- the session ---- */
 
 lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, lipar_session **out) {
     *out = NULL;
@@ -262,6 +398,11 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
     s->o = *o;
     s->o.strategy = NULL;
     s->o.prompt = NULL;
+    /* On the CPU the DiT fills every core: overlapping the encoder with it
+     * only makes their threads compete (measured: no faster, more CPU time),
+     * so by default the encoder runs while the DiT waits for it there. */
+    int overlap = o->encoder_overlap ? o->encoder_overlap > 0 : strcmp(m->be->name, "cpu") != 0;
+    s->lag = overlap ? ENCODE_SLOTS - 1 : 0;
     lp_status st = lp_prune_strategy_parse(o->strategy ? o->strategy : "lipar", &s->strategy);
     if (st == LP_OK) st = lp_denoise_plan_init(&s->plan, o->steps, o->n_steps, o->shift, 0.0f);
     if (st == LP_OK) st = open_vae(s);
@@ -282,30 +423,33 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
         lp_mask_opts_default(&s->mopts);
         s->mopts.tau = o->tau;
         s->mopts.tau2 = o->tau2;
-        if (!o->batch_mask) st = lp_mask_stream_open(&s->mopts, s->lh, s->lw, &s->mstream);
+        lp_mask_opts stream_opts = s->mopts;
+        stream_opts.pool = m->enc_be->pool; /* the stream runs on the encoder thread */
+        if (!o->batch_mask) st = lp_mask_stream_open(&stream_opts, s->lh, s->lw, &s->mstream);
     }
     if (st == LP_OK) {
         s->frame_px = (int64_t)3 * o->height * o->width;
         s->latent_elems = (int64_t)CHUNK_LATENTS * s->C * s->lh * s->lw;
         s->patches = (int64_t)(s->lh / 2) * (s->lw / 2);
-        s->in_frames = malloc((size_t)(12 * s->frame_px) * sizeof(float));
-        s->work = malloc((size_t)(12 * s->frame_px) * sizeof(float));
-        s->latents = malloc((size_t)s->latent_elems * sizeof(float));
+        int ok = 1;
+        for (int i = 0; i < ENCODE_SLOTS; i++) {
+            encode_slot *e = &s->slots[i];
+            ok &= (e->frames = malloc((size_t)(12 * s->frame_px) * sizeof(float))) != NULL;
+            ok &= (e->latents = malloc((size_t)s->latent_elems * sizeof(float))) != NULL;
+            ok &= (e->keep = malloc((size_t)(CHUNK_LATENTS * s->patches))) != NULL;
+            ok &= (e->merge_dst = malloc((size_t)(CHUNK_LATENTS * s->patches) * sizeof *e->merge_dst)) != NULL;
+        }
+        for (int i = 0; i < DECODE_QUEUE; i++)
+            ok &= (s->jobs[i].latents = malloc((size_t)s->latent_elems * sizeof(float))) != NULL;
         s->eps = malloc((size_t)s->latent_elems * sizeof(float));
         s->keep_history = calloc((size_t)(MASK_HISTORY * CHUNK_LATENTS * s->patches), 1);
-        s->keep = malloc((size_t)(CHUNK_LATENTS * s->patches));
-        s->merge_dst = malloc((size_t)(CHUNK_LATENTS * s->patches) * sizeof *s->merge_dst);
         s->prompt = strdup(o->prompt ? o->prompt : "");
         s->decoded = malloc((size_t)(12 * s->frame_px) * sizeof(float));
-        int jobs_ok = 1;
-        for (int i = 0; i < DECODE_QUEUE; i++)
-            jobs_ok &= (s->jobs[i].latents = malloc((size_t)s->latent_elems * sizeof(float))) != NULL;
-        if (!s->in_frames || !s->work || !s->latents || !s->eps || !s->keep_history || !s->prompt || !s->keep ||
-            !s->merge_dst || !s->decoded || !jobs_ok)
+        if (!ok || !s->eps || !s->keep_history || !s->prompt || !s->decoded)
             st = lp_fail(LP_ERR_NOMEM, "out of memory for a %dx%d session", o->width, o->height);
     }
     if (st == LP_OK) st = encode_prompt(s, s->prompt);
-    if (st == LP_OK) st = start_decoder(s);
+    if (st == LP_OK) st = start_threads(s);
     if (st != LP_OK) {
         lipar_session_close(s);
         return (lipar_status)st;
@@ -316,7 +460,13 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
 
 void lipar_session_close(lipar_session *s) {
     if (!s) return;
-    stop_decoder(s);
+    stop_threads(s);
+    for (int i = 0; i < ENCODE_SLOTS; i++) {
+        free(s->slots[i].frames);
+        free(s->slots[i].latents);
+        free(s->slots[i].keep);
+        free(s->slots[i].merge_dst);
+    }
     for (int i = 0; i < DECODE_QUEUE; i++) free(s->jobs[i].latents);
     free(s->decoded);
     lp_taehv_encoder_free(s->tenc);
@@ -328,32 +478,12 @@ void lipar_session_close(lipar_session *s) {
     lp_dit_cache_free(s->cache);
     for (int i = 0; i < s->n_pending; i++) free(s->pending[i].latents);
     free(s->pending);
-    free(s->in_frames);
-    free(s->work);
-    free(s->latents);
     free(s->eps);
     free(s->out);
     free(s->stats);
     free(s->keep_history);
-    free(s->keep);
-    free(s->merge_dst);
     free(s->prompt);
     free(s);
-}
-
-/* Encodes n input frames (a whole chunk) into s->latents. */
-static lp_status encode_chunk(lipar_session *s, const float *frames, int n) {
-    int got = 0;
-    if (s->tenc) {
-        LP_TRY(lp_taehv_encoder_push(s->tenc, frames, n, s->latents, CHUNK_LATENTS, &got));
-    } else {
-        for (int64_t i = 0; i < n * s->frame_px; i++) s->work[i] = 2.0f * frames[i] - 1.0f; /* Wan: [−1, 1] */
-        LP_TRY(lp_wan_vae_encode(s->wenc, s->work, n, s->latents, &got));
-    }
-    if (got != CHUNK_LATENTS)
-        return lp_fail(LP_ERR_SHAPE, "the VAE made %d latent frames from %d frames, expected %d", got, n,
-                       CHUNK_LATENTS);
-    return LP_OK;
 }
 
 static lp_status enqueue(lipar_session *s, const float *frames, int n) {
@@ -389,10 +519,11 @@ static lp_status push_stats(lipar_session *s, const lipar_chunk_stats *cs) {
     return LP_OK;
 }
 
-/* Edits the chunk whose latents are in s->latents with keep (NULL = all) or
- * the merge plan, records its statistics and hands the edited latents to the
- * decoder thread, which queues the chunk's first `frames` output frames. */
-static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, const int32_t *merge_dst, int frames,
+/* Edits the chunk whose clean latents are x (overwritten) with keep (NULL =
+ * all) or the merge plan, records its statistics and hands the edited
+ * latents to the decoder thread, which queues the chunk's first cs->frames
+ * output frames. */
+static lp_status edit_chunk(lipar_session *s, float *x, const uint8_t *keep, const int32_t *merge_dst,
                             lipar_chunk_stats *cs) {
     int chunk = s->est.chunk;
     int64_t n = s->latent_elems;
@@ -413,84 +544,87 @@ static lp_status edit_chunk(lipar_session *s, const uint8_t *keep, const int32_t
     /* SDEdit start: x = (1 − σ0)·src + σ0·ε with ε from the counter-based PRNG */
     lp_prng_noise pn = {s->o.seed, s->m->be->pool};
     LP_TRY(lp_prng_noise_fn(&pn, chunk, -1, s->eps, n));
-    lp_flow_add_noise(s->latents, s->latents, s->eps, s->plan.sigmas[0], n);
+    lp_flow_add_noise(x, x, s->eps, s->plan.sigmas[0], n);
     double t0 = lp_seconds();
     LP_TRY(lp_edit_chunk(s->m->dit, s->cache, &s->est, s->strategy, &s->plan, chunk * CHUNK_LATENTS, CHUNK_LATENTS,
-                         s->latents, keep, merge_dst, lp_prng_noise_fn, &pn, NULL));
+                         x, keep, merge_dst, lp_prng_noise_fn, &pn, NULL));
     cs->seconds_dit = lp_seconds() - t0;
     cs->prompt_version = s->prompt_version;
-    size_t used = s->m->be->memory_in_use(s->m->be);
-    if (used > s->peak_device_bytes) s->peak_device_bytes = used;
+    note_memory(s, s->m->be);
     cs->seconds_total = cs->seconds_encode + cs->seconds_mask + cs->seconds_dit; /* the decoder adds its time */
     pthread_mutex_lock(&s->mu);
     lp_status st = push_stats(s, cs);
     pthread_mutex_unlock(&s->mu);
     if (st != LP_OK) return st;
-    return submit_decode(s, s->latents, frames, chunk);
+    return submit_decode(s, x, cs->frames, chunk);
 }
 
-/* The token reduction of chunk `chunk` from its clean latents (s->latents)
- * for the per-chunk strategies: tome's merge plan (with keep = not merged, for
- * the statistics) or importance's mask. */
-static lp_status plan_alternative(lipar_session *s, int chunk, uint8_t *keep, int32_t *merge_dst) {
-    if (s->strategy == LP_PRUNE_IMPORTANCE)
-        return lp_importance_mask(s->latents, CHUNK_LATENTS, s->C, s->lh, s->lw, s->o.prune_fraction, chunk == 0, keep);
-    LP_TRY(lp_tome_plan(s->latents, CHUNK_LATENTS, s->C, s->lh, s->lw, s->o.prune_fraction, merge_dst));
-    for (int64_t i = 0; i < CHUNK_LATENTS * s->patches; i++) keep[i] = merge_dst[i] < 0;
+/* The slot being filled is complete (n_in real frames): pads it to the
+ * chunk's size with its last frame and hands it to the encoder. */
+static void queue_chunk(lipar_session *s) {
+    int chunk = s->n_queued, need = chunk_frames(s, chunk);
+    encode_slot *e = &s->slots[chunk % ENCODE_SLOTS];
+    for (int i = s->n_in; i < need; i++)
+        memcpy(e->frames + i * s->frame_px, e->frames + (s->n_in - 1) * s->frame_px,
+               (size_t)s->frame_px * sizeof(float));
+    e->cs = (lipar_chunk_stats){.chunk = chunk, .frames = s->n_in};
+    e->cs.first_frame = chunk == 0 ? 0 : chunk_frames(s, 0) + (chunk - 1) * 12;
+    s->n_in = 0;
+    pthread_mutex_lock(&s->mu);
+    s->n_queued++;
+    pthread_cond_signal(&s->chunk_queued);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Keeps the latents of slot e for the batch mask. */
+static lp_status keep_for_batch(lipar_session *s, const encode_slot *e) {
+    if (s->n_pending == s->cap_pending) {
+        int cap = s->cap_pending ? 2 * s->cap_pending : 16;
+        pending_chunk *np = realloc(s->pending, (size_t)cap * sizeof *np);
+        if (!np) return lp_fail(LP_ERR_NOMEM, "out of memory");
+        s->pending = np;
+        s->cap_pending = cap;
+    }
+    float *copy = malloc((size_t)s->latent_elems * sizeof *copy);
+    if (!copy) return lp_fail(LP_ERR_NOMEM, "out of memory keeping latents for the batch mask");
+    memcpy(copy, e->latents, (size_t)s->latent_elems * sizeof *copy);
+    s->pending[s->n_pending++] = (pending_chunk){copy, e->cs.frames};
     return LP_OK;
 }
 
-static int per_chunk_strategy(const lipar_session *s) {
-    return s->strategy == LP_PRUNE_TOME || s->strategy == LP_PRUNE_IMPORTANCE;
+/* Takes the oldest complete chunk not taken yet once it is encoded: edits it,
+ * or keeps its latents for the batch mask. */
+static lp_status take_chunk(lipar_session *s) {
+    int chunk = s->n_taken;
+    pthread_mutex_lock(&s->mu);
+    while (s->n_encoded <= chunk && s->thread_status == LP_OK) pthread_cond_wait(&s->chunk_encoded, &s->mu);
+    lp_status st = thread_failure(s);
+    pthread_mutex_unlock(&s->mu);
+    if (st != LP_OK) return st;
+    encode_slot *e = &s->slots[chunk % ENCODE_SLOTS];
+    s->n_taken++; /* the slot is refilled only after this returns */
+    if (per_chunk_strategy(s))
+        return edit_chunk(s, e->latents, e->keep, s->strategy == LP_PRUNE_TOME ? e->merge_dst : NULL, &e->cs);
+    if (s->o.batch_mask) return keep_for_batch(s, e);
+    return edit_chunk(s, e->latents, s->strategy == LP_PRUNE_NONE ? NULL : e->keep, NULL, &e->cs);
 }
 
-/* The current chunk's input is complete (n_real real frames, padded to the
- * chunk size): encode it, then edit it now (streaming mask) or keep its
- * latents for the batch mask. */
-static lp_status process_input_chunk(lipar_session *s, int n_real) {
-    int chunk = chunks_started(s), need = chunk_frames(s, chunk);
-    for (int i = s->n_in; i < need; i++) /* pad a short last chunk with its last frame */
-        memcpy(s->in_frames + i * s->frame_px, s->in_frames + (s->n_in - 1) * s->frame_px,
-               (size_t)s->frame_px * sizeof(float));
-    lipar_chunk_stats cs = {.chunk = chunk, .frames = n_real};
-    cs.first_frame = chunk == 0 ? 0 : chunk_frames(s, 0) + (chunk - 1) * 12;
-    double t0 = lp_seconds();
-    LP_TRY(encode_chunk(s, s->in_frames, need));
-    cs.seconds_encode = lp_seconds() - t0;
-    s->n_in = 0;
-    if (per_chunk_strategy(s)) {
-        t0 = lp_seconds();
-        LP_TRY(plan_alternative(s, chunk, s->keep, s->merge_dst));
-        cs.seconds_mask = lp_seconds() - t0;
-        return edit_chunk(s, s->keep, s->strategy == LP_PRUNE_TOME ? s->merge_dst : NULL, n_real, &cs);
-    }
-    if (s->o.batch_mask) {
-        if (s->n_pending == s->cap_pending) {
-            int cap = s->cap_pending ? 2 * s->cap_pending : 16;
-            pending_chunk *np = realloc(s->pending, (size_t)cap * sizeof *np);
-            if (!np) return lp_fail(LP_ERR_NOMEM, "out of memory");
-            s->pending = np;
-            s->cap_pending = cap;
-        }
-        float *copy = malloc((size_t)s->latent_elems * sizeof *copy);
-        if (!copy) return lp_fail(LP_ERR_NOMEM, "out of memory keeping latents for the batch mask");
-        memcpy(copy, s->latents, (size_t)s->latent_elems * sizeof *copy);
-        s->pending[s->n_pending++] = (pending_chunk){copy, n_real};
-        return LP_OK;
-    }
-    if (s->strategy == LP_PRUNE_NONE) return edit_chunk(s, NULL, NULL, n_real, &cs);
-    t0 = lp_seconds();
-    LP_TRY(lp_mask_stream_push_chunk(s->mstream, s->latents, CHUNK_LATENTS, s->keep));
-    cs.seconds_mask = lp_seconds() - t0;
-    return edit_chunk(s, s->keep, NULL, n_real, &cs);
+/* Takes complete chunks until at most `lag` wait for the DiT. */
+static lp_status take_chunks(lipar_session *s, int lag) {
+    while (s->n_queued - s->n_taken > lag) LP_TRY(take_chunk(s));
+    return LP_OK;
 }
 
 lipar_status lipar_session_push(lipar_session *s, const float *rgb) {
     if (s->finished) return (lipar_status)lp_fail(LP_ERR_ARG, "frame pushed after lipar_session_finish");
-    memcpy(s->in_frames + s->n_in * s->frame_px, rgb, (size_t)s->frame_px * sizeof *rgb);
-    s->n_in++;
-    if (s->n_in < chunk_frames(s, chunks_started(s))) return LIPAR_OK;
-    return (lipar_status)process_input_chunk(s, s->n_in);
+    lp_status st = pipeline_failure(s);
+    if (st != LP_OK) return (lipar_status)st;
+    /* free: at most ENCODE_SLOTS − 1 chunks wait for the DiT between calls */
+    encode_slot *e = &s->slots[s->n_queued % ENCODE_SLOTS];
+    memcpy(e->frames + s->n_in * s->frame_px, rgb, (size_t)s->frame_px * sizeof *rgb);
+    if (++s->n_in < chunk_frames(s, s->n_queued)) return LIPAR_OK;
+    queue_chunk(s);
+    return (lipar_status)take_chunks(s, s->lag);
 }
 
 /* The batch mask over every pending chunk, then their edits in order. */
@@ -508,11 +642,10 @@ static lp_status run_batch(lipar_session *s) {
         st = lp_mask_compute(&s->mopts, all, T, s->lh, s->lw, keep, NULL, NULL);
     double mask_seconds = (lp_seconds() - t0) / (s->n_pending ? s->n_pending : 1);
     for (int i = 0; st == LP_OK && i < s->n_pending; i++) {
-        memcpy(s->latents, s->pending[i].latents, (size_t)s->latent_elems * sizeof *all);
         lipar_chunk_stats cs = {.chunk = i, .frames = s->pending[i].frames, .seconds_mask = mask_seconds};
         cs.first_frame = i == 0 ? 0 : chunk_frames(s, 0) + (i - 1) * 12;
         const uint8_t *k = s->strategy != LP_PRUNE_NONE ? keep + (int64_t)i * CHUNK_LATENTS * s->patches : NULL;
-        st = edit_chunk(s, k, NULL, s->pending[i].frames, &cs);
+        st = edit_chunk(s, s->pending[i].latents, k, NULL, &cs);
     }
     for (int i = 0; i < s->n_pending; i++) free(s->pending[i].latents);
     s->n_pending = 0;
@@ -524,8 +657,9 @@ static lp_status run_batch(lipar_session *s) {
 lipar_status lipar_session_finish(lipar_session *s) {
     if (s->finished) return LIPAR_OK;
     s->finished = 1;
-    lp_status st = LP_OK;
-    if (s->n_in > 0) st = process_input_chunk(s, s->n_in);
+    lp_status st = pipeline_failure(s);
+    if (st == LP_OK && s->n_in > 0) queue_chunk(s);
+    if (st == LP_OK) st = take_chunks(s, 0);
     if (st == LP_OK && s->o.batch_mask) st = run_batch(s);
     if (st == LP_OK) st = drain_decoder(s);
     return (lipar_status)st;
@@ -534,7 +668,7 @@ lipar_status lipar_session_finish(lipar_session *s) {
 lipar_status lipar_session_pull(lipar_session *s, float *rgb, int *got) {
     *got = 0;
     pthread_mutex_lock(&s->mu);
-    lp_status st = decoder_failure(s);
+    lp_status st = thread_failure(s);
     if (st == LP_OK && s->out_count) {
         memcpy(rgb, s->out + s->out_head * s->frame_px, (size_t)s->frame_px * sizeof *rgb);
         s->out_head = (s->out_head + 1) % s->out_cap;
@@ -546,9 +680,15 @@ lipar_status lipar_session_pull(lipar_session *s, float *rgb, int *got) {
 }
 
 lipar_status lipar_session_set_prompt(lipar_session *s, const char *prompt) {
+    /* the new prompt applies from the next chunk to complete: the complete
+     * chunks are edited with the current one first (so the DiT does not
+     * overlap the encoder once per prompt change) */
+    lp_status st = pipeline_failure(s);
+    if (st == LP_OK) st = take_chunks(s, 0);
+    if (st != LP_OK) return (lipar_status)st;
     char *copy = strdup(prompt);
     if (!copy) return (lipar_status)lp_fail(LP_ERR_NOMEM, "out of memory");
-    lp_status st = encode_prompt(s, copy);
+    st = encode_prompt(s, copy);
     if (st != LP_OK) {
         free(copy);
         return (lipar_status)st;
@@ -567,7 +707,13 @@ int lipar_session_chunks(const lipar_session *s) {
     return n;
 }
 
-size_t lipar_session_peak_device_memory(const lipar_session *s) { return s->peak_device_bytes; }
+size_t lipar_session_peak_device_memory(const lipar_session *s) {
+    lipar_session *m = (lipar_session *)s; /* the lock is not part of the logical state */
+    pthread_mutex_lock(&m->mu);
+    size_t peak = s->peak_device_bytes;
+    pthread_mutex_unlock(&m->mu);
+    return peak;
+}
 
 lipar_status lipar_session_chunk_stats(const lipar_session *s, int i, lipar_chunk_stats *out) {
     lipar_session *m = (lipar_session *)s; /* the lock is not part of the logical state */
