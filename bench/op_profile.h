@@ -180,15 +180,6 @@ OP_PROFILE_MOVE(upload, "upload")
 OP_PROFILE_MOVE(download, "download")
 #undef OP_PROFILE_MOVE
 
-static lp_status op_profile_copy_rows(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
-                                      const int32_t *src_idx, int64_t n, int64_t row_floats) {
-    (void)be;
-    double t0 = op_profile_start();
-    lp_status s = op_profile_real->copy_rows(op_profile_real, dst, dst_idx, src, src_idx, n, row_floats);
-    op_profile_account("copy_rows", t0, 0);
-    return s;
-}
-
 static lp_status op_profile_patchify(const lp_backend *be, float *tokens, const float *x, const int32_t *idx,
                                      int64_t n, int C, int H, int W) {
     (void)be;
@@ -226,7 +217,6 @@ static lp_backend op_profile_wrap(const lp_backend *be) {
     p.copy = op_profile_copy;
     p.upload = op_profile_upload;
     p.download = op_profile_download;
-    p.copy_rows = op_profile_copy_rows;
     p.patchify = op_profile_patchify;
     p.unpatchify = op_profile_unpatchify;
     return p;

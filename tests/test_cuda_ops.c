@@ -676,47 +676,6 @@ static int32_t *random_subset(int64_t n, int64_t range, uint32_t seed) {
     return perm;
 }
 
-/* copy_rows from src [S rows] into dst [Dn rows] (both `row` floats wide),
- * n rows; destination rows distinct, so the result is order-independent. */
-static int copy_rows_case(int64_t n, int64_t row, int with_dst, int with_src, uint32_t seed) {
-    char name[96];
-    snprintf(name, sizeof name, "copy_rows n=%lld row=%lld dst_idx=%s src_idx=%s", (long long)n, (long long)row,
-             with_dst ? "yes" : "NULL", with_src ? "yes" : "NULL");
-    const int64_t S = 2000, Dn = 2500;
-    float *src = random_floats((size_t)(S * row), seed, 1.0f, 0.0f), *dst = random_floats((size_t)(Dn * row), seed + 1,
-                                                                                           1.0f, 0.0f);
-    int32_t *di = random_subset(n, Dn, seed + 2), *si = malloc((size_t)n * sizeof *si);
-    CHECK(src && dst && di && si, "out of memory");
-    uint32_t s = seed + 3;
-    for (int64_t i = 0; i < n; i++) si[i] = (int32_t)(rng(&s) % (uint32_t)S); /* repeats allowed */
-    float *dsrc = lp_test_dev_copy(gpu, src, (size_t)(S * row)), *ddst = lp_test_dev_copy(gpu, dst, (size_t)(Dn * row));
-    lp_status st = cpu->copy_rows(cpu, dst, with_dst ? di : NULL, src, with_src ? si : NULL, n, row);
-    CHECK(st == LP_OK, "cpu copy_rows: %s", lp_last_error());
-    int fail = 1;
-    if (dsrc && ddst &&
-        lp_test_status_ok(name, gpu->copy_rows(gpu, ddst, with_dst ? di : NULL, dsrc, with_src ? si : NULL, n, row)))
-        fail = lp_test_dev_compare(gpu, name, ddst, dst, (size_t)(Dn * row), 0.0);
-    lp_test_dev_free(gpu, dsrc);
-    lp_test_dev_free(gpu, ddst);
-    free(src);
-    free(dst);
-    free(di);
-    free(si);
-    return fail;
-}
-
-static int test_copy_rows(void) {
-    if (!gpu) return no_gpu;
-    int fails = 0;
-    fails += copy_rows_case(1000, 1536, 1, 1, 900);
-    fails += copy_rows_case(1000, 1536, 1, 0, 910);
-    fails += copy_rows_case(1000, 1536, 0, 1, 920);
-    fails += copy_rows_case(1999, 1536, 0, 0, 930);
-    fails += copy_rows_case(777, 77, 1, 1, 940);
-    fails += copy_rows_case(5, 3, 0, 1, 950);
-    return fails ? 1 : 0;
-}
-
 /* patchify of n tokens (a shuffled subset of the F·(H/2)(W/2) tokens, or all
  * in order with idx NULL) into poisoned tokens; unpatchify of random tokens
  * into a random x (untouched pixels must stay). */
@@ -771,7 +730,7 @@ static int test_errors(void) {
     float *d = gpu->alloc(gpu, 4096 * sizeof(float));
     CHECK(d, "alloc: %s", lp_last_error());
     int32_t bad[2] = {1, -1};
-    lp_status s1 = gpu->copy_rows(gpu, d, bad, d + 2048, NULL, 2, 16);
+    lp_status s1 = gpu->kv_store(gpu, d, bad, d + 2048, NULL, NULL, 2, 1, 16, NULL);
     lp_status s2 = gpu->patchify(gpu, d, d + 2048, NULL, 1, 4, 5, 4);
     lp_status s3 = gpu->unpatchify(gpu, d, d + 2048, bad, 2, 1, 2, 2);
     /* rotated rows of an odd head_dim, rotated rows into misaligned cache rows */
@@ -792,9 +751,9 @@ static int test_errors(void) {
     gpu->residual_norm_modulate(gpu, d, d + 2048, d + 1024, 48, d + 3072, 8, NULL, NULL, 1e-6f, &none, NULL, NULL, 0);
     gpu->residual_norm_modulate(gpu, d, d + 2048, NULL, 0, d + 3072, 8, NULL, NULL, 1e-6f, &empty, NULL, NULL, 0);
     /* a valid op afterwards still works (argument errors of status ops are not sticky) */
-    lp_status s4 = gpu->copy_rows(gpu, d, NULL, d + 2048, NULL, 2, 16);
+    lp_status s4 = gpu->kv_store(gpu, d, NULL, d + 2048, NULL, NULL, 2, 1, 16, NULL);
     gpu->release(gpu, d);
-    printf("    copy_rows negative index -> %s, patchify odd H -> %s, unpatchify negative index -> %s, then %s\n",
+    printf("    kv_store negative index -> %s, patchify odd H -> %s, unpatchify negative index -> %s, then %s\n",
            lp_status_name(s1), lp_status_name(s2), lp_status_name(s3), lp_status_name(s4));
     printf("    kv_store rotated head_dim 17 -> %s, misaligned -> %s, linear unknown flag -> %s, M = 0 -> %s\n",
            lp_status_name(s5), lp_status_name(s6), lp_status_name(s7), lp_status_name(s8));
@@ -809,10 +768,10 @@ static int test_errors(void) {
     lp_segments back = segments(2, (int64_t[]){4, 4});
     back.start[2] = 2;
     b2->norm_modulate(b2, e, e + 512, 8, NULL, NULL, 1e-6f, &back, NULL, NULL, 0);
-    lp_status s9 = b2->copy_rows(b2, e, NULL, e + 512, NULL, 2, 16);
+    lp_status s9 = b2->kv_store(b2, e, NULL, e + 512, NULL, NULL, 2, 1, 16, NULL);
     b2->release(b2, e);
     lp_backend_destroy(b2);
-    printf("    norm_modulate backward segments, then copy_rows -> %s (sticky)\n", lp_status_name(s9));
+    printf("    norm_modulate backward segments, then kv_store -> %s (sticky)\n", lp_status_name(s9));
     CHECK(s9 == LP_ERR_ARG, "unexpected status");
     return 0;
 }
@@ -928,7 +887,6 @@ int main(void) {
     lp_test_run("silu", test_silu);
     lp_test_run("add", test_add);
     lp_test_run("kv_store", test_kv_store);
-    lp_test_run("copy_rows", test_copy_rows);
     lp_test_run("patchify", test_patchify);
     lp_test_run("errors", test_errors);
     lp_test_run("timing", test_timing);

@@ -81,10 +81,6 @@ struct lp_backend {
     lp_status (*download)(const lp_backend *be, void *dst, const void *src, size_t bytes);
     /* Within the backend's memory; the ranges may overlap (memmove semantics). */
     lp_status (*copy)(const lp_backend *be, void *dst, const void *src, size_t bytes);
-    /* dst[dst_idx[i]] = src[src_idx[i]] for i < n, rows of row_floats floats;
-     * a NULL index array means the identity (i). Index arrays are host arrays. */
-    lp_status (*copy_rows)(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
-                           const int32_t *src_idx, int64_t n, int64_t row_floats);
     /* tokens[i][(c·2 + q)·2 + r] = x[f][c][2y+q][2x+r] for token idx[i] = f·(H/2)(W/2) + y·(W/2) + x
      * (the Conv3d patch layout (c, q, r)); x [F, C, H, W]. */
     lp_status (*patchify)(const lp_backend *be, float *tokens, const float *x, const int32_t *idx, int64_t n, int C,

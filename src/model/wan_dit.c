@@ -540,10 +540,10 @@ typedef struct {
 static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, size_t act_size, int64_t n, int F, int64_t HW,
                                buffers *b) {
     size_t D = (size_t)c->dim;
-#define TAKE_BYTES(ptr, bytes)                          \
-    do {                                                \
+#define TAKE_BYTES(ptr, bytes)                             \
+    do {                                                   \
         if (!((ptr) = lp_arena_alloc(a, (size_t)(bytes)))) \
-            return LP_ERR_NOMEM;                        \
+            return LP_ERR_NOMEM;                           \
     } while (0)
 #define TAKE(ptr, count) TAKE_BYTES(ptr, (size_t)(count) * sizeof *(ptr))
     TAKE(b->xin, (size_t)F * (size_t)c->in_dim * (size_t)HW);

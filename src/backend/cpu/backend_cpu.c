@@ -58,7 +58,6 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->upload = lp_cpu_copy;
     be->download = lp_cpu_copy;
     be->copy = lp_cpu_copy;
-    be->copy_rows = lp_cpu_copy_rows;
     be->patchify = lp_cpu_patchify;
     be->unpatchify = lp_cpu_unpatchify;
     be->add = lp_cpu_add;

@@ -51,8 +51,6 @@ void lp_cpu_softmax_rows(lp_pool *pool, float *s, int64_t rows, int64_t cols);
 void *lp_cpu_alloc(const lp_backend *be, size_t bytes);
 void lp_cpu_release(const lp_backend *be, void *p);
 lp_status lp_cpu_copy(const lp_backend *be, void *dst, const void *src, size_t bytes);
-lp_status lp_cpu_copy_rows(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
-                           const int32_t *src_idx, int64_t n, int64_t row);
 lp_status lp_cpu_patchify(const lp_backend *be, float *tokens, const float *x, const int32_t *idx, int64_t n, int C,
                           int H, int W);
 lp_status lp_cpu_unpatchify(const lp_backend *be, float *x, const float *tokens, const int32_t *idx, int64_t n, int C,

@@ -31,15 +31,6 @@ lp_status lp_cpu_copy(const lp_backend *be, void *dst, const void *src, size_t b
     return LP_OK;
 }
 
-lp_status lp_cpu_copy_rows(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
-                           const int32_t *src_idx, int64_t n, int64_t row) {
-    (void)be;
-    size_t bytes = (size_t)row * sizeof(float);
-    for (int64_t i = 0; i < n; i++)
-        memmove(dst + (dst_idx ? dst_idx[i] : i) * row, src + (src_idx ? src_idx[i] : i) * row, bytes);
-    return LP_OK;
-}
-
 lp_status lp_cpu_patchify(const lp_backend *be, float *tokens, const float *x, const int32_t *idx, int64_t n, int C,
                           int H, int W) {
     (void)be;

@@ -910,7 +910,6 @@ lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
     be->upload = cuda_upload;
     be->download = cuda_download;
     be->copy = cuda_copy;
-    be->copy_rows = lp_cuda_copy_rows;
     be->patchify = lp_cuda_patchify;
     be->unpatchify = lp_cuda_unpatchify;
     be->add = lp_cuda_add;

@@ -71,8 +71,6 @@ lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const int32_t
                            const int32_t *pos);
 lp_status lp_cuda_attention(const lp_backend *be, void *out, const void *q, int64_t Lq, int heads, int head_dim,
                             const lp_kv_range *ranges, int nranges, float scale);
-lp_status lp_cuda_copy_rows(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
-                            const int32_t *src_idx, int64_t n, int64_t row_floats);
 lp_status lp_cuda_patchify(const lp_backend *be, float *tokens, const float *x, const int32_t *idx, int64_t n, int C,
                            int H, int W);
 lp_status lp_cuda_unpatchify(const lp_backend *be, float *x, const float *tokens, const int32_t *idx, int64_t n,

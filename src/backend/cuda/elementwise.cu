@@ -1,7 +1,7 @@
 /* Row-wise, element-wise and data-movement ops of the CUDA backend: the
  * fused row ops of the DiT blocks (the gated residual add + LayerNorm +
  * modulation into bf16 over frame segments, RMSNorm + 3-D RoPE), SiLU, add, the
- * writes of the bf16 KV cache (kv_store), row gathers/scatters,
+ * writes of the bf16 KV cache (kv_store, with its row gathers/scatters),
  * patchify/unpatchify, and the helpers of linear (f32 → bf16 conversion of
  * GEMM inputs, the bias/GELU epilogue when cuBLASLt cannot fuse it). The CPU
  * versions (src/backend/cpu/) are the reference semantics: fp32 arithmetic
@@ -687,50 +687,6 @@ lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const int32_t
 }
 
 /* ----------------------------------------------------------- data movement */
-
-/* dst[di[i]] = src[si[i]] for rows i < n of `row` floats (NULL index: base + i). */
-template <int V>
-__global__ void copy_rows_kernel(float *dst, const int32_t *di, const float *src, const int32_t *si, int64_t n,
-                                 int64_t base, int64_t row) {
-    const int64_t groups = row / V;
-    for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
-        const float *s = src + (si ? (int64_t)si[i] : base + i) * row;
-        float *d = dst + (di ? (int64_t)di[i] : base + i) * row;
-        for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < groups;
-             g += (int64_t)gridDim.x * blockDim.x) {
-            float v[V];
-            load_v<V>(v, s + g * V);
-            store_v<V>(d + g * V, v);
-        }
-    }
-}
-
-lp_status lp_cuda_copy_rows(const lp_backend *be, float *dst, const int32_t *dst_idx, const float *src,
-                            const int32_t *src_idx, int64_t n, int64_t row_floats) {
-    if (n < 0 || row_floats < 0)
-        return lp_fail(LP_ERR_ARG, "copy_rows: invalid count %lld or row length %lld", (long long)n,
-                       (long long)row_floats);
-    LP_TRY(check_indices(dst_idx, n, "copy_rows", "dst_idx"));
-    LP_TRY(check_indices(src_idx, n, "copy_rows", "src_idx"));
-    LP_TRY(pending(be, "copy_rows"));
-    lp_cuda_state *st = lp_cuda(be);
-    if (n == 0 || row_floats == 0) return LP_OK;
-    int vec = row_floats % 4 == 0 && aligned16(dst) && aligned16(src);
-    const int64_t chunk = stage_chunk(be, 2 * sizeof(int32_t));
-    for (int64_t i0 = 0; i0 < n; i0 += chunk) {
-        int64_t m = n - i0 < chunk ? n - i0 : chunk;
-        int ok = 1;
-        const int32_t *di = stage_i32(be, dst_idx ? dst_idx + i0 : NULL, m, &ok);
-        const int32_t *si = stage_i32(be, src_idx ? src_idx + i0 : NULL, m, &ok);
-        if (!ok) return st->sticky != LP_OK ? st->sticky : LP_ERR_NOMEM; /* sticky since lp_cuda_stage failed */
-        dim3 grid, block;
-        row_launch(vec ? row_floats / 4 : row_floats, m, &grid, &block);
-        if (vec) copy_rows_kernel<4><<<grid, block, 0, st->stream>>>(dst, di, src, si, m, i0, row_floats);
-        else copy_rows_kernel<1><<<grid, block, 0, st->stream>>>(dst, di, src, si, m, i0, row_floats);
-        LP_TRY(lp_cuda_check_launch(be, "copy_rows"));
-    }
-    return LP_OK;
-}
 
 /* Token t = f·(H/2)(W/2) + y·(W/2) + x → the offset of pixel (f, 0, 2y, 2x) in x [F, C, H, W]. */
 __device__ __forceinline__ int64_t patch_origin(int64_t t, int C, int H, int W) {
