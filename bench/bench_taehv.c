@@ -12,16 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../src/model/taehv.h"
 #include "op_profile.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "bench_taehv: %s: %s\n", what, lp_last_error());
@@ -82,16 +75,16 @@ int main(int argc, char **argv) {
     double fe0 = lp_taehv_encoder_flops(e), fd0 = lp_taehv_decoder_flops(d);
     op_profile_reset();
 
-    double t0 = now();
+    double t0 = lp_seconds();
     int got_lat = 0;
     for (int t = 0; t < frames; t++) {
         if (lp_taehv_encoder_push(e, px, 1, lat + (size_t)got_lat * lat_n, n_lat - got_lat, &got) != LP_OK)
             return fail("encode");
         got_lat += got;
     }
-    double t1 = now();
+    double t1 = lp_seconds();
     if (profile) op_profile_print("TAEHV encode", "frame", frames);
-    t1 = now();
+    t1 = lp_seconds();
     int got_px = 0;
     for (int t = 0; t < got_lat; t++) {
         if (lp_taehv_decoder_push(d, lat + (size_t)t * lat_n, 1, out + (size_t)got_px * fr, n_out - got_px, &got) !=
@@ -99,7 +92,7 @@ int main(int argc, char **argv) {
             return fail("decode");
         got_px += got;
     }
-    double t2 = now();
+    double t2 = lp_seconds();
     if (profile) op_profile_print("TAEHV decode", "frame", got_px);
 
     double ge = (lp_taehv_encoder_flops(e) - fe0) * 1e-9, gd = (lp_taehv_decoder_flops(d) - fd0) * 1e-9;

@@ -11,18 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
+#include "../src/base/clock.h"
 #include "../src/base/half.h"
 #include "../src/model/umt5.h"
 
 enum { SEQ = 512, SLOTS_PER_BLOCK = 10 };
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "bench_umt5: %s: %s\n", what, lp_last_error());
@@ -75,9 +69,9 @@ static double sgemm_gflops(int m, int n, int k) {
     for (size_t i = 0; i < (size_t)n * k; i++) b[i] = (float)(i % 7) * 0.01f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, a, k, b, k, 0, c, n);
     int reps = 5;
-    double t = now();
+    double t = lp_seconds();
     for (int r = 0; r < reps; r++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, a, k, b, k, 0, c, n);
-    t = (now() - t) / reps;
+    t = (lp_seconds() - t) / reps;
     free(a), free(b), free(c);
     return 2.0 * m * n * k / t * 1e-9;
 }
@@ -113,7 +107,7 @@ int main(int argc, char **argv) {
     char (*names)[64] = calloc((size_t)nslots, sizeof *names);
     lp_umt5_weights w = {.num_layers = layers, .blocks = calloc((size_t)layers, sizeof(lp_umt5_block))};
     if (!mem || !t || !names || !w.blocks) return fail("out of memory for the weights");
-    double t0 = now();
+    double t0 = lp_seconds();
     uint16_t *p = mem;
     int64_t s = 0;
     float lin_d = sqrtf(3.0f / (float)D), lin_a = sqrtf(3.0f / (float)A), lin_f = sqrtf(3.0f / (float)F);
@@ -143,7 +137,7 @@ int main(int argc, char **argv) {
         GEN(b->pos, "pos_embedding.embedding.weight", NB, H, 0.5f, 0.0f);
     }
 #undef GEN
-    double t_gen = now() - t0;
+    double t_gen = lp_seconds() - t0;
     lp_umt5_config cfg;
     if (lp_umt5_config_detect(&w, 64, &cfg) != LP_OK) return fail("config");
     printf("umT5: vocab %lld, dim %lld, %lld heads x %lld, ffn %lld, %lld layers; %.2f GB of bf16 weights generated in %.1f s\n",
@@ -160,9 +154,9 @@ int main(int argc, char **argv) {
     if (!out) return fail("out of memory for the output");
     double *times = malloc(sizeof(double) * (size_t)runs);
     for (int r = -1; r < runs; r++) {
-        double a = now();
+        double a = lp_seconds();
         if (lp_umt5_encode(&cfg, &w, ids, mask, SEQ, LP_UMT5_REAL_ROWS, pool, out) != LP_OK) return fail("encode");
-        if (r >= 0) times[r] = now() - a;
+        if (r >= 0) times[r] = lp_seconds() - a;
     }
     qsort(times, (size_t)runs, sizeof *times, cmp_double);
     double med = times[runs / 2];

@@ -21,9 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../src/backend/backend.h"
+#include "../src/base/clock.h"
 #include "../src/base/half.h"
 #ifdef LP_HAVE_CUDA
 #include "../src/backend/cuda/attention.h"
@@ -49,12 +49,6 @@ static lp_status run_attention(int kernel, void *out, const void *q, int64_t Lq,
     (void)kernel, (void)out, (void)q, (void)Lq, (void)heads, (void)hd, (void)r, (void)nr, (void)scale;
     return lp_fail(LP_ERR_UNSUPPORTED, "built without CUDA");
 #endif
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* n random values in [-scale, scale) rounded to bf16 (malloc'd). */
@@ -357,7 +351,7 @@ static double time_kernel(int kernel, void *out, const void *q, int64_t Lq, cons
     for (int i = 0; i < reps + 2; i++) {
         if (i == 2) {
             gpu->synchronize(gpu);
-            t0 = now_s();
+            t0 = lp_seconds();
         }
         if (run_attention(kernel, out, q, Lq, 12, 128, r, nr, 0.088f) != LP_OK) {
             printf("    timing [%s]: %s\n", kernel_names[kernel], lp_last_error());
@@ -365,7 +359,7 @@ static double time_kernel(int kernel, void *out, const void *q, int64_t Lq, cons
         }
     }
     gpu->synchronize(gpu);
-    return 1e3 * (now_s() - t0) / reps;
+    return 1e3 * (lp_seconds() - t0) / reps;
 }
 
 /* The DiT's shapes: 12 heads of 128, keys 1560 (sink) + 9360 (window) bf16

@@ -13,9 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../src/backend/backend.h"
+#include "../src/base/clock.h"
 #include "../src/base/half.h"
 #include "../src/model/taehv.h"
 #include "test_util.h"
@@ -309,12 +309,6 @@ static int test_taehv_golden(void) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Times REPS runs of a 3×3 stride-1 conv2d with bias of cin -> cout channels
  * on an h×w frame after a warm-up run (informational: ms and TFLOP/s, 2
  * FLOPs per multiply-add), then checks the last output against the CPU. */
@@ -336,10 +330,10 @@ static int time_conv(int cin, int cout, int h, int w) {
         lp_conv2d_input gi = {dx, cin, NULL, 0, h, w, 1}, ci = {x, cin, NULL, 0, h, w, 1};
         lp_status s = gpu->conv2d(gpu, dout, &gi, &W, &B, 1, 0); /* warm-up: rearranges the weight */
         gpu->synchronize(gpu);
-        double t0 = now_s();
+        double t0 = lp_seconds();
         for (int r = 0; r < REPS && s == LP_OK; r++) s = gpu->conv2d(gpu, dout, &gi, &W, &B, 1, 0);
         gpu->synchronize(gpu);
-        double t = now_s() - t0, flops = 2.0 * cout * cin * 9 * (double)h * w;
+        double t = lp_seconds() - t0, flops = 2.0 * cout * cin * 9 * (double)h * w;
         if (lp_test_status_ok(name, s)) {
             printf("    %-*s %.3f ms, %.1f TFLOP/s\n", LP_TEST_NAME_WIDTH, name, 1e3 * t / REPS,
                    flops * REPS / t / 1e12);
@@ -387,18 +381,18 @@ static int test_taehv_timing(void) {
     if (s == LP_OK) s = lp_taehv_decoder_push(d, lat, 1, out, 4, &got);
     if (s == LP_OK) s = lp_taehv_encoder_reset(e);
     if (s == LP_OK) s = lp_taehv_decoder_reset(d);
-    double t0 = now_s();
+    double t0 = lp_seconds();
     int n_lat = 0, n_px = 0;
     for (int t = 0; t < T && s == LP_OK; t++) {
         s = lp_taehv_encoder_push(e, px, 1, lat + (size_t)n_lat * ln, T / 4 - n_lat, &got);
         n_lat += got;
     }
-    double t1 = now_s();
+    double t1 = lp_seconds();
     for (int t = 0; t < n_lat && s == LP_OK; t++) {
         s = lp_taehv_decoder_push(d, lat + (size_t)t * ln, 1, out + (size_t)n_px * fr, T - n_px, &got);
         n_px += got;
     }
-    double t2 = now_s();
+    double t2 = lp_seconds();
     if (s == LP_OK)
         printf("    taehv 832x480 on cuda: encode %.2f ms/frame (%d frames), decode %.2f ms/frame (%d frames)\n",
                1e3 * (t1 - t0) / T, T, 1e3 * (t2 - t1) / (n_px ? n_px : 1), n_px);

@@ -29,9 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../src/backend/backend.h"
+#include "../src/base/clock.h"
 #include "../src/base/half.h"
 #include "test_util.h"
 
@@ -778,12 +778,6 @@ static int test_errors(void) {
 
 /* ---------------------------------------------------------------- timing */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Host wall time of the DiT block's ops at 4680 tokens (3 frames of 60×104
  * latents), after synchronize (informational): memory-bound ops in GB/s of
  * their compulsory traffic, GEMMs in TFLOP/s. */
@@ -834,7 +828,7 @@ static int test_timing(void) {
                 for (int rep = 0; rep <= reps && ok; rep++) {
                     if (rep == 1) { /* the first run warms up (weight upload, algorithm choice) */
                         gpu->synchronize(gpu);
-                        t0 = now_s();
+                        t0 = lp_seconds();
                     }
                     switch (op) {
                     case 0: gpu->norm_modulate(gpu, xa, x, D, NULL, NULL, 1e-6f, &seg, mod, mod + D, 6 * D); break;
@@ -854,7 +848,7 @@ static int test_timing(void) {
                     }
                 }
                 gpu->synchronize(gpu);
-                double ms = 1e3 * (now_s() - t0) / reps;
+                double ms = 1e3 * (lp_seconds() - t0) / reps;
                 char name[64];
                 snprintf(name, sizeof name, names[op], (long long)n);
                 if (ok)
