@@ -3,7 +3,10 @@
  * DiT loop, TAEHV decode for N frames at W×H, with the random-weight model at
  * the published sizes (or the small demonstration model), on any backend.
  *
- *   bench_e2e [--backend cuda] [--frames 96] [--size 832x480] [--small]
+ *   bench_e2e [--backend cuda] [--frames 96] [--size 832x480] [--small] [--float]
+ *
+ * Frames are pushed and pulled as packed RGB bytes (rgb24_frames, what a
+ * video application has), or as planar floats with --float.
  *
  * Two clips: "static" (a fixed textured background with a small square
  * moving across it, like a surveillance camera) and "moving" (the whole
@@ -18,6 +21,7 @@
 
 #include "../include/lipar.h"
 #include "../src/base/clock.h"
+#include "../src/base/pixels.h"
 
 /* A texture [3][h][tw] wide enough to pan over for the whole clip. */
 static float *make_texture(int w, int h, int tw) {
@@ -45,16 +49,25 @@ static void make_frame(const float *tex, int tw, int kind, int t, int w, int h, 
         }
 }
 
+/* Pulls every ready frame (into rgb or bytes); returns how many. */
+static int pull_ready(lipar_session *s, int floats, float *rgb, uint8_t *bytes) {
+    int n = 0;
+    for (int got = 1; got; n += got)
+        if ((floats ? lipar_session_pull(s, rgb, &got) : lipar_session_pull_rgb24(s, bytes, &got)) != LIPAR_OK) break;
+    return n;
+}
+
 int main(int argc, char **argv) {
     const char *backend = "cpu";
-    int frames = 96, w = 832, h = 480, small = 0;
+    int frames = 96, w = 832, h = 480, small = 0, floats = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "--frames") && i + 1 < argc) frames = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) sscanf(argv[++i], "%dx%d", &w, &h);
         else if (!strcmp(argv[i], "--small")) small = 1;
+        else if (!strcmp(argv[i], "--float")) floats = 1;
         else {
-            fprintf(stderr, "usage: bench_e2e [--backend cpu|cuda] [--frames N] [--size WxH] [--small]\n");
+            fprintf(stderr, "usage: bench_e2e [--backend cpu|cuda] [--frames N] [--size WxH] [--small] [--float]\n");
             return 2;
         }
     }
@@ -68,12 +81,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_e2e: %s\n", lipar_last_error());
         return 1;
     }
-    printf("model: %s (%.1f s to build), backend %s, %d frames at %dx%d\n", lipar_model_describe(m), lp_seconds() - t0,
-           backend, frames, w, h);
-    float *rgb = malloc((size_t)3 * w * h * sizeof *rgb);
+    printf("model: %s (%.1f s to build), backend %s, %d frames at %dx%d as %s\n", lipar_model_describe(m),
+           lp_seconds() - t0, backend, frames, w, h, floats ? "planar floats" : "packed bytes");
+    size_t px = (size_t)w * h;
+    float *rgb = malloc(3 * px * sizeof *rgb);
+    uint8_t *bytes = malloc(3 * px);
     int tw = w + 6 * frames;
     float *tex = make_texture(w, h, tw);
-    if (!rgb || !tex) {
+    if (!rgb || !bytes || !tex) {
         fprintf(stderr, "bench_e2e: out of memory\n");
         return 1;
     }
@@ -88,6 +103,7 @@ int main(int argc, char **argv) {
             so.height = h;
             so.strategy = strategies[si];
             so.prompt = "three corgi puppies sharing a meal";
+            so.rgb24_frames = !floats;
             lipar_session *s;
             if (lipar_session_open(m, &so, &s) != LIPAR_OK) {
                 fprintf(stderr, "bench_e2e: %s\n", lipar_last_error());
@@ -97,15 +113,14 @@ int main(int argc, char **argv) {
             int pulled = 0, timed_from = 0;
             for (int t = 0; t < frames; t++) {
                 make_frame(tex, tw, clip, t, w, h, rgb);
-                if (lipar_session_push(s, rgb) != LIPAR_OK) {
+                if (!floats)
+                    for (size_t p = 0; p < px; p++)
+                        for (size_t c = 0; c < 3; c++) bytes[3 * p + c] = lp_unit_to_byte(rgb[c * px + p]);
+                if ((floats ? lipar_session_push(s, rgb) : lipar_session_push_rgb24(s, bytes)) != LIPAR_OK) {
                     fprintf(stderr, "bench_e2e: %s\n", lipar_last_error());
                     return 1;
                 }
-                int got = 1;
-                while (got) {
-                    lipar_session_pull(s, rgb, &got);
-                    pulled += got;
-                }
+                pulled += pull_ready(s, floats, rgb, bytes);
                 if (!start && lipar_session_chunks(s) > 0) { /* timed from the end of chunk 0's edit */
                     lipar_chunk_stats first;
                     lipar_session_chunk_stats(s, 0, &first);
@@ -114,10 +129,7 @@ int main(int argc, char **argv) {
                 }
             }
             lipar_session_finish(s);
-            for (int got = 1; got;) { /* the last chunks' frames */
-                lipar_session_pull(s, rgb, &got);
-                pulled += got;
-            }
+            pulled += pull_ready(s, floats, rgb, bytes); /* the last chunks' frames */
             double sec = lp_seconds() - start;
             int n = lipar_session_chunks(s);
             double kept = 0, st[4] = {0};
@@ -137,6 +149,7 @@ int main(int argc, char **argv) {
             lipar_session_close(s);
         }
     free(rgb);
+    free(bytes);
     free(tex);
     lipar_model_free(m);
     return 0;

@@ -12,7 +12,8 @@
  *   lipar_last_error() on the same thread until the next failure.
  * - Handles are opaque; there is no global state. A model may serve several
  *   sessions one after the other; a session is used by one thread at a time.
- * - Frames are RGB planar float [3][height][width] with values in [0, 1].
+ * - Frames are RGB planar float [3][height][width] with values in [0, 1], or,
+ *   in sessions opened with rgb24_frames, packed bytes [height][width][3].
  */
 #ifndef LIPAR_H
 #define LIPAR_H
@@ -88,13 +89,18 @@ typedef struct {
                                0: the streaming mask (default) */
     uint64_t seed;          /* noise seed */
     const char *prompt;     /* the editing prompt */
-    /* Whether the VAE encoder (on its own thread) encodes chunk n+1 while the
-     * DiT edits chunk n: 1 yes, -1 no, 0 (default) yes on a GPU backend and
-     * no on the CPU, whose cores the DiT already keeps busy. With the
-     * overlap a chunk is edited once the next one is complete (or at
-     * lipar_session_finish); without it, before the push that completes it
-     * returns. The output is the same. */
+    /* Whether the stages overlap: the VAE encoder encodes chunk n+1 on its
+     * thread while the DiT edits chunk n on another: 1 yes, -1 no, 0
+     * (default) yes on a GPU backend and no on the CPU, whose cores the DiT
+     * already keeps busy. With the overlap pushes return while chunks are
+     * edited; without it, a chunk is edited before the push that completes
+     * it returns. The output is the same. */
     int encoder_overlap;
+    /* 1: frames are pushed and pulled as packed 8-bit RGB [height][width][3]
+     * (lipar_session_push_rgb24 / pull_rgb24), what video files hold; with
+     * TAEHV on a GPU they cross to and from the device as bytes, a quarter
+     * of the floats' transfer. 0 (default): planar floats (push / pull). */
+    int rgb24_frames;
 } lipar_session_options;
 
 void lipar_session_options_default(lipar_session_options *o);
@@ -104,15 +110,22 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
 lipar_status lipar_session_finish(lipar_session *s);
 void lipar_session_close(lipar_session *s);
 
-/* Pushes one input frame. When it completes chunk n, chunk n goes to the
- * encoder and, before this returns, chunk n−1 is edited (with
- * encoder_overlap) or chunk n itself once encoded (without); edited chunks
- * are decoded on another thread and their frames become pullable as each is
+/* Pushes one input frame (copied). When it completes chunk n, chunk n goes
+ * to the encoder; with encoder_overlap the session's threads encode, edit and
+ * decode the chunks while the caller pushes on (a push waits only while
+ * three chunks are between push and the end of their edit); without it,
+ * chunk n is encoded and edited before this push returns. Edited chunks are
+ * decoded on another thread and their frames become pullable as each is
  * done. */
 lipar_status lipar_session_push(lipar_session *s, const float *rgb);
 /* Pulls the next edited frame into rgb, setting *got to 1, or sets *got to 0
  * when none is ready. Output frames correspond one to one to input frames. */
 lipar_status lipar_session_pull(lipar_session *s, float *rgb, int *got);
+/* push and pull for sessions opened with rgb24_frames = 1: byte b stands for
+ * b / 255; output floats are clamped to [0, 1] and rounded to the nearest
+ * byte. A call of the other format fails with LIPAR_ERR_ARG. */
+lipar_status lipar_session_push_rgb24(lipar_session *s, const uint8_t *rgb);
+lipar_status lipar_session_pull_rgb24(lipar_session *s, uint8_t *rgb, int *got);
 /* Replaces the prompt from the next chunk on, i.e. for the chunks completed
  * by later pushes (edits the complete chunks first, then re-encodes the text
  * and swaps the cross-attention K/V cache). */
@@ -125,6 +138,9 @@ typedef struct {
     double kept[8];            /* kept fraction of each latent frame (1.0 without pruning) */
     double kept_fraction;      /* over the chunk */
     double seconds_encode, seconds_mask, seconds_dit, seconds_decode, seconds_total;
+    /* when each stage started, in seconds since lipar_session_open (encode:
+     * the VAE encoder; dit: the edit; decode: the VAE decoder) */
+    double start_encode, start_dit, start_decode;
     int prompt_version;        /* 0 for the first prompt, +1 per lipar_session_set_prompt */
 } lipar_chunk_stats;
 
@@ -138,7 +154,7 @@ int lipar_session_chunks(const lipar_session *s);
 lipar_status lipar_session_chunk_stats(const lipar_session *s, int i, lipar_chunk_stats *out);
 /* The keep-mask of latent frame j of chunk i as a [height/16][width/16] grid
  * of 0/1 (the most recent chunks only: i within the last 4 edited); NULL if
- * unavailable. */
+ * unavailable. The grid stays valid while 4 more chunks are edited. */
 const uint8_t *lipar_session_keep_mask(const lipar_session *s, int i, int j);
 
 #ifdef __cplusplus

@@ -1,11 +1,13 @@
 /* CPU-vs-CUDA parity of the conv-net ops of the backend table (backend.h:
- * conv2d, relu, tanh_clamp, clamp01) on random inputs, TAEHV through the CUDA
+ * conv2d, relu, tanh_clamp, clamp01, rgb24_to_planar, planar_to_rgb24) on
+ * random inputs, TAEHV through the CUDA
  * backend against the golden file (../shared/golden/taehv_w21.safetensors),
  * and informational timings (conv2d in TFLOP/s, 832×480 TAEHV). The CPU
  * backend is the reference; CUDA outputs that the op overwrites are poisoned
  * with NaN bytes beforehand so that an element left unwritten fails.
  * Tolerances: 2e-2 for the bf16 tensor-core convolutions and the whole model,
- * 1e-5 for tanh_clamp (another tanhf), 0 for relu and clamp01. Every case skips when the CUDA backend is unavailable (built
+ * 1e-5 for tanh_clamp (another tanhf), 0 for relu, clamp01 and the pixel
+ * ops (bytes compared exactly). Every case skips when the CUDA backend is unavailable (built
  * without CUDA, or no usable GPU): the binary then exits 77. Weight views
  * point at host buffers kept alive until both backends are destroyed, because
  * the CUDA backend caches device copies by data pointer. */
@@ -219,6 +221,64 @@ static int test_elementwise(void) {
     return fails ? 1 : 0;
 }
 
+/* ------------------------------------------------------------------ pixels */
+
+/* rgb24_to_planar and planar_to_rgb24 on `frames` frames of `pixels` random
+ * pixels; the floats for planar_to_rgb24 cover [−0.5, 1.5) (clamping), the
+ * exact byte boundaries k/255 ± half a step, and NaN. */
+static int pixel_case(int frames, int64_t pixels, uint32_t seed) {
+    size_t n = (size_t)frames * 3 * (size_t)pixels;
+    char name[96];
+    int fails = 0;
+    uint8_t *rgb = malloc(n), *want_rgb = malloc(n), *got_rgb = malloc(n);
+    float *x = random_floats(n, seed, 1.0f), *want = malloc(n * sizeof *want);
+    CHECK(rgb && want_rgb && got_rgb && x && want, "out of memory");
+    uint32_t r = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        r = r * 1664525u + 1013904223u;
+        rgb[i] = (uint8_t)(r >> 24);
+        x[i] = 0.5f + x[i]; /* [−0.5, 1.5) */
+        if (i % 7 == 3) x[i] = ((float)(r >> 24) + ((r >> 8) & 1 ? 0.5f : -0.5f)) / 255.0f;
+    }
+    x[n / 2] = NAN;
+    /* bytes -> floats */
+    snprintf(name, sizeof name, "rgb24_to_planar %d frames x %lld px", frames, (long long)pixels);
+    uint8_t *drgb = gpu->alloc(gpu, n);
+    float *dy = lp_test_dev_poison(gpu, n);
+    if (drgb && dy && gpu->upload(gpu, drgb, rgb, n) == LP_OK) {
+        cpu->rgb24_to_planar(cpu, want, rgb, frames, pixels);
+        gpu->rgb24_to_planar(gpu, dy, drgb, frames, pixels);
+        fails += lp_test_dev_compare(gpu, name, dy, want, n, 0.0);
+    } else fails++;
+    /* floats -> bytes */
+    float *dx = lp_test_dev_copy(gpu, x, n);
+    if (drgb && dx) {
+        cpu->planar_to_rgb24(cpu, want_rgb, x, frames, pixels);
+        gpu->planar_to_rgb24(gpu, drgb, dx, frames, pixels);
+        if (gpu->download(gpu, got_rgb, drgb, n) != LP_OK) fails++;
+        else {
+            size_t bad = 0;
+            for (size_t i = 0; i < n; i++) bad += got_rgb[i] != want_rgb[i];
+            printf("    planar_to_rgb24 %d frames x %lld px: %zu of %zu bytes differ\n", frames, (long long)pixels, bad,
+                   n);
+            fails += bad != 0;
+        }
+    } else fails++;
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dy);
+    if (drgb) gpu->release(gpu, drgb);
+    free(rgb), free(want_rgb), free(got_rgb), free(x), free(want);
+    return fails;
+}
+
+static int test_pixels(void) {
+    if (!gpu) return no_gpu;
+    int fails = pixel_case(4, 832 * 480, 400);
+    fails += pixel_case(3, 1001, 410);
+    fails += pixel_case(1, 1, 420);
+    return fails ? 1 : 0;
+}
+
 /* ----------------------------------------------------------------- TAEHV */
 
 static const char *golden_rel = "golden/taehv_w21.safetensors";
@@ -404,12 +464,23 @@ static int test_taehv_timing(void) {
     return 0;
 }
 
+/* Byte frames in and out (push_rgb24, converted on the device) == float
+ * frames converted on the host, through the CUDA backend. */
+static int test_taehv_rgb24(void) {
+    if (!gpu) return no_gpu;
+    int r = open_golden();
+    if (r) return r;
+    return lp_test_taehv_rgb24(model, 10, 40, 56, 7);
+}
+
 int main(void) {
     no_gpu = lp_test_cuda_backends(&gpu, &cpu);
     lp_test_run("conv2d: k 1/3, stride 1/2, two inputs, upsample, bias, accumulate, odd sizes, few outputs", test_conv2d);
     lp_test_run("conv2d argument errors", test_conv2d_errors);
     lp_test_run("relu, tanh_clamp, clamp01", test_elementwise);
+    lp_test_run("rgb24_to_planar, planar_to_rgb24 (bytes exact)", test_pixels);
     lp_test_run("taehv golden through cuda (encode, decode trimmed+clamped, raw)", test_taehv_golden);
+    lp_test_run("taehv byte frames through cuda == float frames converted on the host", test_taehv_rgb24);
     lp_test_run("conv2d timing: 64->64 3x3 at 832x480, 256->256 3x3 at 208x120", test_conv2d_timing);
     lp_test_run("taehv 832x480 timing", test_taehv_timing);
     lp_taehv_free(model);

@@ -762,7 +762,7 @@ static int test_errors(void) {
 
     /* on a backend of its own: segments that go backwards */
     lp_backend *b2 = NULL;
-    CHECK(lp_backend_cuda_create(1, &b2) == LP_OK, "second CUDA backend: %s", lp_last_error());
+    CHECK(lp_backend_cuda_create(1, 1, &b2) == LP_OK, "second CUDA backend: %s", lp_last_error());
     float *e = b2->alloc(b2, 1024 * sizeof(float));
     CHECK(e, "alloc: %s", lp_last_error());
     lp_segments back = segments(2, (int64_t[]){4, 4});

@@ -4,15 +4,19 @@
  *   encoded, then edited, before the push that completes it returns), bit
  *   for bit, for every strategy, with prompt changes and a partial last
  *   chunk;
- * - when chunks are edited: one behind the pushes with the overlap, at once
- *   without it (the CPU's default), and the complete ones before a prompt
- *   change;
- * - closing with chunks in flight, pushing after finish. */
+ * - when chunks are edited: on the session's DiT thread, never before they
+ *   are complete, with the overlap; before the push that completes them
+ *   returns without it (the CPU's default); the complete ones before a
+ *   prompt change;
+ * - closing with chunks in flight, pushing after finish;
+ * - byte frames (rgb24_frames) give the float session's output rounded to
+ *   bytes, and a call of the other format is refused. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../include/lipar.h"
+#include "../src/base/pixels.h"
 #include "test_util.h"
 
 #define W 96
@@ -153,15 +157,15 @@ static int test_when_chunks_are_edited(void) {
     static const int modes[] = {1, -1, 0}; /* on, off, the default (off on the CPU) */
     for (int mi = 0; mi < 3; mi++) {
         lipar_session_options so = options("lipar", 0, modes[mi]);
-        int lag = modes[mi] > 0;
+        int overlap = modes[mi] > 0;
         lipar_session *s;
         CHECK(lipar_session_open(m, &so, &s) == LIPAR_OK, "%s", lipar_last_error());
         for (int t = 0; t < 24; t++) {
             make_frame(t, rgb);
             CHECK(lipar_session_push(s, rgb) == LIPAR_OK, "%s", lipar_last_error());
-            int want = (t + 1) / 12 - (lag && t >= 11);
-            CHECK(lipar_session_chunks(s) == want, "encoder_overlap %d, after %d frames: %d chunks edited, expected %d",
-                  modes[mi], t + 1, lipar_session_chunks(s), want);
+            int want = (t + 1) / 12, n = lipar_session_chunks(s);
+            CHECK(overlap ? n <= want : n == want, "encoder_overlap %d, after %d frames: %d chunks edited, expected %s%d",
+                  modes[mi], t + 1, n, overlap ? "at most " : "", want);
         }
         /* a prompt change edits the complete chunks with the old prompt first */
         CHECK(lipar_session_set_prompt(s, "second") == LIPAR_OK, "%s", lipar_last_error());
@@ -177,6 +181,9 @@ static int test_when_chunks_are_edited(void) {
             CHECK(lipar_session_chunk_stats(s, i, &cs) == LIPAR_OK);
             CHECK(cs.prompt_version == (i == 2), "chunk %d: prompt version %d", i, cs.prompt_version);
             CHECK(cs.seconds_encode > 0 && cs.seconds_dit > 0 && cs.seconds_decode > 0);
+            CHECK(cs.start_encode >= 0 && cs.start_dit >= cs.start_encode + cs.seconds_encode &&
+                      cs.start_decode >= cs.start_dit + cs.seconds_dit,
+                  "chunk %d: stages start at %g, %g, %g s", i, cs.start_encode, cs.start_dit, cs.start_decode);
         }
         int n = 0;
         float *out = malloc((size_t)30 * PX * sizeof *out);
@@ -215,10 +222,65 @@ static int test_close_in_flight_and_push_after_finish(void) {
     return 0;
 }
 
+/* One session of each format over the same frames (the float session's
+ * frames are the bytes' values b / 255), one after the other; a model serves
+ * one session at a time. */
+static int test_rgb24_frames(void) {
+    lipar_model *m = demo_model();
+    CHECK(m != NULL);
+    lipar_session_options fo = options("lipar", 0, 1), bo = fo;
+    bo.rgb24_frames = 1;
+    enum { N = 24 };
+    float *rgb = malloc(PX * sizeof *rgb), *fout = malloc((size_t)N * PX * sizeof *fout);
+    uint8_t *bytes = malloc((size_t)N * PX), *bout = malloc((size_t)N * PX);
+    CHECK(rgb && fout && bytes && bout);
+    lipar_session *s;
+    int nf = 0, nb = 0, got;
+    CHECK(lipar_session_open(m, &fo, &s) == LIPAR_OK, "%s", lipar_last_error());
+    for (int t = 0; t < N; t++) {
+        make_frame(t, rgb);
+        uint8_t *b = bytes + (size_t)t * PX;
+        for (int c = 0; c < 3; c++)
+            for (int p = 0; p < W * H; p++) {
+                b[3 * p + c] = lp_unit_to_byte(rgb[c * W * H + p]);
+                rgb[c * W * H + p] = lp_byte_to_unit(b[3 * p + c]);
+            }
+        CHECK(lipar_session_push(s, rgb) == LIPAR_OK, "%s", lipar_last_error());
+    }
+    CHECK(lipar_session_finish(s) == LIPAR_OK, "%s", lipar_last_error());
+    CHECK(!pull_all(s, fout, N, &nf) && nf == N, "%d float frames", nf);
+    CHECK(lipar_session_pull_rgb24(s, bout, &got) == LIPAR_ERR_ARG && strstr(lipar_last_error(), "planar floats"));
+    lipar_session_close(s);
+    CHECK(lipar_session_open(m, &bo, &s) == LIPAR_OK, "%s", lipar_last_error());
+    CHECK(lipar_session_push(s, rgb) == LIPAR_ERR_ARG && strstr(lipar_last_error(), "packed bytes"),
+          "a float frame pushed into a byte session");
+    for (int t = 0; t < N; t++)
+        CHECK(lipar_session_push_rgb24(s, bytes + (size_t)t * PX) == LIPAR_OK, "%s", lipar_last_error());
+    CHECK(lipar_session_finish(s) == LIPAR_OK, "%s", lipar_last_error());
+    for (;;) {
+        CHECK(lipar_session_pull_rgb24(s, bout + (size_t)nb * PX, &got) == LIPAR_OK, "%s", lipar_last_error());
+        if (!got) break;
+        CHECK(++nb <= N, "more frames out than in");
+    }
+    CHECK(nb == N, "%d byte frames", nb);
+    CHECK(lipar_session_pull(s, rgb, &got) == LIPAR_ERR_ARG);
+    lipar_session_close(s);
+    size_t bad = 0;
+    for (int t = 0; t < N; t++)
+        for (int c = 0; c < 3; c++)
+            for (int p = 0; p < W * H; p++)
+                bad += bout[(size_t)t * PX + 3 * p + c] != lp_unit_to_byte(fout[(size_t)t * PX + c * W * H + p]);
+    CHECK(!bad, "%zu of %d bytes differ from the float session's", bad, N * PX);
+    free(rgb), free(fout), free(bytes), free(bout);
+    lipar_model_free(m);
+    return 0;
+}
+
 int main(void) {
     lp_test_run("encoder_overlap on == off, bit for bit, every strategy", test_overlap_equals_serial);
-    lp_test_run("chunks are edited one behind the pushes with the overlap, at once without, before a prompt change",
+    lp_test_run("chunks are edited on the DiT thread with the overlap, in the push without, before a prompt change",
                 test_when_chunks_are_edited);
     lp_test_run("close with chunks in flight; push after finish", test_close_in_flight_and_push_after_finish);
+    lp_test_run("byte frames == float frames rounded; the other format refused", test_rgb24_frames);
     return lp_test_finish();
 }

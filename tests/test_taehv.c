@@ -262,6 +262,18 @@ static int test_streaming_chunks(void) {
     return 0;
 }
 
+/* Byte frames in and out (push_rgb24) == float frames converted on the host. */
+static int test_rgb24_frames(void) {
+    lp_tensor_file *f = NULL;
+    lp_taehv *m = NULL;
+    int r = open_golden(&f, &m);
+    if (r) return r;
+    r = lp_test_taehv_rgb24(m, 10, 40, 56, 7);
+    lp_taehv_free(m);
+    lp_tensor_file_close(f);
+    return r;
+}
+
 /* 10 frames + flush == the same 10 frames followed by two copies of the last;
  * a too-small output buffer is refused without consuming input; reset
  * restarts the clip. */
@@ -469,6 +481,7 @@ int main(void) {
     lp_test_run("golden taehv_w21: encode, decode trimmed+clamped, untrimmed+unclamped", test_golden);
     lp_test_run("streaming: frame by frame == all at once == chunks of 5/7", test_streaming_chunks);
     lp_test_run("partial clip flush, output overflow, reset", test_partial_clip_and_reset);
+    lp_test_run("byte frames (push_rgb24) == float frames converted on the host", test_rgb24_frames);
     lp_test_run("published layout (no prefix); missing / mis-shaped tensors", test_published_layout_and_errors);
     lp_test_run("real clip 832x480 through the random-weight model", test_real_clip);
     lp_backend_destroy(be);

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../src/base/pixels.h"
+
 static int passed, failed, skipped;
 
 void lp_test_run(const char *name, lp_test_fn fn) {
@@ -140,7 +142,7 @@ int lp_test_status_ok(const char *name, lp_status s) {
 
 int lp_test_cuda_backends(lp_backend **gpu, lp_backend **cpu) {
     *cpu = NULL;
-    lp_status s = lp_backend_cuda_create(2, gpu);
+    lp_status s = lp_backend_cuda_create(2, 0, gpu);
     if (s == LP_ERR_UNSUPPORTED) {
         printf("  (skipping: %s)\n", lp_last_error());
         return LP_TEST_SKIP;
@@ -175,4 +177,87 @@ void lp_test_kept_free(void) {
     free(kept);
     kept = NULL;
     nkept = 0;
+}
+
+/* Encodes T byte frames (as bytes, or as floats when planar is set), 3 per
+ * push, then flushes; returns the latents (*n of them), NULL on failure. */
+static float *taehv_encode_frames(const lp_taehv *m, const uint8_t *rgb, const float *planar, int T, int H, int W,
+                                  int *n) {
+    lp_taehv_encoder *e;
+    if (lp_taehv_encoder_create(m, H, W, &e) != LP_OK) return NULL;
+    int c, h, w, max = lp_taehv_encoder_count(e, T) + 1;
+    lp_taehv_encoder_latent_shape(e, &c, &h, &w);
+    size_t ln = (size_t)c * h * w, fr = (size_t)3 * H * W;
+    float *lat = malloc((size_t)max * ln * sizeof *lat);
+    lp_status s = lat ? LP_OK : LP_ERR_NOMEM;
+    *n = 0;
+    for (int t = 0; t < T && s == LP_OK; t += 3) {
+        int k = T - t < 3 ? T - t : 3, got = 0;
+        float *dst = lat + (size_t)*n * ln;
+        s = planar ? lp_taehv_encoder_push(e, planar + (size_t)t * fr, k, dst, max - *n, &got)
+                   : lp_taehv_encoder_push_rgb24(e, rgb + (size_t)t * fr, k, dst, max - *n, &got);
+        *n += got;
+    }
+    int got = 0;
+    if (s == LP_OK) s = lp_taehv_encoder_flush(e, lat + (size_t)*n * ln, max - *n, &got);
+    *n += got;
+    lp_taehv_encoder_free(e);
+    if (s != LP_OK) {
+        printf("    taehv rgb24: encode: %s\n", lp_last_error());
+        free(lat);
+        return NULL;
+    }
+    return lat;
+}
+
+int lp_test_taehv_rgb24(const lp_taehv *m, int T, int H, int W, uint32_t seed) {
+    size_t fr = (size_t)3 * H * W, n = (size_t)T * fr;
+    uint8_t *rgb = malloc(n), *bytes = NULL, *want = NULL;
+    float *planar = malloc(n * sizeof *planar), *a = NULL, *b = NULL, *frames = NULL;
+    int fails = 1, na = 0, nb = 0;
+    if (!rgb || !planar) goto out;
+    uint32_t r = seed;
+    for (int t = 0; t < T; t++)
+        for (size_t p = 0; p < (size_t)H * W; p++)
+            for (size_t c = 0; c < 3; c++) {
+                r = r * 1664525u + 1013904223u;
+                uint8_t v = (uint8_t)(r >> 24);
+                rgb[t * fr + 3 * p + c] = v;
+                planar[t * fr + c * (size_t)H * W + p] = lp_byte_to_unit(v);
+            }
+    a = taehv_encode_frames(m, rgb, NULL, T, H, W, &na);
+    b = taehv_encode_frames(m, NULL, planar, T, H, W, &nb);
+    if (!a || !b || na != nb) goto out;
+    size_t ln = (size_t)lp_taehv_latent_channels(m) * ((H + 7) / 8) * ((W + 7) / 8);
+    int enc_same = !memcmp(a, b, (size_t)na * ln * sizeof *a);
+    /* decode the latents both ways */
+    lp_taehv_decoder *d1 = NULL, *d2 = NULL;
+    int h = (H + 7) / 8, w = (W + 7) / 8, got1 = 0, got2 = 0;
+    lp_status s = lp_taehv_decoder_create(m, h, w, NULL, &d1);
+    if (s == LP_OK) s = lp_taehv_decoder_create(m, h, w, NULL, &d2);
+    int c, fh, fw, max = s == LP_OK ? lp_taehv_decoder_count(d1, na) : 0;
+    if (s == LP_OK) lp_taehv_decoder_frame_shape(d1, &c, &fh, &fw);
+    size_t on = s == LP_OK ? (size_t)max * c * fh * fw : 0;
+    if (s == LP_OK && (!(bytes = malloc(on)) || !(want = malloc(on)) || !(frames = malloc(on * sizeof *frames))))
+        s = LP_ERR_NOMEM;
+    if (s == LP_OK) s = lp_taehv_decoder_push_rgb24(d1, a, na, bytes, max, &got1);
+    if (s == LP_OK) s = lp_taehv_decoder_push(d2, a, na, frames, max, &got2);
+    lp_taehv_decoder_free(d1);
+    lp_taehv_decoder_free(d2);
+    if (s != LP_OK || got1 != got2 || got1 != max) {
+        printf("    taehv rgb24: decode: %s\n", s != LP_OK ? lp_last_error() : "frame counts differ");
+        goto out;
+    }
+    size_t px = (size_t)fh * fw, bad = 0;
+    for (int t = 0; t < max; t++)
+        for (size_t p = 0; p < px; p++)
+            for (size_t k = 0; k < 3; k++)
+                want[(t * px + p) * 3 + k] = lp_unit_to_byte(frames[((size_t)t * 3 + k) * px + p]);
+    for (size_t i = 0; i < on; i++) bad += bytes[i] != want[i];
+    printf("    taehv rgb24 %d frames %dx%d: latents %s; %zu of %zu decoded bytes differ\n", T, W, H,
+           enc_same ? "identical" : "DIFFER", bad, on);
+    fails = !enc_same || bad;
+out:
+    free(rgb), free(planar), free(a), free(b), free(bytes), free(want), free(frames);
+    return fails;
 }

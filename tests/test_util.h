@@ -10,6 +10,7 @@
 
 #include "../src/backend/backend.h"
 #include "../src/io/tensor_file.h"
+#include "../src/model/taehv.h"
 
 typedef int (*lp_test_fn)(void); /* returns 0 pass, 1 fail, LP_TEST_SKIP skip */
 #define LP_TEST_SKIP 77
@@ -75,5 +76,14 @@ int lp_test_dev_compare(const lp_backend *be, const char *name, const float *d, 
                         double tol);
 /* 1 when s is LP_OK; else prints "name FAIL [status: message]" and returns 0. */
 int lp_test_status_ok(const char *name, lp_status s);
+
+/* TAEHV's byte frames against its float frames on the model's backend: T
+ * random frames [T][H][W][3] encoded through lp_taehv_encoder_push_rgb24 (3
+ * at a time, then the flush) and as their floats b / 255 through
+ * lp_taehv_encoder_push; the latents decoded through
+ * lp_taehv_decoder_push_rgb24 and through lp_taehv_decoder_push with the
+ * host's lp_unit_to_byte. Returns 0 when both pairs agree bit for bit, else
+ * prints what differs and returns 1. */
+int lp_test_taehv_rgb24(const lp_taehv *m, int T, int H, int W, uint32_t seed);
 
 #endif

@@ -2,8 +2,9 @@
  * pipe), edits it chunk by chunk through a lipar_session, writes the edited
  * video as chunks complete, with optional side-by-side view, per-chunk
  * statistics (JSON) and a plot. Ctrl-C finishes the current chunk and closes
- * the outputs so that what was written stays playable. Reading (decoding and
- * conversion to float frames) runs ahead on a reader thread and writing
+ * the outputs so that what was written stays playable. Frames travel as packed
+ * RGB bytes (the session's rgb24 frames). Reading (decoding and
+ * conversion to RGB) runs ahead on a reader thread and writing
  * (conversion, side-by-side, encoding) behind on a writer thread, so the main
  * loop only pushes and pulls. */
 #include <errno.h>
@@ -18,6 +19,7 @@
 
 #include "../include/lipar.h"
 #include "../src/base/clock.h"
+#include "../src/base/pixels.h"
 #include "../src/io/rawvideo.h"
 #include "../src/io/video.h"
 #include "plot.h"
@@ -331,21 +333,22 @@ static int parse_args(int argc, char **argv, edit_args *a) {
         return 1;
     }
     a->so.prompt = a->prompt;
+    a->so.rgb24_frames = 1; /* frames stay bytes from the reader to the writer */
     return 0;
 }
 
 /* ------------------------------------------------------- frame buffers */
 
-/* A FIFO of frame buffers (3 x w x h floats each). */
+/* A FIFO of frame buffers (w x h x 3 bytes each). */
 typedef struct {
-    float **items;
+    uint8_t **items;
     int head, count, cap;
 } frame_queue;
 
-static int queue_push(frame_queue *q, float *f) {
+static int queue_push(frame_queue *q, uint8_t *f) {
     if (q->count == q->cap) {
         int cap = q->cap ? 2 * q->cap : 32;
-        float **n = malloc((size_t)cap * sizeof *n);
+        uint8_t **n = malloc((size_t)cap * sizeof *n);
         if (!n) return 0;
         for (int i = 0; i < q->count; i++) n[i] = q->items[(q->head + i) % q->cap];
         free(q->items);
@@ -357,8 +360,8 @@ static int queue_push(frame_queue *q, float *f) {
     return 1;
 }
 
-static float *queue_pop(frame_queue *q) {
-    float *f = q->items[q->head];
+static uint8_t *queue_pop(frame_queue *q) {
+    uint8_t *f = q->items[q->head];
     q->head = (q->head + 1) % q->cap;
     q->count--;
     return f;
@@ -370,8 +373,8 @@ static void queue_free(frame_queue *q) {
 }
 
 /* A buffer from spares, else a new one; NULL when out of memory. */
-static float *spare_frame(frame_queue *spares, int w, int h) {
-    return spares->count ? queue_pop(spares) : malloc((size_t)3 * w * h * sizeof(float));
+static uint8_t *spare_frame(frame_queue *spares, int w, int h) {
+    return spares->count ? queue_pop(spares) : malloc((size_t)3 * w * h);
 }
 
 /* --------------------------------------------------- frame I/O threads */
@@ -387,7 +390,7 @@ static float *spare_frame(frame_queue *spares, int w, int h) {
 typedef struct {
     lp_video_reader *rd;
     int limit;               /* frames to read at most; 0 = all */
-    float *frames[IO_RING];  /* frames[head..head+count-1] (mod IO_RING) are read */
+    uint8_t *frames[IO_RING]; /* frames[head..head+count-1] (mod IO_RING) are read */
     int head, count;
     bool stop;               /* set by the main loop */
     bool end;                /* no frames after those read: end of stream or error */
@@ -409,11 +412,11 @@ static void *reader_main(void *arg) {
             pthread_cond_wait(&fr->cv, &fr->mu);
             continue;
         }
-        float *dst = fr->frames[(fr->head + fr->count) % IO_RING];
+        uint8_t *dst = fr->frames[(fr->head + fr->count) % IO_RING];
         pthread_mutex_unlock(&fr->mu);
         bool eos;
         double t = lp_seconds();
-        lp_status s = lp_video_reader_next(fr->rd, dst, &eos);
+        lp_status s = lp_video_reader_next_rgb24(fr->rd, dst, &eos);
         t = lp_seconds() - t;
         pthread_mutex_lock(&fr->mu);
         fr->busy += t;
@@ -434,7 +437,7 @@ static int reader_start(frame_reader *fr, lp_video_reader *rd, int limit, int w,
     fr->rd = rd;
     fr->limit = limit;
     for (int i = 0; i < IO_RING; i++)
-        if (!(fr->frames[i] = malloc((size_t)3 * w * h * sizeof(float)))) return 0;
+        if (!(fr->frames[i] = malloc((size_t)3 * w * h))) return 0;
     pthread_mutex_init(&fr->mu, NULL);
     pthread_cond_init(&fr->cv, NULL);
     fr->started = pthread_create(&fr->thread, NULL, reader_main, fr) == 0;
@@ -448,10 +451,10 @@ static int reader_start(frame_reader *fr, lp_video_reader *rd, int limit, int w,
 /* The next input frame, waiting for the reader; NULL after the last one, with
  * *error set if reading failed. The frame is the main loop's until
  * reader_release. */
-static float *reader_next(frame_reader *fr, lp_status *error) {
+static uint8_t *reader_next(frame_reader *fr, lp_status *error) {
     pthread_mutex_lock(&fr->mu);
     while (!fr->count && !fr->end) pthread_cond_wait(&fr->cv, &fr->mu);
-    float *f = fr->count ? fr->frames[fr->head] : NULL;
+    uint8_t *f = fr->count ? fr->frames[fr->head] : NULL;
     *error = f ? LP_OK : fr->error;
     pthread_mutex_unlock(&fr->mu);
     return f;
@@ -459,7 +462,7 @@ static float *reader_next(frame_reader *fr, lp_status *error) {
 
 /* Gives the frame of reader_next back to be read into, or, when the main
  * loop keeps it, the buffer replacement instead. */
-static void reader_release(frame_reader *fr, float *replacement) {
+static void reader_release(frame_reader *fr, uint8_t *replacement) {
     pthread_mutex_lock(&fr->mu);
     if (replacement) fr->frames[fr->head] = replacement;
     fr->head = (fr->head + 1) % IO_RING;
@@ -486,27 +489,32 @@ static void reader_stop(frame_reader *fr) {
     }
 }
 
-/* input | edited | input with pruned (copied) patches tinted red */
-static void compose_side_by_side(const float *in, const float *out, const uint8_t *keep, int w, int h, float *dst) {
-    int W3 = 3 * w, pw = w / 16;
-    for (int c = 0; c < 3; c++)
-        for (int y = 0; y < h; y++) {
-            float *row = dst + ((size_t)c * h + y) * W3;
-            const float *ri = in + ((size_t)c * h + y) * w, *ro = out + ((size_t)c * h + y) * w;
-            memcpy(row, ri, (size_t)w * 4);
-            memcpy(row + w, ro, (size_t)w * 4);
-            for (int x = 0; x < w; x++) {
-                int pruned = keep && !keep[(y / 16) * pw + x / 16];
-                float v = ri[x];
-                row[2 * w + x] = pruned ? (c == 0 ? 0.5f * v + 0.5f : 0.5f * v) : v;
+/* input | edited | input with pruned (copied) patches tinted red; frames of
+ * packed RGB, the tint computed on [0, 1] values */
+static void compose_side_by_side(const uint8_t *in, const uint8_t *out, const uint8_t *keep, int w, int h,
+                                 uint8_t *dst) {
+    size_t row = (size_t)3 * w;
+    int pw = w / 16;
+    for (int y = 0; y < h; y++) {
+        uint8_t *d = dst + (size_t)y * 3 * row;
+        const uint8_t *ri = in + (size_t)y * row, *ro = out + (size_t)y * row;
+        memcpy(d, ri, row);
+        memcpy(d + row, ro, row);
+        for (int x = 0; x < w; x++) {
+            int pruned = keep && !keep[(y / 16) * pw + x / 16];
+            for (int c = 0; c < 3; c++) {
+                uint8_t b = ri[3 * x + c];
+                float v = lp_byte_to_unit(b);
+                d[2 * row + 3 * x + c] = pruned ? lp_unit_to_byte(c == 0 ? 0.5f * v + 0.5f : 0.5f * v) : b;
             }
         }
+    }
 }
 
 /* An edited frame on its way out, with what the side-by-side view needs. */
 typedef struct {
-    float *frame;
-    float *input;  /* its input frame */
+    uint8_t *frame;
+    uint8_t *input; /* its input frame */
     uint8_t *keep; /* the keep mask of its latent frame, [h/16][w/16] */
     bool has_keep;
 } out_frame;
@@ -514,7 +522,7 @@ typedef struct {
 typedef struct {
     lp_video_writer *out, *sbs; /* sbs: NULL without a side-by-side view */
     int w, h;
-    float *side;                /* the side-by-side frame being composed */
+    uint8_t *side;              /* the side-by-side frame being composed */
     out_frame slots[IO_RING];   /* slots[head..head+count-1] (mod IO_RING) wait to be written */
     int head, count;
     bool closing;               /* set by the main loop: nothing more comes */
@@ -536,10 +544,10 @@ static void *writer_main(void *arg) {
         const out_frame *o = &fw->slots[fw->head];
         pthread_mutex_unlock(&fw->mu);
         double t = lp_seconds();
-        lp_status s = lp_video_writer_push(fw->out, o->frame);
+        lp_status s = lp_video_writer_push_rgb24(fw->out, o->frame);
         if (s == LP_OK && fw->sbs) {
             compose_side_by_side(o->input, o->frame, o->has_keep ? o->keep : NULL, fw->w, fw->h, fw->side);
-            s = lp_video_writer_push(fw->sbs, fw->side);
+            s = lp_video_writer_push_rgb24(fw->sbs, fw->side);
         }
         t = lp_seconds() - t;
         pthread_mutex_lock(&fw->mu);
@@ -562,9 +570,9 @@ static void *writer_main(void *arg) {
 static int writer_start(frame_writer *fw, lp_video_writer *out, lp_video_writer *sbs, int w, int h) {
     fw->out = out, fw->sbs = sbs, fw->w = w, fw->h = h;
     size_t px = (size_t)3 * w * h, grid = (size_t)(w / 16) * (h / 16);
-    if (sbs && !(fw->side = malloc(3 * px * sizeof(float)))) return 0;
+    if (sbs && !(fw->side = malloc(3 * px))) return 0;
     for (int i = 0; i < IO_RING; i++) {
-        if (!(fw->slots[i].frame = malloc(px * sizeof(float)))) return 0;
+        if (!(fw->slots[i].frame = malloc(px))) return 0;
         if (sbs && !(fw->slots[i].keep = malloc(grid))) return 0;
     }
     pthread_mutex_init(&fw->mu, NULL);
@@ -665,9 +673,10 @@ static int write_stats(const char *path, const edit_args *a, lipar_session *s, l
         for (int j = 0; j < cs.latent_frames; j++) fprintf(f, "%s%.6f", j ? ", " : "", cs.kept[j]);
         fprintf(f,
                 "], \"kept_fraction\": %.6f, \"seconds\": {\"encode\": %.6f, \"mask\": %.6f, \"dit\": %.6f, "
-                "\"decode\": %.6f, \"total\": %.6f}, \"fps\": %.3f, \"prompt_version\": %d}%s\n",
+                "\"decode\": %.6f, \"total\": %.6f}, \"start\": {\"encode\": %.6f, \"dit\": %.6f, "
+                "\"decode\": %.6f}, \"fps\": %.3f, \"prompt_version\": %d}%s\n",
                 cs.kept_fraction, cs.seconds_encode, cs.seconds_mask, cs.seconds_dit, cs.seconds_decode,
-                cs.seconds_total, cs.seconds_total > 0 ? cs.frames / cs.seconds_total : 0.0, cs.prompt_version,
+                cs.seconds_total, cs.start_encode, cs.start_dit, cs.start_decode, cs.seconds_total > 0 ? cs.frames / cs.seconds_total : 0.0, cs.prompt_version,
                 i + 1 < n ? "," : "");
     }
     fprintf(f,
@@ -741,19 +750,19 @@ static void progress(const edit_args *a, int tty, int done, int64_t total, doubl
  * goes to spares) and keep mask. *pulled: the buffer to pull into, swapped
  * with the slot's. Adds the seconds spent pulling to *t_pull and waiting for
  * the writer to *t_write. Returns 0 once writing has failed. */
-static int drain(lipar_session *s, frame_writer *fw, frame_queue *inputs, frame_queue *spares, float **pulled,
+static int drain(lipar_session *s, frame_writer *fw, frame_queue *inputs, frame_queue *spares, uint8_t **pulled,
                  int *frames_out, double *t_pull, double *t_write) {
     for (;;) {
         int got;
         double t = lp_seconds();
-        lipar_status ps = lipar_session_pull(s, *pulled, &got);
+        lipar_status ps = lipar_session_pull_rgb24(s, *pulled, &got);
         double t1 = lp_seconds();
         *t_pull += t1 - t;
         if (ps != LIPAR_OK || !got) return 1;
         out_frame *o = writer_slot(fw);
         *t_write += lp_seconds() - t1;
         if (!o) return 0;
-        float *f = o->frame;
+        uint8_t *f = o->frame;
         o->frame = *pulled;
         *pulled = f;
         if (fw->sbs) {
@@ -822,7 +831,7 @@ int lp_edit_main(int argc, char **argv) {
     /* side-by-side: the input frames waiting for their edited frame, and
      * buffers to give the reader in their place */
     frame_queue inputs = {0}, spares = {0};
-    float *pulled = NULL;
+    uint8_t *pulled = NULL;
     int frames_in = 0, frames_out = 0, next_change = 0;
     rc = 1;
     int pool_threads = io_pool_threads();
@@ -861,7 +870,7 @@ int lp_edit_main(int argc, char **argv) {
         fprintf(stderr, "lipar edit: %s\n", lipar_last_error());
         goto out;
     }
-    pulled = malloc((size_t)3 * w * h * sizeof *pulled);
+    pulled = malloc((size_t)3 * w * h);
     if (!pulled) {
         fprintf(stderr, "lipar edit: out of memory\n");
         goto out;
@@ -883,7 +892,7 @@ int lp_edit_main(int argc, char **argv) {
         if (interrupted || (a.max_frames > 0 && frames_in >= a.max_frames)) break;
         lp_status rs;
         tc = lp_seconds();
-        float *frame = reader_next(&fr, &rs);
+        uint8_t *frame = reader_next(&fr, &rs);
         t_read += lp_seconds() - tc;
         if (!frame) {
             if (rs != LP_OK) {
@@ -902,14 +911,14 @@ int lp_edit_main(int argc, char **argv) {
         }
         if (failed) break;
         tc = lp_seconds();
-        lipar_status ps = lipar_session_push(s, frame);
+        lipar_status ps = lipar_session_push_rgb24(s, frame);
         t_push += lp_seconds() - tc;
         if (ps != LIPAR_OK) {
             fprintf(stderr, "lipar edit: %s\n", lipar_last_error());
             failed = 1;
             break;
         }
-        float *replacement = NULL; /* the side-by-side view keeps the input frame */
+        uint8_t *replacement = NULL; /* the side-by-side view keeps the input frame */
         if (a.side_by_side && (!(replacement = spare_frame(&spares, w, h)) || !queue_push(&inputs, frame))) {
             free(replacement);
             fprintf(stderr, "lipar edit: out of memory\n");

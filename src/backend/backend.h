@@ -168,6 +168,12 @@ struct lp_backend {
     void (*tanh_clamp)(const lp_backend *be, float *y, const float *x, int64_t n);
     /* y[i] = min(max(x[i], 0), 1) for i < n; y may equal x. */
     void (*clamp01)(const lp_backend *be, float *y, const float *x, int64_t n);
+    /* Video frames: packed 8-bit RGB rgb[f][p][c] <-> planar [0, 1] floats
+     * [f][c][p] for `frames` frames of `pixels` pixels, with the mapping of
+     * src/base/pixels.h (b / 255; clamped to [0, 1], NaN -> 0, then
+     * v·255 + 0.5 truncated). */
+    void (*rgb24_to_planar)(const lp_backend *be, float *y, const uint8_t *rgb, int64_t frames, int64_t pixels);
+    void (*planar_to_rgb24)(const lp_backend *be, uint8_t *rgb, const float *x, int64_t frames, int64_t pixels);
 };
 
 /* The CPU backend (OpenBLAS GEMMs, lp_pool for the rest). nthreads <= 0: all
@@ -176,10 +182,16 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out);
 /* The CUDA backend on device 0 (bf16 tensor-core GEMMs and attention, bf16
  * activations between matrix products, f32 residual stream);
  * LP_ERR_UNSUPPORTED when lipar was built without CUDA or no GPU is usable.
- * nthreads is for its CPU pool. */
-lp_status lp_backend_cuda_create(int nthreads, lp_backend **out);
-/* "cpu" or "cuda". */
+ * nthreads is for its CPU pool. priority: 1 puts its work ahead of that of
+ * instances made with 0 when they compete for the GPU (its stream gets the
+ * device's greatest priority: the GPU starts its pending blocks first). */
+lp_status lp_backend_cuda_create(int nthreads, int priority, lp_backend **out);
+/* "cpu" or "cuda", priority 0. */
 lp_status lp_backend_create(const char *name, int nthreads, lp_backend **out);
+/* The same for the stage on the critical path of a pipeline whose stages
+ * have their own instances: its work goes first where the device orders
+ * work (CUDA: priority 1 above; the CPU has nothing to order). */
+lp_status lp_backend_create_priority(const char *name, int nthreads, lp_backend **out);
 /* be->destroy(be); NULL is a no-op. */
 void lp_backend_destroy(lp_backend *be);
 

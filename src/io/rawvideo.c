@@ -11,6 +11,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "../base/pixels.h"
+
 #define Y4M_SIGNATURE "YUV4MPEG2 "
 #define Y4M_MAX_LINE 4096
 
@@ -44,13 +46,6 @@ lp_status lp_video_check_size(int width, int height) {
 
 static inline uint8_t clamp_byte(float v) { return v <= 0.0f ? 0 : v >= 255.0f ? 255 : (uint8_t)(v + 0.5f); }
 
-/* [0, 1] -> byte, NaN -> 0 */
-static inline uint8_t unit_to_byte(float v) {
-    if (!(v > 0.0f)) v = 0.0f;
-    if (v > 1.0f) v = 1.0f;
-    return (uint8_t)(v * 255.0f + 0.5f);
-}
-
 /* What a conversion works on: frames of width x height as rgb24, planar
  * floats [3, H, W] (planes plane apart), or 4:2:0 planes y, u, v (chroma rows
  * cw wide); the YUV -> RGB scale and offset of Y and weights of chroma. */
@@ -67,7 +62,7 @@ typedef struct {
 } conv_job;
 
 static void fill_unit(conv_job *j) {
-    for (int b = 0; b < 256; b++) j->unit[b] = (float)b / 255.0f;
+    for (int b = 0; b < 256; b++) j->unit[b] = lp_byte_to_unit((uint8_t)b);
 }
 
 static void rgb24_to_planar_rows(void *ctx, int64_t y0, int64_t y1) {
@@ -79,7 +74,7 @@ static void rgb24_to_planar_rows(void *ctx, int64_t y0, int64_t y1) {
 static void planar_to_rgb24_rows(void *ctx, int64_t y0, int64_t y1) {
     const conv_job *j = ctx;
     for (size_t i = (size_t)y0 * j->width; i < (size_t)y1 * j->width; i++)
-        for (size_t c = 0; c < 3; c++) j->rgb_out[3 * i + c] = unit_to_byte(j->planar[c * j->plane + i]);
+        for (size_t c = 0; c < 3; c++) j->rgb_out[3 * i + c] = lp_unit_to_byte(j->planar[c * j->plane + i]);
 }
 
 /* 4:2:0 -> rgb24 or planar floats (planar_out set); each chroma sample serves

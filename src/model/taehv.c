@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/pixels.h"
+
 /* ---- layers (spec/VAE.md, TAEHV) ----
  * The encoder and the decoder are nn.Sequential lists in upstream; a layer's
  * position in the list is its weight-name index (encoder.4.conv.0.weight). */
@@ -272,7 +274,8 @@ static lp_status load_net(lp_taehv *m, const lp_tensor_file *f, const char *pref
 lp_status lp_taehv_load(const lp_tensor_file *f, const char *prefix, lp_backend *be, lp_taehv **out) {
     *out = NULL;
     if (!prefix) prefix = "";
-    if (!be || !be->conv2d || !be->relu || !be->tanh_clamp || !be->clamp01)
+    if (!be || !be->conv2d || !be->relu || !be->tanh_clamp || !be->clamp01 || !be->rgb24_to_planar ||
+        !be->planar_to_rgb24)
         return lp_fail(LP_ERR_UNSUPPORTED, "taehv: the %s backend has no conv-net ops", be ? be->name : "(NULL)");
     lp_taehv *m = calloc(1, sizeof *m);
     if (!m) return lp_fail(LP_ERR_NOMEM, "taehv: out of memory");
@@ -329,12 +332,12 @@ typedef struct {
     size_t zero_n;
     float *io_in;      /* block_in input frames */
     float *io_out;     /* up to block_out output frames, io_n of them filled */
+    uint8_t *io_in_rgb, *io_out_rgb; /* the same frames as packed bytes, made on first use */
     int block_in, block_out, io_n;
     int *count;        /* [n] TPool: frames summed so far */
     int64_t n_in, n_emitted;
     int trim, clamp;   /* frames to drop at the start; clamp the output to [0, 1] */
-    float *out;        /* host output sink of the current push */
-    int out_cap, out_n;
+    int out_cap, out_n; /* the current push's room for output frames and frames written */
     double flops;
 } stream;
 
@@ -353,6 +356,8 @@ static void stream_free(stream *st) {
     release(be, st->zeros);
     release(be, st->io_in);
     release(be, st->io_out);
+    if (st->io_in_rgb) be->release(be, st->io_in_rgb);
+    if (st->io_out_rgb) be->release(be, st->io_out_rgb);
     free(st->state);
     free(st->state_n);
     free(st->count);
@@ -563,37 +568,71 @@ static int stream_count(const stream *st, int n) {
     return (int)(emitted_after(st, st->n_in + n) - emitted_after(st, st->n_in));
 }
 
-static lp_status stream_push(stream *st, const float *in, int n, float *out, int max_out, int *n_out) {
+/* A stream end's frames on the host: planar floats, or packed 8-bit RGB
+ * converted on the backend (src/base/pixels.h) through a byte buffer. */
+typedef struct {
+    const void *in;
+    void *out;
+    int in_rgb24, out_rgb24;
+} host_frames;
+
+/* *buf = a backend byte buffer for `frames` packed RGB frames of shape s
+ * (3 channels), made on first use. */
+static lp_status rgb_buffer(const stream *st, const fshape *s, int frames, uint8_t **buf) {
+    if (s->c != 3) return lp_fail(LP_ERR_ARG, "taehv: %d-channel frames cannot be packed RGB", s->c);
+    if (!*buf && !(*buf = st->be->alloc(st->be, (size_t)frames * numel(s)))) return LP_ERR_NOMEM;
+    return LP_OK;
+}
+
+static lp_status upload_block(stream *st, const host_frames *io, int t, int blk) {
+    const lp_backend *be = st->be;
+    const fshape *s = &st->in[0];
+    size_t fr = numel(s);
+    if (!io->in_rgb24)
+        return be->upload(be, st->io_in, (const float *)io->in + (size_t)t * fr, (size_t)blk * fr * sizeof(float));
+    LP_TRY(rgb_buffer(st, s, st->block_in, &st->io_in_rgb));
+    LP_TRY(be->upload(be, st->io_in_rgb, (const uint8_t *)io->in + (size_t)t * fr, (size_t)blk * fr));
+    be->rgb24_to_planar(be, st->io_in, st->io_in_rgb, blk, (int64_t)s->h * s->w);
+    return LP_OK;
+}
+
+static lp_status download_block(stream *st, const host_frames *io) {
+    const lp_backend *be = st->be;
+    const fshape *s = &st->in[st->net->n];
+    size_t ofr = numel(s), at = (size_t)st->out_n * ofr;
+    if (!io->out_rgb24)
+        return be->download(be, (float *)io->out + at, st->io_out, (size_t)st->io_n * ofr * sizeof(float));
+    LP_TRY(rgb_buffer(st, s, st->block_out, &st->io_out_rgb));
+    be->planar_to_rgb24(be, st->io_out_rgb, st->io_out, st->io_n, (int64_t)s->h * s->w);
+    return be->download(be, (uint8_t *)io->out + at, st->io_out_rgb, (size_t)st->io_n * ofr);
+}
+
+static lp_status stream_push(stream *st, const host_frames *io, int n, int max_out, int *n_out) {
     *n_out = 0;
-    if (n < 0 || (n > 0 && !in) || max_out < 0)
+    if (n < 0 || (n > 0 && !io->in) || max_out < 0)
         return lp_fail(LP_ERR_ARG, "taehv: bad push arguments (n=%d, max_out=%d)", n, max_out);
     if (n > (1 << 24)) return lp_fail(LP_ERR_ARG, "taehv: too many frames in one push (%d)", n);
     int want = stream_count(st, n);
     if (want > max_out)
         return lp_fail(LP_ERR_ARG, "taehv: pushing %d frames emits %d, but the output has room for %d", n, want,
                        max_out);
-    if (want > 0 && !out) return lp_fail(LP_ERR_ARG, "taehv: output buffer is NULL");
-    const lp_backend *be = st->be;
-    st->out = out;
+    if (want > 0 && !io->out) return lp_fail(LP_ERR_ARG, "taehv: output buffer is NULL");
     st->out_cap = max_out;
     st->out_n = 0;
-    size_t fr = numel(&st->in[0]), ofr = numel(&st->in[st->net->n]);
     lp_status s = LP_OK;
     for (int t = 0; t < n && s == LP_OK;) {
         int blk = n - t < st->block_in ? n - t : st->block_in;
-        s = be->upload(be, st->io_in, in + (size_t)t * fr, (size_t)blk * fr * sizeof *in);
+        s = upload_block(st, io, t, blk);
         st->io_n = 0;
         for (int j = 0; j < blk && s == LP_OK; j++) {
-            s = run(st, 0, st->io_in + (size_t)j * fr);
+            s = run(st, 0, st->io_in + (size_t)j * numel(&st->in[0]));
             st->n_in++;
         }
         t += blk;
-        if (s == LP_OK && st->io_n > 0)
-            s = be->download(be, out + (size_t)st->out_n * ofr, st->io_out, (size_t)st->io_n * ofr * sizeof *out);
+        if (s == LP_OK && st->io_n > 0) s = download_block(st, io);
         if (s == LP_OK) st->out_n += st->io_n;
     }
     *n_out = st->out_n;
-    st->out = NULL;
     return s;
 }
 
@@ -638,8 +677,22 @@ int lp_taehv_encoder_count(const lp_taehv_encoder *e, int n) { return stream_cou
 
 lp_status lp_taehv_encoder_push(lp_taehv_encoder *e, const float *frames, int n, float *latents, int max_latents,
                                 int *n_latents) {
-    LP_TRY(stream_push(&e->s, frames, n, latents, max_latents, n_latents));
+    LP_TRY(stream_push(&e->s, &(host_frames){.in = frames, .out = latents}, n, max_latents, n_latents));
     if (n > 0) memcpy(e->last, frames + (size_t)(n - 1) * numel(&e->s.in[0]), numel(&e->s.in[0]) * sizeof *e->last);
+    return LP_OK;
+}
+
+lp_status lp_taehv_encoder_push_rgb24(lp_taehv_encoder *e, const uint8_t *frames, int n, float *latents,
+                                      int max_latents, int *n_latents) {
+    LP_TRY(stream_push(&e->s, &(host_frames){.in = frames, .in_rgb24 = 1, .out = latents}, n, max_latents,
+                       n_latents));
+    if (n > 0) { /* the flush pads with the last frame, kept as the floats the backend made of it */
+        const fshape *s = &e->s.in[0];
+        size_t px = (size_t)s->h * s->w;
+        const uint8_t *last = frames + (size_t)(n - 1) * 3 * px;
+        for (size_t p = 0; p < px; p++)
+            for (size_t c = 0; c < 3; c++) e->last[c * px + p] = lp_byte_to_unit(last[3 * p + c]);
+    }
     return LP_OK;
 }
 
@@ -651,8 +704,8 @@ lp_status lp_taehv_encoder_flush(lp_taehv_encoder *e, float *latents, int max_la
         return lp_fail(LP_ERR_ARG, "taehv: flush emits a latent frame, but the output has room for %d", max_latents);
     for (int k = 0; k < pad; k++) {
         int got;
-        LP_TRY(stream_push(&e->s, e->last, 1, latents + (size_t)*n_latents * numel(&e->s.in[e->s.net->n]),
-                           max_latents - *n_latents, &got));
+        float *dst = latents + (size_t)*n_latents * numel(&e->s.in[e->s.net->n]);
+        LP_TRY(stream_push(&e->s, &(host_frames){.in = e->last, .out = dst}, 1, max_latents - *n_latents, &got));
         *n_latents += got;
     }
     return LP_OK;
@@ -703,7 +756,12 @@ int lp_taehv_decoder_count(const lp_taehv_decoder *d, int n) { return stream_cou
 
 lp_status lp_taehv_decoder_push(lp_taehv_decoder *d, const float *latents, int n, float *frames, int max_frames,
                                 int *n_frames) {
-    return stream_push(&d->s, latents, n, frames, max_frames, n_frames);
+    return stream_push(&d->s, &(host_frames){.in = latents, .out = frames}, n, max_frames, n_frames);
+}
+
+lp_status lp_taehv_decoder_push_rgb24(lp_taehv_decoder *d, const float *latents, int n, uint8_t *frames,
+                                      int max_frames, int *n_frames) {
+    return stream_push(&d->s, &(host_frames){.in = latents, .out = frames, .out_rgb24 = 1}, n, max_frames, n_frames);
 }
 
 lp_status lp_taehv_decoder_reset(lp_taehv_decoder *d) { return stream_reset(&d->s); }

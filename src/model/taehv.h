@@ -64,6 +64,11 @@ int lp_taehv_encoder_count(const lp_taehv_encoder *e, int n);
  * anything, when more than max_latents would be emitted. */
 lp_status lp_taehv_encoder_push(lp_taehv_encoder *e, const float *frames, int n, float *latents, int max_latents,
                                 int *n_latents);
+/* The same with frames of packed 8-bit RGB [n, H, W, 3], made [0, 1] floats
+ * on the backend (b / 255, src/base/pixels.h): what a video reader gives,
+ * and a quarter of the floats' transfer to a GPU. */
+lp_status lp_taehv_encoder_push_rgb24(lp_taehv_encoder *e, const uint8_t *frames, int n, float *latents,
+                                      int max_latents, int *n_latents);
 /* Ends the clip: if the number of frames pushed since the last reset is not a
  * multiple of time_downscale, pushes copies of the last frame until it is (as
  * upstream encode_video pads), emitting at most one latent frame. */
@@ -102,6 +107,11 @@ int lp_taehv_decoder_count(const lp_taehv_decoder *d, int n);
  * than max_frames would be emitted. */
 lp_status lp_taehv_decoder_push(lp_taehv_decoder *d, const float *latents, int n, float *frames, int max_frames,
                                 int *n_frames);
+/* The same with the frames written as packed 8-bit RGB [max_frames, h, w, 3],
+ * made on the backend (clamped to [0, 1], then src/base/pixels.h's rounding),
+ * whatever opts.clamp says. */
+lp_status lp_taehv_decoder_push_rgb24(lp_taehv_decoder *d, const float *latents, int n, uint8_t *frames,
+                                      int max_frames, int *n_frames);
 /* Forgets all history (and restarts the trimming count); fails as the encoder's. */
 lp_status lp_taehv_decoder_reset(lp_taehv_decoder *d);
 /* FLOPs spent so far, counted as the encoder's. */

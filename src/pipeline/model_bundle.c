@@ -87,7 +87,8 @@ lipar_status lipar_model_load(const lipar_model_options *o, lipar_model **out) {
     lipar_model *m = calloc(1, sizeof *m);
     if (!m) return (lipar_status)lp_fail(LP_ERR_NOMEM, "out of memory");
     const char *backend = o->backend ? o->backend : "cpu";
-    lp_status s = lp_backend_create(backend, o->threads, &m->be);
+    /* the DiT is the pipeline's critical path: its work goes first */
+    lp_status s = lp_backend_create_priority(backend, o->threads, &m->be);
     if (s == LP_OK) s = lp_backend_create(backend, o->threads, &m->enc_be);
     if (s == LP_OK) s = lp_backend_create(backend, o->threads, &m->vae_be);
     if (s == LP_OK) {

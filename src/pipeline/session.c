@@ -1,41 +1,47 @@
 /* lipar_session: the streaming editing loop (ARCHITECTURE.md "What flows
- * through it") as three stages, each on its own thread with its own backend
- * instance (its own stream on a GPU):
+ * through it") as stages on their own threads, each stage with its own
+ * backend instance (its own stream on a GPU):
  *
  * - the caller's thread: push() gathers input frames into chunks (12 frames =
  *   3 latent frames; the Wan VAE's first chunk is 9 = 1 + 4·2) and hands each
- *   complete chunk to the encoder, then edits the oldest encoded chunk with
- *   the DiT (lp_edit_chunk): the DiT of chunk n runs while the encoder works
- *   on chunk n+1 (encoder_overlap; without it, on the CPU by default, push()
- *   waits for chunk n's encoding and edits it at once);
+ *   complete chunk to the encoder;
  * - the encoder thread: encodes the chunks in order and computes what
  *   depends only on the input: the streaming keep-mask (a sequence over the
- *   chunks, which this thread sees in order) or a per-chunk strategy's plan;
+ *   chunks, which this thread sees in order) or a per-chunk strategy's plan,
+ *   and draws the chunk's noise;
+ * - the DiT thread (encoder_overlap): edits the encoded chunks in order
+ *   (lp_edit_chunk), chunk n while the encoder works on chunk n+1 and the
+ *   caller fills chunk n+2. Without the overlap (the CPU's default) there is
+ *   no DiT thread: push() waits for chunk n's encoding and edits it on the
+ *   caller's thread before it returns;
  * - the decoder thread: decodes chunk n while the DiT works on chunk n+1 and
  *   queues the frames to be pulled.
- * Both queues are bounded: ENCODE_SLOTS complete chunks wait between push()
- * and the DiT, DECODE_QUEUE edited ones between the DiT and the decoder. Each
+ * Both queues are bounded: ENCODE_SLOTS chunks are between push() and the
+ * end of their edit, DECODE_QUEUE edited ones wait for the decoder. Each
  * stage sees the chunks in the order they were pushed, so the results do not
  * depend on the timing of the threads.
  *
  * Locking. One mutex, mu, guards what two threads touch: the chunk counters
- * n_queued and n_encoded, the decode queue's head and count, the output
- * queue, the statistics (the decoder adds its time), peak_device_bytes and
- * the first failure of a thread (thread_status, thread_error). The contents
- * of an encode slot or a decode job are not guarded: one thread owns each at
- * a time, and ownership passes by a counter changed under mu (so the mutex
- * makes the last owner's writes visible to the next):
+ * n_queued, n_encoded and n_taken, the decode queue's head and count, the
+ * output queue, the statistics (the decoder adds its time),
+ * peak_device_bytes and the first failure of a thread (thread_status,
+ * thread_error). The contents of an encode slot or a decode job are not
+ * guarded: one thread owns each at a time, and ownership passes by a counter
+ * changed under mu (so the mutex makes the last owner's writes visible to
+ * the next):
  * - the slot of chunk c is the caller's while it fills it (n_queued == c),
- *   the encoder's from n_queued > c until n_encoded > c, then the caller's
- *   again (the DiT) until n_taken > c, after which chunk c + ENCODE_SLOTS may
- *   fill it;
- * - a decode job is the caller's while it writes it, then the decoder's from
+ *   the encoder's from n_queued > c until n_encoded > c, then the DiT's until
+ *   n_taken > c, after which chunk c + ENCODE_SLOTS may fill it;
+ * - a decode job is the DiT's while it writes it, then the decoder's from
  *   when jobs_count counts it until the decoder removes it.
  * Everything else belongs to one thread: the encoder's models, states and
- * mask stream; the DiT's cache, edit state, keep history, pending latents and
- * prompt (the caller's thread); the decoder's models and frame buffer. The
- * caller alone writes n_queued, n_stats (under mu) and n_in, n_taken (no
- * lock), so it reads them without the lock. */
+ * mask stream; the DiT's cache, edit state, keep history (read by
+ * lipar_session_keep_mask for chunks whose edit is over), pending latents
+ * and prompt (the DiT thread's, or the caller's without it; the caller
+ * changes the prompt and runs the batch mask only once the DiT thread has
+ * taken every queued chunk); the decoder's models and frame buffer. The
+ * caller alone writes n_queued and n_in, so it reads them without the lock;
+ * the DiT alone writes n_taken and n_stats (under mu). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +49,7 @@
 #include <unistd.h>
 
 #include "../base/clock.h"
+#include "../base/pixels.h"
 #include "../base/prng.h"
 #include "../prune/alternatives.h"
 #include "../prune/mask.h"
@@ -51,16 +58,34 @@
 
 #define CHUNK_LATENTS 3
 #define MASK_HISTORY 8
-#define ENCODE_SLOTS 2 /* complete chunks not yet edited: one at the encoder, one at the DiT */
+#define KEEP_MASKS 4   /* lipar_session_keep_mask's: the last chunks edited */
+#define ENCODE_SLOTS 3 /* chunks pushed and not yet edited: one being filled, one at the encoder, one at the DiT */
 #define DECODE_QUEUE 2 /* edited chunks waiting for the decoder */
 
 typedef struct {
-    float *frames;        /* [12][3][H][W]: the input, padded to the chunk's size */
+    void *frames;         /* 12 frames ([3][H][W] floats or [H][W][3] bytes): the input, padded to the chunk's size */
     float *latents;       /* [3][C][h][w] */
     uint8_t *keep;        /* [3][patches]: the streaming mask or the per-chunk strategy's */
     int32_t *merge_dst;   /* [3·patches]: tome's merge plan */
+    float *noise;         /* [n_steps][3][C][h][w]: the chunk's ε for steps −1 .. n_steps − 2, drawn by the encoder */
     lipar_chunk_stats cs; /* chunk, first_frame, frames; the encoder adds seconds_encode and seconds_mask */
 } encode_slot;
+
+/* The noise of the chunk being edited: drawn ahead by the encoder thread
+ * (the same values as lp_prng_noise_fn's; drawing them takes milliseconds
+ * that would otherwise stall the DiT between its calls), or drawn now. */
+typedef struct {
+    const float *drawn; /* [n_steps][n] for chunk `chunk`, or NULL */
+    int chunk;
+    lp_prng_noise pn;
+} chunk_noise;
+
+static lp_status chunk_noise_fn(void *ctx, int chunk, int step, float *eps, int64_t n) {
+    const chunk_noise *cn = ctx;
+    if (!cn->drawn || chunk != cn->chunk) return lp_prng_noise_fn((void *)&cn->pn, chunk, step, eps, n);
+    memcpy(eps, cn->drawn + (size_t)(step + 1) * (size_t)n, (size_t)n * sizeof *eps);
+    return LP_OK;
+}
 
 typedef struct {
     float *latents; /* [3][C][h][w] */
@@ -81,7 +106,9 @@ struct lipar_session {
     lp_prune_strategy strategy;
     lp_denoise_plan plan;
     int C, lh, lw;             /* latent frame [C, lh, lw] */
-    int64_t frame_px, latent_elems, patches;
+    int64_t frame_px, latent_elems, patches; /* frame_px: samples of a frame, 3·H·W */
+    int rgb24;                 /* frames pushed and pulled as packed bytes (o.rgb24_frames) */
+    size_t frame_bytes;        /* bytes of a pushed or pulled frame */
     /* the DiT's (the caller's thread) */
     lp_dit_cache *cache;
     lp_edit_state est;
@@ -96,31 +123,35 @@ struct lipar_session {
     lp_taehv_encoder *tenc;
     lp_wan_vae_encoder *wenc;
     lp_mask_stream *mstream;
+    float *wan_in;             /* [12][3][H][W]: bytes made floats for the Wan VAE (rgb24 only) */
     /* the decoder's */
     lp_taehv_decoder *tdec;
     lp_wan_vae_decoder *wdec;
-    float *decoded;            /* [12][3][H][W] */
+    void *decoded;             /* 12 frames as pulled */
+    float *wan_out;            /* [12][3][H][W]: the Wan VAE's frames before they become bytes (rgb24 only) */
     /* complete chunks between push() and the DiT */
     encode_slot slots[ENCODE_SLOTS];
     int n_in;                  /* frames in the slot being filled (that of chunk n_queued) */
     int n_queued;              /* chunks handed to the encoder */
     int n_encoded;             /* chunks the encoder is done with */
-    int n_taken;               /* chunks the DiT has taken (edited, or kept for the batch mask) */
+    int n_taken;               /* chunks the DiT is done with (edited, or kept for the batch mask) */
     /* edited chunks between the DiT and the decoder */
     decode_job jobs[DECODE_QUEUE];
     int jobs_head, jobs_count;
     /* output queue */
-    float *out;
+    uint8_t *out;              /* frames as pulled, frame_bytes each */
     int out_head, out_count, out_cap;
     size_t peak_device_bytes;
     /* the threads (see "Locking" above) */
     pthread_t encoder, decoder;
-    int sync_made, encoder_started, decoder_started, stopping;
+    pthread_t editor;          /* the DiT thread, with the overlap */
+    int sync_made, encoder_started, editor_started, decoder_started, stopping;
     pthread_mutex_t mu;
-    pthread_cond_t chunk_queued, chunk_encoded, job_ready, job_done;
+    pthread_cond_t chunk_queued, chunk_encoded, chunk_taken, job_ready, job_done;
     lp_status thread_status;   /* first failure of the encoder or decoder thread */
     char thread_error[1024];
-    int lag;                   /* complete chunks left waiting for the DiT after a push: 0 or 1 */
+    int overlap;               /* the DiT runs on its own thread (encoder_overlap) */
+    double opened;             /* lp_seconds() at lipar_session_open, the origin of the stage start times */
     int finished;
 };
 
@@ -211,6 +242,22 @@ static lp_status pipeline_failure(lipar_session *s) {
 
 /* ---- the encoder thread ---- */
 
+/* The host conversions of the Wan VAE's frames in rgb24 sessions (TAEHV
+ * converts on its backend). */
+static void rgb24_to_planar(const uint8_t *rgb, int n, int W, int H, float *x) {
+    size_t px = (size_t)W * H;
+    for (size_t f = 0; f < (size_t)n; f++)
+        for (size_t p = 0; p < px; p++)
+            for (size_t c = 0; c < 3; c++) x[(f * 3 + c) * px + p] = lp_byte_to_unit(rgb[(f * px + p) * 3 + c]);
+}
+
+static void planar_to_rgb24(const float *x, int n, int W, int H, uint8_t *rgb) {
+    size_t px = (size_t)W * H;
+    for (size_t f = 0; f < (size_t)n; f++)
+        for (size_t p = 0; p < px; p++)
+            for (size_t c = 0; c < 3; c++) rgb[(f * px + p) * 3 + c] = lp_unit_to_byte(x[(f * 3 + c) * px + p]);
+}
+
 /* The token reduction of a chunk from its clean latents for the per-chunk
  * strategies: tome's merge plan (with keep = not merged, for the statistics)
  * or importance's mask. */
@@ -228,11 +275,16 @@ static lp_status plan_alternative(const lipar_session *s, encode_slot *e) {
 static lp_status encode_run(lipar_session *s, encode_slot *e) {
     int n = chunk_frames(s, e->cs.chunk), got = 0;
     double t0 = lp_seconds();
-    if (s->tenc) {
+    e->cs.start_encode = t0 - s->opened;
+    if (s->tenc && s->rgb24) {
+        LP_TRY(lp_taehv_encoder_push_rgb24(s->tenc, e->frames, n, e->latents, CHUNK_LATENTS, &got));
+    } else if (s->tenc) {
         LP_TRY(lp_taehv_encoder_push(s->tenc, e->frames, n, e->latents, CHUNK_LATENTS, &got));
     } else {
-        for (int64_t i = 0; i < n * s->frame_px; i++) e->frames[i] = 2.0f * e->frames[i] - 1.0f; /* Wan: [−1, 1] */
-        LP_TRY(lp_wan_vae_encode(s->wenc, e->frames, n, e->latents, &got));
+        float *x = s->rgb24 ? s->wan_in : e->frames;
+        if (s->rgb24) rgb24_to_planar(e->frames, n, s->o.width, s->o.height, x);
+        for (int64_t i = 0; i < n * s->frame_px; i++) x[i] = 2.0f * x[i] - 1.0f; /* Wan: [−1, 1] */
+        LP_TRY(lp_wan_vae_encode(s->wenc, x, n, e->latents, &got));
     }
     if (got != CHUNK_LATENTS)
         return lp_fail(LP_ERR_SHAPE, "the VAE made %d latent frames from %d frames, expected %d", got, n,
@@ -240,11 +292,17 @@ static lp_status encode_run(lipar_session *s, encode_slot *e) {
     e->cs.seconds_encode = lp_seconds() - t0;
     note_memory(s, s->m->enc_be);
     t0 = lp_seconds();
+    int masked = 1;
     if (per_chunk_strategy(s)) LP_TRY(plan_alternative(s, e));
     else if (!s->o.batch_mask && s->strategy != LP_PRUNE_NONE)
         LP_TRY(lp_mask_stream_push_chunk(s->mstream, e->latents, CHUNK_LATENTS, e->keep));
-    else return LP_OK;
-    e->cs.seconds_mask = lp_seconds() - t0;
+    else masked = 0;
+    if (masked) e->cs.seconds_mask = lp_seconds() - t0;
+    if (s->o.batch_mask) return LP_OK; /* edited after finish: the noise is drawn then */
+    lp_prng_noise pn = {s->o.seed, s->m->enc_be->pool};
+    for (int i = -1; i < s->plan.n_steps - 1; i++)
+        LP_TRY(lp_prng_noise_fn(&pn, e->cs.chunk, i, e->noise + (size_t)(i + 1) * (size_t)s->latent_elems,
+                                s->latent_elems));
     return LP_OK;
 }
 
@@ -261,7 +319,7 @@ static void *encoder_main(void *arg) {
         pthread_mutex_lock(&s->mu);
         thread_failed(s, st);
         s->n_encoded++;
-        pthread_cond_signal(&s->chunk_encoded);
+        pthread_cond_broadcast(&s->chunk_encoded);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -269,14 +327,17 @@ static void *encoder_main(void *arg) {
 
 /* ---- the decoder thread ---- */
 
-static lp_status enqueue(lipar_session *s, const float *frames, int n);
+static lp_status enqueue(lipar_session *s, const void *frames, int n);
 
 /* Decodes one job into s->decoded; returns the number of frames made. */
 static lp_status decode_run(lipar_session *s, const decode_job *job, int *got) {
     *got = 0;
+    if (s->tdec && s->rgb24) return lp_taehv_decoder_push_rgb24(s->tdec, job->latents, CHUNK_LATENTS, s->decoded, 12, got);
     if (s->tdec) return lp_taehv_decoder_push(s->tdec, job->latents, CHUNK_LATENTS, s->decoded, 12, got);
-    LP_TRY(lp_wan_vae_decode(s->wdec, job->latents, CHUNK_LATENTS, s->decoded, got));
-    for (int64_t i = 0; i < *got * s->frame_px; i++) s->decoded[i] = 0.5f * (s->decoded[i] + 1.0f); /* [−1,1]→[0,1] */
+    float *x = s->rgb24 ? s->wan_out : s->decoded;
+    LP_TRY(lp_wan_vae_decode(s->wdec, job->latents, CHUNK_LATENTS, x, got));
+    for (int64_t i = 0; i < *got * s->frame_px; i++) x[i] = 0.5f * (x[i] + 1.0f); /* [−1,1]→[0,1] */
+    if (s->rgb24) planar_to_rgb24(x, *got, s->o.width, s->o.height, s->decoded);
     return LP_OK;
 }
 
@@ -300,6 +361,7 @@ static void *decoder_main(void *arg) {
         if (st == LP_OK && !failed) st = enqueue(s, s->decoded, job->frames);
         thread_failed(s, st);
         if (job->chunk < s->n_stats) {
+            s->stats[job->chunk].start_decode = t0 - s->opened;
             s->stats[job->chunk].seconds_decode = dt;
             s->stats[job->chunk].seconds_total += dt;
         }
@@ -311,16 +373,24 @@ static void *decoder_main(void *arg) {
     return NULL;
 }
 
+static void *editor_main(void *arg);
+
 static lp_status start_threads(lipar_session *s) {
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->chunk_queued, NULL);
     pthread_cond_init(&s->chunk_encoded, NULL);
+    pthread_cond_init(&s->chunk_taken, NULL);
     pthread_cond_init(&s->job_ready, NULL);
     pthread_cond_init(&s->job_done, NULL);
     s->sync_made = 1;
     if (pthread_create(&s->encoder, NULL, encoder_main, s) != 0)
         return lp_fail(LP_ERR_NOMEM, "cannot start the encoder thread");
     s->encoder_started = 1;
+    if (s->overlap) {
+        if (pthread_create(&s->editor, NULL, editor_main, s) != 0)
+            return lp_fail(LP_ERR_NOMEM, "cannot start the DiT thread");
+        s->editor_started = 1;
+    }
     if (pthread_create(&s->decoder, NULL, decoder_main, s) != 0)
         return lp_fail(LP_ERR_NOMEM, "cannot start the decoder thread");
     s->decoder_started = 1;
@@ -334,25 +404,30 @@ static void stop_threads(lipar_session *s) {
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     pthread_cond_broadcast(&s->chunk_queued);
+    pthread_cond_broadcast(&s->chunk_encoded);
     pthread_cond_broadcast(&s->job_ready);
+    pthread_cond_broadcast(&s->job_done);
     pthread_mutex_unlock(&s->mu);
     if (s->encoder_started) pthread_join(s->encoder, NULL);
+    if (s->editor_started) pthread_join(s->editor, NULL);
     if (s->decoder_started) pthread_join(s->decoder, NULL);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->chunk_queued);
     pthread_cond_destroy(&s->chunk_encoded);
+    pthread_cond_destroy(&s->chunk_taken);
     pthread_cond_destroy(&s->job_ready);
     pthread_cond_destroy(&s->job_done);
     s->sync_made = 0;
 }
 
 /* Hands the edited latents of chunk `chunk` to the decoder, waiting while its
- * queue is full. */
+ * queue is full (dropping them when the session is closing). */
 static lp_status submit_decode(lipar_session *s, const float *latents, int frames, int chunk) {
     pthread_mutex_lock(&s->mu);
-    while (s->jobs_count == DECODE_QUEUE && s->thread_status == LP_OK) pthread_cond_wait(&s->job_done, &s->mu);
+    while (s->jobs_count == DECODE_QUEUE && s->thread_status == LP_OK && !s->stopping)
+        pthread_cond_wait(&s->job_done, &s->mu);
     lp_status st = thread_failure(s);
-    if (st == LP_OK) {
+    if (st == LP_OK && !s->stopping) {
         decode_job *job = &s->jobs[(s->jobs_head + s->jobs_count) % DECODE_QUEUE];
         memcpy(job->latents, latents, (size_t)s->latent_elems * sizeof(float));
         job->frames = frames;
@@ -395,6 +470,7 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
     lipar_session *s = calloc(1, sizeof *s);
     if (!s) return (lipar_status)lp_fail(LP_ERR_NOMEM, "out of memory");
     s->m = m;
+    s->opened = lp_seconds();
     s->o = *o;
     s->o.strategy = NULL;
     s->o.prompt = NULL;
@@ -402,7 +478,7 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
      * only makes their threads compete (measured: no faster, more CPU time),
      * so by default the encoder runs while the DiT waits for it there. */
     int overlap = o->encoder_overlap ? o->encoder_overlap > 0 : strcmp(m->be->name, "cpu") != 0;
-    s->lag = overlap ? ENCODE_SLOTS - 1 : 0;
+    s->overlap = overlap;
     lp_status st = lp_prune_strategy_parse(o->strategy ? o->strategy : "lipar", &s->strategy);
     if (st == LP_OK) st = lp_denoise_plan_init(&s->plan, o->steps, o->n_steps, o->shift, 0.0f);
     if (st == LP_OK) st = open_vae(s);
@@ -429,22 +505,29 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
     }
     if (st == LP_OK) {
         s->frame_px = (int64_t)3 * o->height * o->width;
+        s->rgb24 = o->rgb24_frames != 0;
+        s->frame_bytes = (size_t)s->frame_px * (s->rgb24 ? 1 : sizeof(float));
         s->latent_elems = (int64_t)CHUNK_LATENTS * s->C * s->lh * s->lw;
         s->patches = (int64_t)(s->lh / 2) * (s->lw / 2);
         int ok = 1;
         for (int i = 0; i < ENCODE_SLOTS; i++) {
             encode_slot *e = &s->slots[i];
-            ok &= (e->frames = malloc((size_t)(12 * s->frame_px) * sizeof(float))) != NULL;
+            ok &= (e->frames = malloc(12 * s->frame_bytes)) != NULL;
             ok &= (e->latents = malloc((size_t)s->latent_elems * sizeof(float))) != NULL;
             ok &= (e->keep = malloc((size_t)(CHUNK_LATENTS * s->patches))) != NULL;
             ok &= (e->merge_dst = malloc((size_t)(CHUNK_LATENTS * s->patches) * sizeof *e->merge_dst)) != NULL;
+            ok &= (e->noise = malloc((size_t)s->plan.n_steps * (size_t)s->latent_elems * sizeof *e->noise)) != NULL;
         }
         for (int i = 0; i < DECODE_QUEUE; i++)
             ok &= (s->jobs[i].latents = malloc((size_t)s->latent_elems * sizeof(float))) != NULL;
         s->eps = malloc((size_t)s->latent_elems * sizeof(float));
         s->keep_history = calloc((size_t)(MASK_HISTORY * CHUNK_LATENTS * s->patches), 1);
         s->prompt = strdup(o->prompt ? o->prompt : "");
-        s->decoded = malloc((size_t)(12 * s->frame_px) * sizeof(float));
+        s->decoded = malloc(12 * s->frame_bytes);
+        if (s->rgb24 && s->wenc) {
+            ok &= (s->wan_in = malloc((size_t)(12 * s->frame_px) * sizeof(float))) != NULL;
+            ok &= (s->wan_out = malloc((size_t)(12 * s->frame_px) * sizeof(float))) != NULL;
+        }
         if (!ok || !s->eps || !s->keep_history || !s->prompt || !s->decoded)
             st = lp_fail(LP_ERR_NOMEM, "out of memory for a %dx%d session", o->width, o->height);
     }
@@ -466,6 +549,7 @@ void lipar_session_close(lipar_session *s) {
         free(s->slots[i].latents);
         free(s->slots[i].keep);
         free(s->slots[i].merge_dst);
+        free(s->slots[i].noise);
     }
     for (int i = 0; i < DECODE_QUEUE; i++) free(s->jobs[i].latents);
     free(s->decoded);
@@ -478,6 +562,8 @@ void lipar_session_close(lipar_session *s) {
     lp_dit_cache_free(s->cache);
     for (int i = 0; i < s->n_pending; i++) free(s->pending[i].latents);
     free(s->pending);
+    free(s->wan_in);
+    free(s->wan_out);
     free(s->eps);
     free(s->out);
     free(s->stats);
@@ -486,23 +572,27 @@ void lipar_session_close(lipar_session *s) {
     free(s);
 }
 
-static lp_status enqueue(lipar_session *s, const float *frames, int n) {
+/* Frame i of a queue of frames of frame_bytes each. */
+static uint8_t *frame_at(const lipar_session *s, const void *frames, size_t i) {
+    return (uint8_t *)frames + i * s->frame_bytes;
+}
+
+static lp_status enqueue(lipar_session *s, const void *frames, int n) {
     if (s->out_count + n > s->out_cap) {
         int cap = s->out_cap ? s->out_cap : 16;
         while (cap < s->out_count + n) cap *= 2;
-        float *no = malloc((size_t)cap * (size_t)s->frame_px * sizeof *no);
+        uint8_t *no = malloc((size_t)cap * s->frame_bytes);
         if (!no) return lp_fail(LP_ERR_NOMEM, "out of memory queueing output frames");
         for (int i = 0; i < s->out_count; i++)
-            memcpy(no + i * s->frame_px, s->out + ((s->out_head + i) % s->out_cap) * s->frame_px,
-                   (size_t)s->frame_px * sizeof *no);
+            memcpy(frame_at(s, no, i), frame_at(s, s->out, (s->out_head + i) % s->out_cap), s->frame_bytes);
         free(s->out);
         s->out = no;
         s->out_cap = cap;
         s->out_head = 0;
     }
     for (int i = 0; i < n; i++)
-        memcpy(s->out + ((s->out_head + s->out_count + i) % s->out_cap) * s->frame_px, frames + i * s->frame_px,
-               (size_t)s->frame_px * sizeof *frames);
+        memcpy(frame_at(s, s->out, (s->out_head + s->out_count + i) % s->out_cap), frame_at(s, frames, i),
+               s->frame_bytes);
     s->out_count += n;
     return LP_OK;
 }
@@ -520,11 +610,11 @@ static lp_status push_stats(lipar_session *s, const lipar_chunk_stats *cs) {
 }
 
 /* Edits the chunk whose clean latents are x (overwritten) with keep (NULL =
- * all) or the merge plan, records its statistics and hands the edited
- * latents to the decoder thread, which queues the chunk's first cs->frames
- * output frames. */
+ * all) or the merge plan and its noise (drawn ahead, or NULL: drawn now),
+ * records its statistics and hands the edited latents to the decoder thread,
+ * which queues the chunk's first cs->frames output frames. */
 static lp_status edit_chunk(lipar_session *s, float *x, const uint8_t *keep, const int32_t *merge_dst,
-                            lipar_chunk_stats *cs) {
+                            const float *noise, lipar_chunk_stats *cs) {
     int chunk = s->est.chunk;
     int64_t n = s->latent_elems;
     uint8_t *hist = s->keep_history + (size_t)(chunk % MASK_HISTORY) * CHUNK_LATENTS * (size_t)s->patches;
@@ -542,12 +632,13 @@ static lp_status edit_chunk(lipar_session *s, float *x, const uint8_t *keep, con
     cs->kept_fraction = (double)kept / (double)total;
     cs->latent_frames = CHUNK_LATENTS;
     /* SDEdit start: x = (1 − σ0)·src + σ0·ε with ε from the counter-based PRNG */
-    lp_prng_noise pn = {s->o.seed, s->m->be->pool};
-    LP_TRY(lp_prng_noise_fn(&pn, chunk, -1, s->eps, n));
+    chunk_noise cn = {noise, chunk, {s->o.seed, s->m->be->pool}};
+    LP_TRY(chunk_noise_fn(&cn, chunk, -1, s->eps, n));
     lp_flow_add_noise(x, x, s->eps, s->plan.sigmas[0], n);
     double t0 = lp_seconds();
+    cs->start_dit = t0 - s->opened;
     LP_TRY(lp_edit_chunk(s->m->dit, s->cache, &s->est, s->strategy, &s->plan, chunk * CHUNK_LATENTS, CHUNK_LATENTS,
-                         x, keep, merge_dst, lp_prng_noise_fn, &pn, NULL));
+                         x, keep, merge_dst, chunk_noise_fn, &cn, NULL));
     cs->seconds_dit = lp_seconds() - t0;
     cs->prompt_version = s->prompt_version;
     note_memory(s, s->m->be);
@@ -564,9 +655,7 @@ static lp_status edit_chunk(lipar_session *s, float *x, const uint8_t *keep, con
 static void queue_chunk(lipar_session *s) {
     int chunk = s->n_queued, need = chunk_frames(s, chunk);
     encode_slot *e = &s->slots[chunk % ENCODE_SLOTS];
-    for (int i = s->n_in; i < need; i++)
-        memcpy(e->frames + i * s->frame_px, e->frames + (s->n_in - 1) * s->frame_px,
-               (size_t)s->frame_px * sizeof(float));
+    for (int i = s->n_in; i < need; i++) memcpy(frame_at(s, e->frames, i), frame_at(s, e->frames, s->n_in - 1), s->frame_bytes);
     e->cs = (lipar_chunk_stats){.chunk = chunk, .frames = s->n_in};
     e->cs.first_frame = chunk == 0 ? 0 : chunk_frames(s, 0) + (chunk - 1) * 12;
     s->n_in = 0;
@@ -592,39 +681,97 @@ static lp_status keep_for_batch(lipar_session *s, const encode_slot *e) {
     return LP_OK;
 }
 
-/* Takes the oldest complete chunk not taken yet once it is encoded: edits it,
- * or keeps its latents for the batch mask. */
-static lp_status take_chunk(lipar_session *s) {
-    int chunk = s->n_taken;
-    pthread_mutex_lock(&s->mu);
-    while (s->n_encoded <= chunk && s->thread_status == LP_OK) pthread_cond_wait(&s->chunk_encoded, &s->mu);
-    lp_status st = thread_failure(s);
-    pthread_mutex_unlock(&s->mu);
-    if (st != LP_OK) return st;
-    encode_slot *e = &s->slots[chunk % ENCODE_SLOTS];
-    s->n_taken++; /* the slot is refilled only after this returns */
+/* Edits the oldest encoded chunk the DiT has not taken, or keeps its latents
+ * for the batch mask. */
+static lp_status take_encoded(lipar_session *s) {
+    encode_slot *e = &s->slots[s->n_taken % ENCODE_SLOTS];
     if (per_chunk_strategy(s))
-        return edit_chunk(s, e->latents, e->keep, s->strategy == LP_PRUNE_TOME ? e->merge_dst : NULL, &e->cs);
+        return edit_chunk(s, e->latents, e->keep, s->strategy == LP_PRUNE_TOME ? e->merge_dst : NULL, e->noise,
+                          &e->cs);
     if (s->o.batch_mask) return keep_for_batch(s, e);
-    return edit_chunk(s, e->latents, s->strategy == LP_PRUNE_NONE ? NULL : e->keep, NULL, &e->cs);
+    return edit_chunk(s, e->latents, s->strategy == LP_PRUNE_NONE ? NULL : e->keep, NULL, e->noise, &e->cs);
 }
 
-/* Takes complete chunks until at most `lag` wait for the DiT. */
-static lp_status take_chunks(lipar_session *s, int lag) {
-    while (s->n_queued - s->n_taken > lag) LP_TRY(take_chunk(s));
-    return LP_OK;
+/* Marks the oldest chunk as taken: its slot may be refilled (call with mu held). */
+static void chunk_done(lipar_session *s) {
+    s->n_taken++;
+    pthread_cond_broadcast(&s->chunk_taken);
+}
+
+static void *editor_main(void *arg) {
+    lipar_session *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->n_taken == s->n_encoded && !s->stopping) pthread_cond_wait(&s->chunk_encoded, &s->mu);
+        if (s->stopping) break;
+        int failed = s->thread_status != LP_OK; /* after a failure, chunks pass through unedited */
+        pthread_mutex_unlock(&s->mu);
+        lp_status st = failed ? LP_OK : take_encoded(s);
+        pthread_mutex_lock(&s->mu);
+        thread_failed(s, st);
+        chunk_done(s);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Waits until every queued chunk is edited: by the DiT thread, or here
+ * without one (each chunk once it is encoded). */
+static lp_status edit_queued(lipar_session *s) {
+    pthread_mutex_lock(&s->mu);
+    lp_status st = LP_OK;
+    while (s->n_taken < s->n_queued && st == LP_OK) {
+        if (s->overlap) {
+            pthread_cond_wait(&s->chunk_taken, &s->mu);
+            continue;
+        }
+        while (s->n_encoded <= s->n_taken && s->thread_status == LP_OK) pthread_cond_wait(&s->chunk_encoded, &s->mu);
+        if ((st = thread_failure(s)) != LP_OK) break;
+        pthread_mutex_unlock(&s->mu);
+        st = take_encoded(s);
+        pthread_mutex_lock(&s->mu);
+        chunk_done(s);
+    }
+    if (st == LP_OK) st = thread_failure(s);
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* Waits until the slot of chunk n_queued is free (ENCODE_SLOTS chunks back
+ * is edited). */
+static lp_status wait_for_slot(lipar_session *s) {
+    pthread_mutex_lock(&s->mu);
+    while (s->n_queued - s->n_taken >= ENCODE_SLOTS) pthread_cond_wait(&s->chunk_taken, &s->mu);
+    lp_status st = thread_failure(s);
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* The frame format of a push or pull call against the session's. */
+static lp_status check_format(const lipar_session *s, int rgb24, const char *call) {
+    if (s->rgb24 == rgb24) return LP_OK;
+    return lp_fail(LP_ERR_ARG, "%s on a session whose frames are %s (lipar_session_options.rgb24_frames = %d)", call,
+                   s->rgb24 ? "packed bytes" : "planar floats", s->rgb24);
+}
+
+static lp_status push_frame(lipar_session *s, const void *frame) {
+    if (s->finished) return lp_fail(LP_ERR_ARG, "frame pushed after lipar_session_finish");
+    LP_TRY(s->n_in == 0 ? wait_for_slot(s) : pipeline_failure(s));
+    encode_slot *e = &s->slots[s->n_queued % ENCODE_SLOTS];
+    memcpy(frame_at(s, e->frames, (size_t)s->n_in), frame, s->frame_bytes);
+    if (++s->n_in < chunk_frames(s, s->n_queued)) return LP_OK;
+    queue_chunk(s);
+    return s->overlap ? LP_OK : edit_queued(s);
 }
 
 lipar_status lipar_session_push(lipar_session *s, const float *rgb) {
-    if (s->finished) return (lipar_status)lp_fail(LP_ERR_ARG, "frame pushed after lipar_session_finish");
-    lp_status st = pipeline_failure(s);
-    if (st != LP_OK) return (lipar_status)st;
-    /* free: at most ENCODE_SLOTS − 1 chunks wait for the DiT between calls */
-    encode_slot *e = &s->slots[s->n_queued % ENCODE_SLOTS];
-    memcpy(e->frames + s->n_in * s->frame_px, rgb, (size_t)s->frame_px * sizeof *rgb);
-    if (++s->n_in < chunk_frames(s, s->n_queued)) return LIPAR_OK;
-    queue_chunk(s);
-    return (lipar_status)take_chunks(s, s->lag);
+    lp_status st = check_format(s, 0, "lipar_session_push");
+    return (lipar_status)(st != LP_OK ? st : push_frame(s, rgb));
+}
+
+lipar_status lipar_session_push_rgb24(lipar_session *s, const uint8_t *rgb) {
+    lp_status st = check_format(s, 1, "lipar_session_push_rgb24");
+    return (lipar_status)(st != LP_OK ? st : push_frame(s, rgb));
 }
 
 /* The batch mask over every pending chunk, then their edits in order. */
@@ -645,7 +792,7 @@ static lp_status run_batch(lipar_session *s) {
         lipar_chunk_stats cs = {.chunk = i, .frames = s->pending[i].frames, .seconds_mask = mask_seconds};
         cs.first_frame = i == 0 ? 0 : chunk_frames(s, 0) + (i - 1) * 12;
         const uint8_t *k = s->strategy != LP_PRUNE_NONE ? keep + (int64_t)i * CHUNK_LATENTS * s->patches : NULL;
-        st = edit_chunk(s, s->pending[i].latents, k, NULL, &cs);
+        st = edit_chunk(s, s->pending[i].latents, k, NULL, NULL, &cs);
     }
     for (int i = 0; i < s->n_pending; i++) free(s->pending[i].latents);
     s->n_pending = 0;
@@ -659,32 +806,43 @@ lipar_status lipar_session_finish(lipar_session *s) {
     s->finished = 1;
     lp_status st = pipeline_failure(s);
     if (st == LP_OK && s->n_in > 0) queue_chunk(s);
-    if (st == LP_OK) st = take_chunks(s, 0);
+    if (st == LP_OK) st = edit_queued(s);
     if (st == LP_OK && s->o.batch_mask) st = run_batch(s);
     if (st == LP_OK) st = drain_decoder(s);
     return (lipar_status)st;
 }
 
-lipar_status lipar_session_pull(lipar_session *s, float *rgb, int *got) {
+static lp_status pull_frame(lipar_session *s, void *rgb, int *got) {
     *got = 0;
     pthread_mutex_lock(&s->mu);
     lp_status st = thread_failure(s);
     if (st == LP_OK && s->out_count) {
-        memcpy(rgb, s->out + s->out_head * s->frame_px, (size_t)s->frame_px * sizeof *rgb);
+        memcpy(rgb, frame_at(s, s->out, (size_t)s->out_head), s->frame_bytes);
         s->out_head = (s->out_head + 1) % s->out_cap;
         s->out_count--;
         *got = 1;
     }
     pthread_mutex_unlock(&s->mu);
-    return (lipar_status)st;
+    return st;
+}
+
+lipar_status lipar_session_pull(lipar_session *s, float *rgb, int *got) {
+    *got = 0;
+    lp_status st = check_format(s, 0, "lipar_session_pull");
+    return (lipar_status)(st != LP_OK ? st : pull_frame(s, rgb, got));
+}
+
+lipar_status lipar_session_pull_rgb24(lipar_session *s, uint8_t *rgb, int *got) {
+    *got = 0;
+    lp_status st = check_format(s, 1, "lipar_session_pull_rgb24");
+    return (lipar_status)(st != LP_OK ? st : pull_frame(s, rgb, got));
 }
 
 lipar_status lipar_session_set_prompt(lipar_session *s, const char *prompt) {
     /* the new prompt applies from the next chunk to complete: the complete
      * chunks are edited with the current one first (so the DiT does not
      * overlap the encoder once per prompt change) */
-    lp_status st = pipeline_failure(s);
-    if (st == LP_OK) st = take_chunks(s, 0);
+    lp_status st = edit_queued(s);
     if (st != LP_OK) return (lipar_status)st;
     char *copy = strdup(prompt);
     if (!copy) return (lipar_status)lp_fail(LP_ERR_NOMEM, "out of memory");
@@ -726,6 +884,11 @@ lipar_status lipar_session_chunk_stats(const lipar_session *s, int i, lipar_chun
 }
 
 const uint8_t *lipar_session_keep_mask(const lipar_session *s, int i, int j) {
-    if (i < 0 || i >= s->n_stats || i < s->n_stats - MASK_HISTORY || j < 0 || j >= CHUNK_LATENTS) return NULL;
+    lipar_session *m = (lipar_session *)s; /* the lock is not part of the logical state */
+    pthread_mutex_lock(&m->mu);
+    int n = s->n_stats;
+    pthread_mutex_unlock(&m->mu);
+    /* the DiT writes the slot of chunk n next: MASK_HISTORY − KEEP_MASKS chunks of margin */
+    if (i < 0 || i >= n || i < n - KEEP_MASKS || j < 0 || j >= CHUNK_LATENTS) return NULL;
     return s->keep_history + ((size_t)(i % MASK_HISTORY) * CHUNK_LATENTS + (size_t)j) * (size_t)s->patches;
 }

@@ -68,6 +68,8 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->relu = lp_cpu_relu;
     be->tanh_clamp = lp_cpu_tanh_clamp;
     be->clamp01 = lp_cpu_clamp01;
+    be->rgb24_to_planar = lp_cpu_rgb24_to_planar;
+    be->planar_to_rgb24 = lp_cpu_planar_to_rgb24;
     *out = be;
     return LP_OK;
 }

@@ -61,6 +61,8 @@ lp_status lp_cpu_conv2d(const lp_backend *be, float *out, const lp_conv2d_input 
 void lp_cpu_relu(const lp_backend *be, float *x, int64_t n);
 void lp_cpu_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cpu_clamp01(const lp_backend *be, float *y, const float *x, int64_t n);
+void lp_cpu_rgb24_to_planar(const lp_backend *be, float *y, const uint8_t *rgb, int64_t frames, int64_t pixels);
+void lp_cpu_planar_to_rgb24(const lp_backend *be, uint8_t *rgb, const float *x, int64_t frames, int64_t pixels);
 void lp_cpu_synchronize(const lp_backend *be);
 size_t lp_cpu_memory_in_use(const lp_backend *be);
 

@@ -834,11 +834,13 @@ static void cuda_destroy(lp_backend *be) {
 
 /* Stream, cuBLASLt handle, workspace, upload ring and weight cache of a new
  * backend whose impl is zeroed. */
-static lp_status init_device(lp_backend *be) {
+static lp_status init_device(lp_backend *be, int priority) {
     cuda_impl *im = impl_of(be);
     lp_cuda_state *st = &im->st;
-    LP_TRY(lp_cuda_check(be, cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking),
-                         "cudaStreamCreateWithFlags"));
+    int least = 0, greatest = 0; /* numerically: greatest <= least */
+    LP_TRY(lp_cuda_check(be, cudaDeviceGetStreamPriorityRange(&least, &greatest), "cudaDeviceGetStreamPriorityRange"));
+    LP_TRY(lp_cuda_check(be, cudaStreamCreateWithPriority(&st->stream, cudaStreamNonBlocking, priority ? greatest : least),
+                         "cudaStreamCreateWithPriority"));
     cublasLtHandle_t lt = NULL;
     LP_TRY(lp_cuda_lt_check(cublasLtCreate(&lt), "CUDA backend", "cublasLtCreate"));
     st->cublaslt = lt;
@@ -864,7 +866,7 @@ static lp_status init_device(lp_backend *be) {
     return cache_grow(&im->cache);
 }
 
-lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
+lp_status lp_backend_cuda_create(int nthreads, int priority, lp_backend **out) {
     *out = NULL;
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
@@ -899,7 +901,7 @@ lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
     im->st.cc = major * 10 + minor;
     im->max_blocks = (sms > 0 ? sms : 1) * 8; /* 8 blocks of 256 threads fill an SM */
     lp_status s = lp_pool_create(nthreads, &be->pool);
-    if (s == LP_OK) s = init_device(be);
+    if (s == LP_OK) s = init_device(be, priority);
     if (s != LP_OK) {
         cuda_destroy(be);
         return s;
@@ -929,6 +931,8 @@ lp_status lp_backend_cuda_create(int nthreads, lp_backend **out) {
     be->relu = lp_cuda_relu;
     be->tanh_clamp = lp_cuda_tanh_clamp;
     be->clamp01 = lp_cuda_clamp01;
+    be->rgb24_to_planar = lp_cuda_rgb24_to_planar;
+    be->planar_to_rgb24 = lp_cuda_planar_to_rgb24;
     *out = be;
     return LP_OK;
 }

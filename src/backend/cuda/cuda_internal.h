@@ -92,6 +92,9 @@ void lp_cuda_relu(const lp_backend *be, float *x, int64_t n);
 void lp_cuda_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cuda_clamp01(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cuda_conv_free(lp_cuda_state *st);
+/* pixels.cu: the pixel ops. */
+void lp_cuda_rgb24_to_planar(const lp_backend *be, float *y, const uint8_t *rgb, int64_t frames, int64_t pixels);
+void lp_cuda_planar_to_rgb24(const lp_backend *be, uint8_t *rgb, const float *x, int64_t frames, int64_t pixels);
 
 #ifdef __cplusplus
 }
