@@ -305,6 +305,14 @@ static int test_linear(void) {
     /* bf16 y without GELU, from either x */
     fails += linear_case(13, 96, 200, LP_BF16, 1, XA | YA, 300);
     fails += linear_case(3, 64, 128, LP_F32, 1, YA, 310);
+    /* row counts of one 512-row bucket share a plan, resized (the first
+     * chooses the algorithm), across the bucket's ends */
+    fails += linear_case(1076, 1536, 1536, LP_BF16, 1, XA | YA, 340);
+    fails += linear_case(1500, 1536, 1536, LP_BF16, 1, XA | YA, 350);
+    fails += linear_case(1025, 1536, 1536, LP_BF16, 1, XA | YA, 360);
+    fails += linear_case(1536, 1536, 8960, LP_BF16, 1, XA | YA | GELU, 370);
+    fails += linear_case(1100, 1536, 8960, LP_BF16, 1, XA | YA | GELU, 380);
+    fails += linear_case(1537, 1536, 8960, LP_BF16, 1, XA | YA | GELU, 390);
     fails += gelu_form_case(0, 320);
     fails += gelu_form_case(1, 330);
     return fails ? 1 : 0;

@@ -80,6 +80,7 @@ enum {
  * and y); g.op == NULL marks an empty slot. */
 typedef struct {
     int64_t M, N, K;
+    int64_t algo_M; /* the row count the algorithm was chosen for */
     unsigned out_flags;
     int bias;
     uint32_t align_x, align_y;
@@ -610,11 +611,9 @@ static void plan_clear(gemm_plan *p) {
  * column i of y for every token, as Linear does, before the GELU. W and the
  * bias are cache entries (cudaMalloc'd, 256-byte aligned; the heuristic reads
  * the bias pointer's alignment, so it is set here and again per call). */
-/* Builds p's descriptors for epilogue mode epi and chooses its algorithm:
- * reuse's (a plan of the same shape class, see plan_get) when cuBLASLt's
- * check accepts it for this shape, else the heuristic's first choice. */
-static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, const void *bias,
-                                const cublasLtMatmulAlgo_t *reuse, const char *who) {
+/* Builds p's descriptors for epilogue mode epi and chooses its algorithm
+ * (the heuristic's first choice). */
+static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, const void *bias, const char *who) {
     lp_cuda_gemm *g = &p->g;
     const int y_bf16 = (p->out_flags & LP_LINEAR_Y_ACT) != 0, gelu = (p->out_flags & LP_LINEAR_GELU) != 0;
     const int fused = epi != EPI_KERNEL, d_bf16 = fused && y_bf16;
@@ -648,16 +647,6 @@ static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, con
             "layout of y");
     /* an EPI_KERNEL plan with a bf16 y writes the 256-byte aligned scratch */
     uint32_t align_d = !fused && y_bf16 ? 256 : p->align_y;
-    if (s == LP_OK && reuse) {
-        cublasLtMatmulHeuristicResult_t check;
-        memset(&check, 0, sizeof check);
-        if (cublasLtMatmulAlgoCheck((cublasLtHandle_t)lp_cuda(be)->cublaslt, g->op, g->a, g->b, g->d, g->d, reuse,
-                                    &check) == CUBLAS_STATUS_SUCCESS &&
-            check.workspaceSize <= lp_cuda(be)->workspace_bytes) {
-            g->algo = *reuse;
-            return LP_OK;
-        }
-    }
     if (s == LP_OK) s = lp_cuda_gemm_choose_algo_b(be, g, p->align_x, align_d, who);
     if (s != LP_OK) lp_cuda_gemm_clear(g);
     return s;
@@ -668,7 +657,7 @@ static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, con
  * EPI_FUSED_BF16_BIAS, then (any bias, GELU or bf16 y) EPI_KERNEL, whose
  * plain f32 GEMM is what cuBLASLt always has. The error of the last one
  * tried is returned when none works. */
-static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias, const gemm_plan *donor) {
+static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias) {
     char who[112];
     snprintf(who, sizeof who, "linear M=%lld N=%lld K=%lld%s%s%s", (long long)p->M, (long long)p->N,
              (long long)p->K, p->bias ? " +bias" : "", p->out_flags & LP_LINEAR_GELU ? " +gelu" : "",
@@ -677,13 +666,10 @@ static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias
     const int modes[3] = {EPI_FUSED, p->bias && y_bf16 ? EPI_FUSED_BF16_BIAS : -1,
                           p->bias || p->out_flags ? EPI_KERNEL : -1};
     lp_status s = LP_ERR_UNSUPPORTED;
-    if (donor && plan_build_epi(be, p, donor->epi, bias, &donor->g.algo, who) == LP_OK) {
-        p->epi = donor->epi;
-        return LP_OK;
-    }
+    p->algo_M = p->M;
     for (int i = 0; i < 3; i++) {
         if (modes[i] < 0) continue;
-        s = plan_build_epi(be, p, modes[i], bias, NULL, who);
+        s = plan_build_epi(be, p, modes[i], bias, who);
         if (s == LP_OK) {
             p->epi = modes[i];
             return LP_OK;
@@ -693,31 +679,29 @@ static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias
     return s;
 }
 
-/* Row counts in one bucket share an algorithm choice: LIPAR changes the
- * number of computed tokens from chunk to chunk, and cuBLASLt's heuristic
- * costs far more host time than the GEMM of a pruned chunk. */
+/* Row counts in one bucket share a plan: LIPAR changes the number of
+ * computed tokens from chunk to chunk, and building a plan (descriptors and
+ * cuBLASLt's heuristic) costs far more host time than the GEMM of a pruned
+ * chunk. A plan serves another M of its bucket by changing the row count
+ * of its x and y layouts (cheap attribute writes) and keeps its algorithm;
+ * lp_cuda_linear rebuilds it for the exact M if cuBLASLt refuses that
+ * algorithm for the new M. */
 #define PLAN_M_BUCKET 512
 
-/* *out = the cached plan for this key, built on first use (with the
- * algorithm of a cached plan of the same key but another M of its bucket,
- * when cuBLASLt accepts it). */
-static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K, unsigned out_flags,
-                          const void *bias, uint32_t align_x, uint32_t align_y, gemm_plan **out) {
-    cuda_impl *im = impl_of(be);
-    const gemm_plan *donor = NULL;
-    for (int i = 0; i < PLAN_SLOTS; i++) {
-        gemm_plan *p = &im->plans[i];
-        if (p->g.op && p->N == N && p->K == K && p->out_flags == out_flags && p->bias == (bias != NULL) &&
-            p->align_x == align_x && p->align_y == align_y) {
-            if (p->M == M) {
-                *out = p;
-                return LP_OK;
-            }
-            if ((p->M - 1) / PLAN_M_BUCKET == (M - 1) / PLAN_M_BUCKET) donor = p;
-        }
-    }
-    gemm_plan *p = &im->plans[im->next_plan];
-    im->next_plan = (im->next_plan + 1) % PLAN_SLOTS;
+/* Sets the row count of plan p's x and y layouts to M. */
+static lp_status plan_resize(gemm_plan *p, int64_t M) {
+    uint64_t cols = (uint64_t)M;
+    LP_TRY(lp_cuda_lt_check(cublasLtMatrixLayoutSetAttribute(p->g.b, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols),
+                            "linear", "row count of x"));
+    LP_TRY(lp_cuda_lt_check(cublasLtMatrixLayoutSetAttribute(p->g.d, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols),
+                            "linear", "row count of y"));
+    p->M = M;
+    return LP_OK;
+}
+
+/* (Re)builds slot p for this key. */
+static lp_status plan_make(const lp_backend *be, gemm_plan *p, int64_t M, int64_t N, int64_t K, unsigned out_flags,
+                           const void *bias, uint32_t align_x, uint32_t align_y) {
     plan_clear(p);
     p->M = M;
     p->N = N;
@@ -726,9 +710,27 @@ static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K,
     p->bias = bias != NULL;
     p->align_x = align_x;
     p->align_y = align_y;
+    return plan_build(be, p, bias);
+}
+
+/* *out = the cached plan for this key and M's bucket, resized to M, or one
+ * built on first use. */
+static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K, unsigned out_flags,
+                          const void *bias, uint32_t align_x, uint32_t align_y, gemm_plan **out) {
+    cuda_impl *im = impl_of(be);
+    for (int i = 0; i < PLAN_SLOTS; i++) {
+        gemm_plan *p = &im->plans[i];
+        if (p->g.op && p->N == N && p->K == K && p->out_flags == out_flags && p->bias == (bias != NULL) &&
+            p->align_x == align_x && p->align_y == align_y &&
+            (p->M - 1) / PLAN_M_BUCKET == (M - 1) / PLAN_M_BUCKET) {
+            *out = p;
+            return p->M == M ? LP_OK : plan_resize(p, M);
+        }
+    }
+    gemm_plan *p = &im->plans[im->next_plan];
+    im->next_plan = (im->next_plan + 1) % PLAN_SLOTS;
     *out = p;
-    if (donor == p) donor = NULL; /* the slot being replaced (cleared above) */
-    return plan_build(be, p, bias, donor);
+    return plan_make(be, p, M, N, K, out_flags, bias, align_x, align_y);
 }
 
 /* Grows the scratch *buf of *bytes to at least need bytes (whole MiB). */
@@ -743,6 +745,33 @@ static lp_status scratch_reserve(const lp_backend *be, void **buf, size_t *bytes
     LP_TRY(device_alloc(buf, want, what));
     *bytes = want;
     return LP_OK;
+}
+
+/* Issues the GEMM of plan p (and its epilogue kernel, if separate). */
+static lp_status linear_run(const lp_backend *be, const gemm_plan *p, const lp_tensor *b, const float *bias,
+                            const void *w, const void *xb, void *y) {
+    cuda_impl *im = impl_of(be);
+    lp_cuda_state *st = &im->st;
+    const int64_t M = p->M, N = p->N;
+    const unsigned out_flags = p->out_flags;
+    if (p->epi == EPI_KERNEL) {
+        void *d = y;
+        if (out_flags & LP_LINEAR_Y_ACT) {
+            LP_TRY(scratch_reserve(be, &im->gemm_y, &im->gemm_y_bytes, (size_t)(M * N) * 4, "the f32 GEMM output"));
+            d = im->gemm_y;
+        }
+        LP_TRY(lp_cuda_gemm_run(be, &p->g, w, xb, 0.0f, d, "linear"));
+        return lp_cuda_bias_act(be, y, (out_flags & LP_LINEAR_Y_ACT) != 0, (const float *)d, M, N, bias,
+                                (out_flags & LP_LINEAR_GELU) != 0);
+    }
+    if (bias) {
+        const void *bp = bias;
+        if (p->epi == EPI_FUSED_BF16_BIAS && !(bp = lp_cuda_weight(be, b, 1))) return st->sticky;
+        LP_TRY(lp_cuda_lt_check(
+            cublasLtMatmulDescSetAttribute(p->g.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp), "linear",
+            "bias pointer"));
+    }
+    return lp_cuda_gemm_run(be, &p->g, w, xb, 0.0f, y, "linear");
 }
 
 lp_status lp_cuda_linear(const lp_backend *be, void *y, const void *x, int64_t M, const lp_tensor *W,
@@ -779,24 +808,11 @@ lp_status lp_cuda_linear(const lp_backend *be, void *y, const void *x, int64_t M
     const unsigned out_flags = flags & (LP_LINEAR_Y_ACT | LP_LINEAR_GELU);
     gemm_plan *p;
     LP_TRY(plan_get(be, M, N, K, out_flags, bias, alignment_of(xb), alignment_of(y), &p));
-    if (p->epi == EPI_KERNEL) {
-        void *d = y;
-        if (out_flags & LP_LINEAR_Y_ACT) {
-            LP_TRY(scratch_reserve(be, &im->gemm_y, &im->gemm_y_bytes, (size_t)(M * N) * 4, "the f32 GEMM output"));
-            d = im->gemm_y;
-        }
-        LP_TRY(lp_cuda_gemm_run(be, &p->g, w, xb, 0.0f, d, "linear"));
-        return lp_cuda_bias_act(be, y, (out_flags & LP_LINEAR_Y_ACT) != 0, (const float *)d, M, N, bias,
-                                (out_flags & LP_LINEAR_GELU) != 0);
-    }
-    if (bias) {
-        const void *bp = bias;
-        if (p->epi == EPI_FUSED_BF16_BIAS && !(bp = lp_cuda_weight(be, b, 1))) return st->sticky;
-        LP_TRY(lp_cuda_lt_check(
-            cublasLtMatmulDescSetAttribute(p->g.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp), "linear",
-            "bias pointer"));
-    }
-    return lp_cuda_gemm_run(be, &p->g, w, xb, 0.0f, y, "linear");
+    lp_status s = linear_run(be, p, b, bias, w, xb, y);
+    if (s == LP_OK || p->algo_M == M) return s;
+    /* the algorithm of another row count of the bucket: choose one for M */
+    LP_TRY(plan_make(be, p, M, N, K, out_flags, bias, alignment_of(xb), alignment_of(y)));
+    return linear_run(be, p, b, bias, w, xb, y);
 }
 
 /* ---------------------------------------------------------------------------
