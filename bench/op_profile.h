@@ -125,10 +125,10 @@ static lp_status op_profile_attention(const lp_backend *be, void *out, const voi
 }
 
 static lp_status op_profile_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
-                                   const lp_tensor *b, int stride, int accumulate) {
+                                   const lp_tensor *b, int stride, unsigned flags) {
     (void)be;
     double t0 = op_profile_start();
-    lp_status s = op_profile_real->conv2d(op_profile_real, out, in, w, b, stride, accumulate);
+    lp_status s = op_profile_real->conv2d(op_profile_real, out, in, w, b, stride, flags);
     int k = (int)w->shape[2], hin = in->h * in->up, win = in->w * in->up;
     int ho = (hin + 2 * (k / 2) - k) / stride + 1, wo = (win + 2 * (k / 2) - k) / stride + 1;
     char key[80];

@@ -46,19 +46,22 @@ static float *random_floats(size_t n, uint32_t seed, float scale) {
 /* off: the output starts that many floats into its buffer (1: rows not on
  * 8 bytes, the kernel's one-pixel stores). */
 typedef struct {
-    int ca, cb, cout, k, stride, up, h, w, bias, accumulate, off;
+    int ca, cb, cout, k, stride, up, h, w, bias;
+    unsigned flags; /* LP_CONV_ACCUMULATE (1), LP_CONV_RELU (2) */
+    int off;
 } conv_case;
 
 /* One convolution on both backends from the same random inputs, weights,
- * bias and (when accumulating) initial output. */
+ * bias and (when accumulating) initial output, with the flags. */
 static int conv_case_run(const conv_case *cc, uint32_t seed) {
     int cin = cc->ca + cc->cb, pad = cc->k / 2;
     int ho = (cc->h * cc->up + 2 * pad - cc->k) / cc->stride + 1, wo = (cc->w * cc->up + 2 * pad - cc->k) / cc->stride + 1;
     size_t plane = (size_t)cc->h * cc->w, na = (size_t)cc->ca * plane, nb = (size_t)cc->cb * plane;
     size_t nw = (size_t)cc->cout * cin * cc->k * cc->k, no = (size_t)cc->cout * ho * wo, off = (size_t)cc->off;
     char name[128];
-    snprintf(name, sizeof name, "conv2d %d+%d->%d k%d s%d up%d %dx%d%s%s%s", cc->ca, cc->cb, cc->cout, cc->k,
-             cc->stride, cc->up, cc->w, cc->h, cc->bias ? " bias" : "", cc->accumulate ? " accumulate" : "",
+    snprintf(name, sizeof name, "conv2d %d+%d->%d k%d s%d up%d %dx%d%s%s%s%s", cc->ca, cc->cb, cc->cout, cc->k,
+             cc->stride, cc->up, cc->w, cc->h, cc->bias ? " bias" : "",
+             cc->flags & LP_CONV_ACCUMULATE ? " accumulate" : "", cc->flags & LP_CONV_RELU ? " relu" : "",
              off ? " offset" : "");
     float *a = random_floats(na, seed, 1.0f), *b = random_floats(nb, seed + 1, 1.0f);
     float *wt = kept_floats(nw, seed + 2, 1.0f / sqrtf((float)(cin * cc->k * cc->k))), *bias = kept_floats((size_t)cc->cout, seed + 3, 0.5f);
@@ -69,16 +72,15 @@ static int conv_case_run(const conv_case *cc, uint32_t seed) {
     lp_tensor B = {.name = "conv.bias", .dtype = LP_F32, .ndim = 1, .shape = {cc->cout}, .data = bias,
                    .nbytes = (size_t)cc->cout * sizeof *bias};
     float *da = lp_test_dev_copy(gpu, a, na), *db = cc->cb ? lp_test_dev_copy(gpu, b, nb) : NULL;
-    float *dbuf = cc->accumulate ? lp_test_dev_copy(gpu, buf, no + off) : lp_test_dev_poison(gpu, no + off);
+    float *dbuf = cc->flags & LP_CONV_ACCUMULATE ? lp_test_dev_copy(gpu, buf, no + off) : lp_test_dev_poison(gpu, no + off);
     float *dout = dbuf ? dbuf + off : NULL;
     int fails = 1;
     if (da && (db || !cc->cb) && dout) {
         lp_conv2d_input ci = {a, cc->ca, cc->cb ? b : NULL, cc->cb, cc->h, cc->w, cc->up};
         lp_conv2d_input gi = {da, cc->ca, db, cc->cb, cc->h, cc->w, cc->up};
-        lp_status s = cpu->conv2d(cpu, out, &ci, &W, cc->bias ? &B : NULL, cc->stride, cc->accumulate);
+        lp_status s = cpu->conv2d(cpu, out, &ci, &W, cc->bias ? &B : NULL, cc->stride, cc->flags);
         if (s != LP_OK) printf("    %s: CPU: %s\n", name, lp_last_error());
-        lp_status g = s == LP_OK ? gpu->conv2d(gpu, dout, &gi, &W, cc->bias ? &B : NULL, cc->stride, cc->accumulate)
-                                 : s;
+        lp_status g = s == LP_OK ? gpu->conv2d(gpu, dout, &gi, &W, cc->bias ? &B : NULL, cc->stride, cc->flags) : s;
         if (s == LP_OK && lp_test_status_ok(name, g))
             fails = lp_test_dev_compare(gpu, name, dout, out, no, 2e-2);
     }
@@ -93,16 +95,23 @@ static int conv_case_run(const conv_case *cc, uint32_t seed) {
 
 static int test_conv2d(void) {
     if (!gpu) return no_gpu;
-    /* The tensor-core kernel (cout > 4) reduces over channels in groups of 16
+    /* 3×3 stride-1 convolutions of one input (no upsample) with at most 4
+     * outputs and 6912 weights run a direct fp32 kernel; the others the
+     * tensor-core kernel, which reduces over channels in groups of 16
      * per tap when both inputs' channel counts are multiples of 16
      * ("grouped"), else element by element ("dense"); its tiles are 64 or 128
      * output channels (128 above 64) × 128 pixels × 32 of the reduction
      * K = cin·k². */
     static const conv_case cases[] = {
-        /* ca  cb cout k  s up    h    w bias acc off */
+        /* ca  cb cout k  s up    h    w bias flags off */
         {16, 0, 24, 3, 1, 1, 17, 23, 1, 0, 0},    /* 3×3, grouped */
         {16, 0, 24, 3, 1, 1, 17, 23, 0, 1, 0},    /* accumulate, no bias */
         {16, 0, 24, 3, 1, 1, 17, 23, 1, 1, 0},    /* accumulate with bias */
+        {16, 0, 24, 3, 1, 1, 17, 23, 1, 2, 0},    /* ReLU */
+        {16, 0, 24, 3, 1, 1, 17, 23, 1, 3, 0},    /* accumulate, then ReLU (MemBlock's last conv) */
+        {64, 0, 64, 3, 1, 1, 23, 37, 1, 3, 1},    /* the same, grouped, into an unaligned output */
+        {8, 8, 16, 3, 1, 2, 15, 21, 0, 2, 0},     /* ReLU, two inputs over an upsample */
+        {32, 0, 64, 1, 1, 1, 19, 27, 1, 2, 0},    /* 1×1 with ReLU */
         {12, 0, 16, 3, 2, 1, 19, 25, 0, 0, 0},    /* stride 2, odd size, dense */
         {12, 0, 16, 3, 2, 1, 20, 26, 1, 0, 0},    /* stride 2, even size */
         {8, 8, 16, 3, 1, 1, 15, 21, 1, 0, 0},     /* two inputs (MemBlock), dense */
@@ -135,6 +144,12 @@ static int test_conv2d(void) {
         {128, 128, 8, 3, 1, 1, 70, 240, 1, 0, 0}, /* K = 2304: 72 steps */
         {64, 64, 64, 3, 1, 1, 60, 104, 1, 0, 0},  /* TAEHV MemBlock conv at 832x480's latent size */
         {64, 0, 3, 3, 1, 1, 29, 37, 1, 0, 0},     /* cout 3 (TAEHV's last conv): a tile mostly padding */
+        {64, 0, 3, 3, 1, 1, 29, 37, 1, 3, 0},     /* cout 3, accumulate and ReLU */
+        {64, 0, 3, 3, 1, 1, 480, 832, 1, 0, 0},   /* the direct kernel at TAEHV's full size */
+        {5, 0, 4, 3, 1, 1, 9, 130, 1, 1, 0},      /* direct: channels not a multiple of 4, two tiles wide */
+        {64, 0, 1, 3, 1, 1, 17, 200, 0, 2, 1},    /* direct: cout 1, ReLU, unaligned output */
+        {192, 0, 4, 3, 1, 1, 11, 13, 1, 3, 0},    /* direct: the most weights it keeps (4·192·9) */
+        {193, 0, 4, 3, 1, 1, 11, 13, 1, 0, 0},    /* one channel more: the tensor-core kernel */
         {8, 4, 4, 3, 2, 2, 9, 11, 1, 1, 0},       /* cout 4, two inputs, stride 2, upsample, accumulate */
         {6, 0, 1, 1, 1, 1, 7, 9, 0, 0, 0},        /* cout 1, 1×1 */
         {3, 2, 2, 3, 1, 2, 1, 1, 0, 1, 0},        /* cout 2 on a 1×1 image */
@@ -158,15 +173,16 @@ static int test_conv2d_errors(void) {
     lp_status s2 = gpu->conv2d(gpu, d + 2048, &ok_in, &W16, NULL, 1, 0);
     lp_status s3 = gpu->conv2d(gpu, d + 2048, &ok_in, &W, NULL, 3, 0);
     lp_status s4 = gpu->conv2d(gpu, d + 2048, &up3, &W, NULL, 1, 0);
+    lp_status s7 = gpu->conv2d(gpu, d + 2048, &ok_in, &W, NULL, 1, 4u);
     lp_status s5 = gpu->conv2d(gpu, d + 2048, &ok_in, &W, NULL, 1, 0);
     float back[4];
     lp_status s6 = gpu->download(gpu, back, d + 2048, sizeof back); /* synchronizes: the valid op ran */
     gpu->release(gpu, d);
-    printf("    channel mismatch -> %s, bf16 weight -> %s, stride 3 -> %s, up 3 -> %s, then %s, %s\n",
-           lp_status_name(s1), lp_status_name(s2), lp_status_name(s3), lp_status_name(s4), lp_status_name(s5),
-           lp_status_name(s6));
-    CHECK(s1 == LP_ERR_SHAPE && s2 == LP_ERR_UNSUPPORTED && s3 == LP_ERR_ARG && s4 == LP_ERR_ARG && s5 == LP_OK &&
-              s6 == LP_OK,
+    printf("    channel mismatch -> %s, bf16 weight -> %s, stride 3 -> %s, up 3 -> %s, unknown flag -> %s, then %s, %s\n",
+           lp_status_name(s1), lp_status_name(s2), lp_status_name(s3), lp_status_name(s4), lp_status_name(s7),
+           lp_status_name(s5), lp_status_name(s6));
+    CHECK(s1 == LP_ERR_SHAPE && s2 == LP_ERR_UNSUPPORTED && s3 == LP_ERR_ARG && s4 == LP_ERR_ARG && s7 == LP_ERR_ARG &&
+              s5 == LP_OK && s6 == LP_OK,
           "unexpected statuses");
     return 0;
 }

@@ -52,6 +52,10 @@ typedef struct {
     int64_t start[LP_MAX_SEGMENTS + 1];
 } lp_segments;
 
+/* conv2d's flags */
+#define LP_CONV_ACCUMULATE 1u /* add to out */
+#define LP_CONV_RELU 2u       /* then ReLU */
+
 /* linear's flags */
 #define LP_LINEAR_X_ACT 1u /* x is of the activation type */
 #define LP_LINEAR_Y_ACT 2u /* y is written in the activation type */
@@ -153,7 +157,8 @@ struct lp_backend {
                            const lp_kv_range *ranges, int nranges, float scale);
 
     /* ---- small conv nets (TAEHV), one frame [c, h, w] at a time ---- */
-    /* out[cout, ho, wo] = (accumulate ? out : 0) + conv(in) + b: PyTorch Conv2d
+    /* out[cout, ho, wo] = act((flags & LP_CONV_ACCUMULATE ? out : 0) + conv(in) + b),
+     * act = ReLU (max(v, 0), NaN -> 0) with LP_CONV_RELU, else the identity: PyTorch Conv2d
      * with weight w [cout, ca + cb, k, k] (k 1 or 3) and bias b [cout] (NULL
      * for bias=False), both f32 views; zero padding k/2, stride 1 or 2, so
      * ho = (up·h + 2·(k/2) − k)/stride + 1 and likewise wo. out must not
@@ -161,7 +166,7 @@ struct lp_backend {
      * fail with LP_ERR_SHAPE / LP_ERR_ARG / LP_ERR_UNSUPPORTED. Scratch is the
      * backend's own. */
     lp_status (*conv2d)(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
-                        const lp_tensor *b, int stride, int accumulate);
+                        const lp_tensor *b, int stride, unsigned flags);
     /* x[i] = max(x[i], 0) for i < n, in place. */
     void (*relu)(const lp_backend *be, float *x, int64_t n);
     /* y[i] = tanh(x[i] / 3)·3 (TAEHV's Clamp) for i < n; y may equal x. */

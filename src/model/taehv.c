@@ -482,28 +482,33 @@ static double conv_flops(const conv_w *cv, const lp_conv2d_input *in) {
     return 2.0 * cv->cout * (double)cv->cin * cv->k * cv->k * (double)ho * wo;
 }
 
-static lp_status conv(stream *st, const conv_w *cv, const lp_conv2d_input *in, float *out, int accumulate) {
+/* flags: LP_CONV_ACCUMULATE and/or LP_CONV_RELU (a ReLU after the conv runs
+ * in the conv's epilogue). */
+static lp_status conv(stream *st, const conv_w *cv, const lp_conv2d_input *in, float *out, unsigned flags) {
     st->flops += conv_flops(cv, in);
-    return st->be->conv2d(st->be, out, in, &cv->w, cv->b.data ? &cv->b : NULL, cv->stride, accumulate);
+    return st->be->conv2d(st->be, out, in, &cv->w, cv->b.data ? &cv->b : NULL, cv->stride, flags);
 }
 
 /* MemBlock (spec: relu(convs(cat[x, past]) + skip(x)), convs = conv→ReLU→conv→ReLU→conv);
- * then past = x. */
+ * then past = x. The ReLUs and the skip's sum run in the convolutions'
+ * epilogues; an identity skip is x copied to out for the last conv to add to. */
 static lp_status memblock(stream *st, int i, const float *x, float *out) {
     const lp_backend *be = st->be;
     const layer *L = &st->net->l[i];
     const fshape *s = &st->in[i];
     int64_t nout = (int64_t)L->cout * s->h * s->w;
     float *past = st->state[i], *t0 = st->tmp[0], *t1 = st->tmp[1];
-    LP_TRY(conv(st, &L->conv[0], &(lp_conv2d_input){x, s->c, past, s->c, s->h, s->w, 1}, t0, 0));
-    be->relu(be, t0, nout);
-    LP_TRY(conv(st, &L->conv[1], &(lp_conv2d_input){t0, L->cout, NULL, 0, s->h, s->w, 1}, t1, 0));
-    be->relu(be, t1, nout);
-    LP_TRY(conv(st, &L->conv[2], &(lp_conv2d_input){t1, L->cout, NULL, 0, s->h, s->w, 1}, out, 0));
-    if (L->conv[3].w.data)
-        LP_TRY(conv(st, &L->conv[3], &(lp_conv2d_input){x, s->c, NULL, 0, s->h, s->w, 1}, out, 1));
-    else be->add(be, out, out, x, nout);
-    be->relu(be, out, nout);
+    const unsigned add_relu = LP_CONV_ACCUMULATE | LP_CONV_RELU;
+    LP_TRY(conv(st, &L->conv[0], &(lp_conv2d_input){x, s->c, past, s->c, s->h, s->w, 1}, t0, LP_CONV_RELU));
+    LP_TRY(conv(st, &L->conv[1], &(lp_conv2d_input){t0, L->cout, NULL, 0, s->h, s->w, 1}, t1, LP_CONV_RELU));
+    const lp_conv2d_input last = {t1, L->cout, NULL, 0, s->h, s->w, 1};
+    if (L->conv[3].w.data) {
+        LP_TRY(conv(st, &L->conv[2], &last, out, 0));
+        LP_TRY(conv(st, &L->conv[3], &(lp_conv2d_input){x, s->c, NULL, 0, s->h, s->w, 1}, out, add_relu));
+    } else {
+        LP_TRY(be->copy(be, out, x, (size_t)nout * sizeof *out));
+        LP_TRY(conv(st, &L->conv[2], &last, out, add_relu));
+    }
     return be->copy(be, past, x, st->state_n[i] * sizeof *past);
 }
 
@@ -530,7 +535,13 @@ static lp_status run(stream *st, int i, const float *x) {
         float *dst = st->dst[i] >= 0 ? st->slot[st->dst[i]] : st->state[i];
         lp_conv2d_input in = {x, s->c, NULL, 0, s->h, s->w, s->up};
         switch (L->kind) {
-        case L_CONV: LP_TRY(conv(st, &L->conv[0], &in, dst, 0)); break;
+        case L_CONV:
+            /* a ReLU next, in place on the conv's output (stream_init), runs in its epilogue */
+            if (i + 1 < n->n && n->l[i + 1].kind == L_RELU && st->dst[i + 1] == st->dst[i]) {
+                LP_TRY(conv(st, &L->conv[0], &in, dst, LP_CONV_RELU));
+                i++;
+            } else LP_TRY(conv(st, &L->conv[0], &in, dst, 0));
+            break;
         case L_RELU:
             if (dst != x) LP_TRY(be->copy(be, dst, x, numel(s) * sizeof *dst));
             be->relu(be, dst, (int64_t)numel(s));
@@ -540,7 +551,7 @@ static lp_status run(stream *st, int i, const float *x) {
         case L_MEM: LP_TRY(memblock(st, i, x, dst)); break;
         case L_TPOOL:
             /* the k-th frame of the group meets weight columns [k·C, (k+1)·C) */
-            LP_TRY(conv(st, &L->part[st->count[i]], &in, dst, st->count[i] > 0));
+            LP_TRY(conv(st, &L->part[st->count[i]], &in, dst, st->count[i] > 0 ? LP_CONV_ACCUMULATE : 0));
             if (++st->count[i] < L->stride) return LP_OK;
             st->count[i] = 0;
             break;

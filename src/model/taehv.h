@@ -1,7 +1,7 @@
 /* TAEHV, the tiny video autoencoder for Wan 2.1 latents (`taew2_1`), in
  * streaming form (spec/VAE.md, "TAEHV, Wan 2.1 variant"), on any backend
- * through the op table (backend.h: conv2d, relu, tanh_clamp, clamp01, add,
- * copy).
+ * through the op table (backend.h: conv2d, relu, tanh_clamp, clamp01, copy,
+ * rgb24_to_planar, planar_to_rgb24).
  *
  * The encoder takes RGB frames [3, H, W] in [0, 1] one at a time (or a chunk)
  * and emits a latent frame [C, H/8, W/8] whenever time_downscale (4) frames are

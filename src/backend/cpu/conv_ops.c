@@ -7,7 +7,7 @@
 #include "cpu_ops.h"
 
 lp_status lp_cpu_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
-                        const lp_tensor *b, int stride, int accumulate) {
+                        const lp_tensor *b, int stride, unsigned flags) {
     const char *name = w->name ? w->name : "?";
     if (w->dtype != LP_F32 || (b && b->dtype != LP_F32))
         return lp_fail(LP_ERR_UNSUPPORTED, "conv2d: weight '%s' and its bias must be f32", name);
@@ -25,10 +25,18 @@ lp_status lp_cpu_conv2d(const lp_backend *be, float *out, const lp_conv2d_input 
         in->cb < 0 || (in->cb > 0 && !in->b) || !in->a || !out)
         return lp_fail(LP_ERR_ARG, "conv2d '%s': unsupported input (%d + %d channels, %dx%d, up %d, stride %d)", name,
                        in->ca, in->cb, in->w, in->h, in->up, stride);
+    if (flags & ~(LP_CONV_ACCUMULATE | LP_CONV_RELU))
+        return lp_fail(LP_ERR_ARG, "conv2d '%s': unknown flags 0x%x", name, flags);
     lp_conv2d cv = {w->data, b ? b->data : NULL, in->ca + in->cb, (int)w->shape[0], (int)k, stride};
     lp_cpu_state *st = be->impl;
     LP_TRY(lp_cpu_reserve(&st->conv_scratch, &st->conv_scratch_len, lp_conv2d_scratch_floats(&cv, in)));
-    return lp_conv2d_forward(be->pool, &cv, in, out, accumulate, st->conv_scratch);
+    LP_TRY(lp_conv2d_forward(be->pool, &cv, in, out, (flags & LP_CONV_ACCUMULATE) != 0, st->conv_scratch));
+    if (flags & LP_CONV_RELU) {
+        int ho, wo;
+        lp_conv2d_out_size(&cv, in, &ho, &wo);
+        lp_relu(be->pool, out, (int64_t)cv.cout * ho * wo);
+    }
+    return LP_OK;
 }
 
 void lp_cpu_relu(const lp_backend *be, float *x, int64_t n) { lp_relu(be->pool, x, n); }

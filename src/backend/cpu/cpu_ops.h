@@ -57,7 +57,7 @@ lp_status lp_cpu_unpatchify(const lp_backend *be, float *x, const float *tokens,
                             int H, int W);
 void lp_cpu_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
 lp_status lp_cpu_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
-                        const lp_tensor *b, int stride, int accumulate);
+                        const lp_tensor *b, int stride, unsigned flags);
 void lp_cpu_relu(const lp_backend *be, float *x, int64_t n);
 void lp_cpu_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cpu_clamp01(const lp_backend *be, float *y, const float *x, int64_t n);

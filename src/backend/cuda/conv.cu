@@ -28,11 +28,15 @@
  * (two groups of 16), double-buffered in shared memory: the weight tile comes
  * by cp.async, the gathered tile through registers, both for step s+1 while
  * the tensor cores work on step s. The epilogue adds the bias (and the old
- * output when accumulating) and writes f32. Convolutions with few output
- * channels (TAEHV's last conv, 64 -> 3) run the same kernel: most of a tile
- * of BM channels is padding, but the gather, not the multiply, sets its
- * pace (a direct fp32 kernel measured 0.4 TFLOP/s on that conv, 3.1 ms a
- * frame at 832x480).
+ * output when accumulating), applies the ReLU when asked and writes f32.
+ *
+ * Convolutions with at most 4 output channels (TAEHV's last conv, 64 -> 3),
+ * 3×3, stride 1, one input without upsampling, are direct fp32 instead: a
+ * tile of BM channels would be mostly padding and its gather re-reads each
+ * input value 9·(tiles) times (0.24 ms a frame at 832x480). The direct
+ * kernel stages CC input channels of a 130×10 window in shared memory at a
+ * time and keeps all the output channels of 4 pixels per thread in
+ * registers (pixels 32 apart: the lanes of a warp read consecutive words).
  *
  * The elementwise ops are fp32 grid-stride kernels (float4 when aligned).
  * Errors: argument errors are returned, not sticky (as linear's); launch and
@@ -273,11 +277,15 @@ __device__ __forceinline__ void mma_step(float acc[BM / 32][4][4], const __nv_bf
  * (blockIdx.x / mtiles)·BN.. (the channel tiles of a pixel tile run next to
  * each other and share its input in L2). wr: the rearranged weight, steps·BK
  * wide, in the grouped order when GROUPED, else the dense one; K = cin·k².
- * out[co][p] = (accumulate ? out[co][p] : 0) + (Σ + bias[co]). */
+ * out[co][p] = act((accumulate ? out[co][p] : 0) + (Σ + bias[co])), act the ReLU
+ * when relu (the CPU's: v > 0 ? v : 0) else the identity. */
+/* conv2d's output activation: the ReLU (as the CPU's relu) or the identity. */
+__device__ __forceinline__ float act(float v, int relu) { return relu ? (v > 0.0f ? v : 0.0f) : v; }
+
 template <int BM, int KS, bool GROUPED>
 __global__ void __launch_bounds__(CONV_THREADS, 2)
     conv_mma_kernel(float *out, conv_geom g, const __nv_bfloat16 *__restrict__ wr, const float *__restrict__ bias,
-                    int cout, int mtiles, int steps, int K, int accumulate) {
+                    int cout, int mtiles, int steps, int K, int accumulate, int relu) {
     __shared__ __align__(128) __nv_bfloat16 sa[2][BM * BK];
     __shared__ __align__(128) __nv_bfloat16 sb[2][BN * BK];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1;
@@ -350,13 +358,107 @@ __global__ void __launch_bounds__(CONV_THREADS, 2)
                         v0 = old.x + v0;
                         v1 = old.y + v1;
                     }
-                    *o = make_float2(v0, v1);
+                    *o = make_float2(act(v0, relu), act(v1, relu));
                 } else {
-                    row[pc] = accumulate ? row[pc] + v0 : v0;
-                    if (pc + 1 < hw) row[pc + 1] = accumulate ? row[pc + 1] + v1 : v1;
+                    row[pc] = act(accumulate ? row[pc] + v0 : v0, relu);
+                    if (pc + 1 < hw) row[pc + 1] = act(accumulate ? row[pc + 1] + v1 : v1, relu);
                 }
             }
         }
+}
+
+/* ------------------------------------------------ direct small-cout conv */
+
+#define DC_TX 32                  /* threads along a row */
+#define DC_TY 8                   /* rows of a tile */
+#define DC_PX 4                   /* pixels per thread, DC_TX apart */
+#define DC_TW (DC_TX * DC_PX)     /* tile width: 128 output pixels */
+#define DC_CC 4                   /* input channels staged at a time */
+#define DC_MAX_COUT 4
+#define DC_MAX_WEIGHTS 6912       /* floats of weight in shared memory: with the tile, under 48 KiB */
+
+/* out[o][y][x] = act((accumulate ? out : 0) + Σ_c,ky,kx in[c][y+ky−1][x+kx−1]·w[o][c][ky][kx] + bias[o])
+ * for a 3×3, stride 1, zero padding 1 convolution of in [C, H, W]. */
+template <int COUT>
+__global__ void __launch_bounds__(DC_TX *DC_TY)
+    conv3x3_small_kernel(float *out, const float *__restrict__ in, int C, int H, int W,
+                         const float *__restrict__ w, const float *__restrict__ bias, int accumulate, int relu) {
+    extern __shared__ float dc_smem[];
+    float *sw = dc_smem;                     /* [COUT][C][9] */
+    float *st = dc_smem + COUT * C * 9;      /* [DC_CC][DC_TY + 2][DC_TW + 2] */
+    const int tid = threadIdx.x, tx = tid % DC_TX, ty = tid / DC_TX;
+    const int x0 = blockIdx.x * DC_TW, y0 = blockIdx.y * DC_TY;
+    const int SW = DC_TW + 2, SH = DC_TY + 2, tile = SW * SH;
+    for (int i = tid; i < COUT * C * 9; i += DC_TX * DC_TY) sw[i] = w[i];
+    float acc[DC_PX][COUT];
+#pragma unroll
+    for (int j = 0; j < DC_PX; j++)
+#pragma unroll
+        for (int o = 0; o < COUT; o++) acc[j][o] = 0.0f;
+    const size_t plane = (size_t)H * W;
+    for (int c0 = 0; c0 < C; c0 += DC_CC) {
+        __syncthreads(); /* the previous channels are consumed (and the weights are in) */
+        for (int i = tid; i < DC_CC * tile; i += DC_TX * DC_TY) {
+            int c = i / tile, r = i - c * tile, gy = y0 - 1 + r / SW, gx = x0 - 1 + r % SW;
+            float v = 0.0f;
+            if (c0 + c < C && gy >= 0 && gy < H && gx >= 0 && gx < W) v = in[(size_t)(c0 + c) * plane + (size_t)gy * W + gx];
+            st[i] = v;
+        }
+        __syncthreads();
+        const int cn = C - c0 < DC_CC ? C - c0 : DC_CC;
+        for (int c = 0; c < cn; c++) {
+            const float *wc = sw + (size_t)(c0 + c) * 9;
+#pragma unroll
+            for (int ky = 0; ky < 3; ky++) {
+                const float *row = st + (size_t)c * tile + (ty + ky) * SW + tx;
+#pragma unroll
+                for (int kx = 0; kx < 3; kx++) {
+                    float wv[COUT];
+#pragma unroll
+                    for (int o = 0; o < COUT; o++) wv[o] = wc[(size_t)o * C * 9 + ky * 3 + kx];
+#pragma unroll
+                    for (int j = 0; j < DC_PX; j++) {
+                        const float v = row[j * DC_TX + kx];
+#pragma unroll
+                        for (int o = 0; o < COUT; o++) acc[j][o] = fmaf(v, wv[o], acc[j][o]);
+                    }
+                }
+            }
+        }
+    }
+    const int y = y0 + ty;
+    if (y >= H) return;
+#pragma unroll
+    for (int j = 0; j < DC_PX; j++) {
+        const int x = x0 + tx + j * DC_TX;
+        if (x >= W) continue;
+#pragma unroll
+        for (int o = 0; o < COUT; o++) {
+            float *dst = out + (size_t)o * plane + (size_t)y * W + x;
+            float v = acc[j][o] + (bias ? bias[o] : 0.0f);
+            *dst = act(accumulate ? *dst + v : v, relu);
+        }
+    }
+}
+
+/* Whether the direct kernel takes the convolution (see the top of the file). */
+static int conv_small_fits(const lp_conv2d_input *in, int cout, int k, int stride) {
+    return cout <= DC_MAX_COUT && k == 3 && stride == 1 && in->up == 1 && in->cb == 0 &&
+           (int64_t)cout * in->ca * 9 <= DC_MAX_WEIGHTS;
+}
+
+static lp_status conv_small(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
+                            int cout, const float *bias, unsigned flags) {
+    const float *wd = (const float *)lp_cuda_weight(be, w, 0); /* f32 [cout][C][3][3] */
+    if (!wd) return lp_cuda(be)->sticky;
+    typedef void (*small_kernel)(float *, const float *, int, int, int, const float *, const float *, int, int);
+    static const small_kernel kernels[DC_MAX_COUT] = {conv3x3_small_kernel<1>, conv3x3_small_kernel<2>,
+                                                      conv3x3_small_kernel<3>, conv3x3_small_kernel<4>};
+    size_t smem = ((size_t)cout * in->ca * 9 + (size_t)DC_CC * (DC_TW + 2) * (DC_TY + 2)) * sizeof(float);
+    dim3 grid((unsigned)((in->w + DC_TW - 1) / DC_TW), (unsigned)((in->h + DC_TY - 1) / DC_TY));
+    kernels[cout - 1]<<<grid, DC_TX * DC_TY, smem, lp_cuda(be)->stream>>>(
+        out, in->a, in->ca, in->h, in->w, wd, bias, (flags & LP_CONV_ACCUMULATE) != 0, (flags & LP_CONV_RELU) != 0);
+    return lp_cuda_check_launch(be, "conv2d (direct)");
 }
 
 enum { EW_RELU, EW_TANH_CLAMP, EW_CLAMP01 };
@@ -467,12 +569,12 @@ static lp_status conv_weight_get(const lp_backend *be, const lp_tensor *w, int g
     return LP_OK;
 }
 
-typedef void (*conv_kernel)(float *, conv_geom, const __nv_bfloat16 *, const float *, int, int, int, int, int);
+typedef void (*conv_kernel)(float *, conv_geom, const __nv_bfloat16 *, const float *, int, int, int, int, int, int);
 
 /* The tensor-core convolution. BM 128 halves the gathers
  * per multiply-add where there are enough output channels to fill it. */
 static lp_status conv_mma(const lp_backend *be, float *out, const conv_geom &g, const lp_tensor *w, int cout,
-                          const float *bias, int accumulate) {
+                          const float *bias, unsigned flags) {
     static const conv_kernel kernels[2][2][2] = { /* [BM 128][k 3][grouped] */
         {{conv_mma_kernel<64, 1, false>, conv_mma_kernel<64, 1, true>},
          {conv_mma_kernel<64, 3, false>, conv_mma_kernel<64, 3, true>}},
@@ -490,12 +592,14 @@ static lp_status conv_mma(const lp_backend *be, float *out, const conv_geom &g, 
     LP_TRY(conv_weight_get(be, w, grouped, g.cin, &wr));
     conv_kernel kern = kernels[bm == 128][g.k == 3][grouped];
     kern<<<(unsigned)blocks, CONV_THREADS, 0, lp_cuda(be)->stream>>>(out, g, wr, bias, cout, (int)mtiles,
-                                                                     (int)(kp / BK), g.cin * g.k * g.k, accumulate);
+                                                                     (int)(kp / BK), g.cin * g.k * g.k,
+                                                                     (flags & LP_CONV_ACCUMULATE) != 0,
+                                                                     (flags & LP_CONV_RELU) != 0);
     return lp_cuda_check_launch(be, "conv2d");
 }
 
 lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
-                         const lp_tensor *b, int stride, int accumulate) {
+                         const lp_tensor *b, int stride, unsigned flags) {
     const char *name = w->name ? w->name : "?";
     if (w->dtype != LP_F32 || (b && b->dtype != LP_F32))
         return lp_fail(LP_ERR_UNSUPPORTED, "conv2d: weight '%s' and its bias must be f32", name);
@@ -512,6 +616,8 @@ lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input
         (int64_t)in->w * in->up > MAX_SIDE)
         return lp_fail(LP_ERR_ARG, "conv2d '%s': unsupported input (%d + %d channels, %dx%d, up %d, stride %d)", name,
                        in->ca, in->cb, in->w, in->h, in->up, stride);
+    if (flags & ~(LP_CONV_ACCUMULATE | LP_CONV_RELU))
+        return lp_fail(LP_ERR_ARG, "conv2d '%s': unknown flags 0x%x", name, flags);
     LP_TRY(pending(be, "conv2d"));
     lp_cuda_state *st = lp_cuda(be);
     int cout = (int)w->shape[0];
@@ -530,6 +636,7 @@ lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input
     g.wo = (in->w * in->up + 2 * g.pad - g.k) / stride + 1;
     const float *bias = NULL; /* f32 [cout] */
     if (b && !(bias = (const float *)lp_cuda_weight(be, b, 0))) return st->sticky;
+    if (conv_small_fits(in, cout, g.k, stride)) return conv_small(be, out, in, w, cout, bias, flags);
     if (in->cb == 0 && g.ca % GROUP) {
         /* a single input of few channels (TAEHV's RGB frames): zero channels
          * up to a multiple of GROUP make it a grouped convolution, whose
@@ -561,7 +668,7 @@ lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input
         g.a = c->padded;
         g.ca = g.cin = cpad;
     }
-    return conv_mma(be, out, g, w, cout, bias, accumulate);
+    return conv_mma(be, out, g, w, cout, bias, flags);
 }
 
 void lp_cuda_conv_free(lp_cuda_state *st) {

@@ -87,7 +87,7 @@ lp_status lp_cuda_bias_act(const lp_backend *be, void *y, int y_bf16, const floa
                            const float *bias, int gelu);
 /* conv.cu: the conv-net ops, and the release of st->conv (NULL is a no-op). */
 lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
-                         const lp_tensor *b, int stride, int accumulate);
+                         const lp_tensor *b, int stride, unsigned flags);
 void lp_cuda_relu(const lp_backend *be, float *x, int64_t n);
 void lp_cuda_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cuda_clamp01(const lp_backend *be, float *y, const float *x, int64_t n);
