@@ -9,6 +9,7 @@
 #include "../src/backend/backend.h"
 #include "../src/backend/cpu/cpu_ops.h"
 #include "../src/base/half.h"
+#include "../src/pipeline/scheduler.h"
 #include "test_util.h"
 
 /* CHECK for conditions whose text says it all */
@@ -541,6 +542,125 @@ static int test_kv_store(void) {
     return 0;
 }
 
+/* ----------------------------------------------- the editing loop's ops */
+
+/* The cases below compare bit for bit ("ok" means identical bytes).
+ * flow_x0 and flow_renoise against the scheduler's lp_flow_x0 and
+ * lp_flow_add_noise (what the editing loop ran on the host so far), out of
+ * place (into a NaN-poisoned buffer with a sentinel after it) and in place. */
+static int flow_case(int64_t n, float sigma, uint32_t seed) {
+    const size_t sz = (size_t)n;
+    float *a = malloc(sz * sizeof *a), *b = malloc(sz * sizeof *b), *want = malloc(sz * sizeof *want);
+    float *got = malloc((sz + 1) * sizeof *got);
+    REQUIRE(a && b && want && got);
+    lp_test_fill(a, sz, seed, 2.0f);
+    lp_test_fill(b, sz, seed + 1, 1.5f);
+    for (size_t i = 0; i < sz; i++) a[i] += 0.25f, b[i] -= 0.125f; /* no zeros, a mean */
+    int ok[4];
+    char what[4][96];
+    /* x0 = xt − σ·v: a = xt, b = v */
+    lp_flow_x0(want, a, b, sigma, n);
+    memset(got, 0xff, sz * sizeof *got); /* NaN: an unwritten element differs */
+    got[n] = 12345.0f;
+    be->flow_x0(be, got, a, b, sigma, n);
+    ok[0] = !memcmp(got, want, sz * sizeof *got) && got[n] == 12345.0f && memcmp(want, a, sz * sizeof *a);
+    memcpy(got, a, sz * sizeof *got);
+    be->flow_x0(be, got, got, b, sigma, n);
+    ok[1] = !memcmp(got, want, sz * sizeof *got);
+    /* x = (1 − σ)·x0 + σ·ε: a = x0, b = ε */
+    lp_flow_add_noise(want, a, b, sigma, n);
+    memset(got, 0xff, sz * sizeof *got);
+    got[n] = 12345.0f;
+    be->flow_renoise(be, got, a, b, sigma, n);
+    ok[2] = !memcmp(got, want, sz * sizeof *got) && got[n] == 12345.0f && memcmp(want, a, sz * sizeof *a);
+    memcpy(got, a, sz * sizeof *got);
+    be->flow_renoise(be, got, got, b, sigma, n);
+    ok[3] = !memcmp(got, want, sz * sizeof *got);
+    snprintf(what[0], sizeof what[0], "flow_x0 n=%lld s=%g = lp_flow_x0", (long long)n, sigma);
+    snprintf(what[1], sizeof what[1], "  ... in place (x0 = xt)");
+    snprintf(what[2], sizeof what[2], "flow_renoise n=%lld = lp_flow_add_noise", (long long)n);
+    snprintf(what[3], sizeof what[3], "  ... in place (x = x0)");
+    for (int k = 0; k < 4; k++) printf("    %-44s %s\n", what[k], ok[k] ? "ok" : "FAIL");
+    free(a), free(b), free(want), free(got);
+    CHECK(ok[0] && ok[1] && ok[2] && ok[3], "flow ops differ from the scheduler's (n %lld, sigma %g)", (long long)n,
+          sigma);
+    return 0;
+}
+
+/* restore_patches on one frame [C, H, W] against a naive loop over the
+ * tokens: the 2×2 patch of every pruned token is src's, the rest dst's. */
+static int restore_case(const char *mask, const uint8_t *keep, int C, int H, int W, uint32_t seed) {
+    const size_t n = (size_t)C * H * W;
+    float *src = malloc(n * sizeof *src), *dst = malloc(n * sizeof *dst), *want = malloc(n * sizeof *want);
+    REQUIRE(src && dst && want);
+    lp_test_fill(src, n, seed, 1.0f);
+    lp_test_fill(dst, n, seed + 1, 1.0f);
+    for (size_t i = 0; i < n; i++) src[i] += 2.0f, dst[i] -= 2.0f; /* disjoint ranges: no equal pixels */
+    memcpy(want, dst, n * sizeof *want);
+    for (int r = 0; r < H / 2; r++)
+        for (int c = 0; c < W / 2; c++) {
+            if (keep[r * (W / 2) + c]) continue;
+            for (int ch = 0; ch < C; ch++)
+                for (int q = 0; q < 2; q++)
+                    for (int rr = 0; rr < 2; rr++) {
+                        size_t o = ((size_t)ch * H + (size_t)(2 * r + q)) * W + (size_t)(2 * c + rr);
+                        want[o] = src[o];
+                    }
+        }
+    lp_status s = be->restore_patches(be, dst, src, keep, C, H, W);
+    int ok = s == LP_OK && !memcmp(dst, want, n * sizeof *dst);
+    char what[96];
+    snprintf(what, sizeof what, "restore_patches C%d %dx%d %s", C, H, W, mask);
+    printf("    %-44s %s\n", what, ok ? "ok" : "FAIL");
+    free(src), free(dst), free(want);
+    CHECK(ok, "%s: %s", what, s == LP_OK ? "pixels differ" : lp_last_error());
+    return 0;
+}
+
+/* clear of bytes [off, off + len) of a buffer of non-zero bytes: the range
+ * zero, the bytes around it (the guard right after it) untouched. */
+static int clear_case(size_t total, size_t off, size_t len) {
+    unsigned char *buf = malloc(total), *orig = malloc(total);
+    REQUIRE(buf && orig && off + len < total);
+    uint32_t s = (uint32_t)(total * 31 + off);
+    for (size_t i = 0; i < total; i++) {
+        s = s * 1664525u + 1013904223u;
+        orig[i] = (unsigned char)(1 + (s >> 24) % 255); /* 1..255 */
+    }
+    memcpy(buf, orig, total);
+    lp_status st = be->clear(be, buf + off, len);
+    size_t wrong = 0;
+    for (size_t i = 0; i < total; i++) wrong += buf[i] != (i >= off && i < off + len ? 0 : orig[i]);
+    int ok = st == LP_OK && wrong == 0 && buf[off + len] == orig[off + len];
+    char what[96];
+    snprintf(what, sizeof what, "clear bytes [%zu, %zu) of %zu", off, off + len, total);
+    printf("    %-44s %s\n", what, ok ? "ok" : "FAIL");
+    free(buf), free(orig);
+    CHECK(ok, "%s: status %s, %zu bytes wrong", what, lp_status_name(st), wrong);
+    return 0;
+}
+
+static int test_edit_ops(void) {
+    if (flow_case(4096, 0.7373f, 91) || flow_case(3001, 0.0625f, 92) || flow_case(1, 0.999f, 93)) return 1;
+    /* restore_patches: C 5, 6×8 (3×4 tokens) */
+    enum { C = 5, H = 6, W = 8, T = (H / 2) * (W / 2) };
+    uint8_t keep[T];
+    uint32_t s = 94;
+    for (int t = 0; t < T; t++) {
+        s = s * 1664525u + 1013904223u;
+        keep[t] = (uint8_t)((s >> 20) & 1);
+    }
+    keep[0] = 0, keep[T - 1] = 1; /* both kinds, whatever the draw */
+    if (restore_case("random mask", keep, C, H, W, 95)) return 1;
+    memset(keep, 1, sizeof keep);
+    if (restore_case("all kept", keep, C, H, W, 96)) return 1;
+    memset(keep, 0, sizeof keep);
+    if (restore_case("none kept", keep, C, H, W, 97)) return 1;
+    /* clear */
+    if (clear_case(4 * 4099 + 8, 4 * 1000, 4 * 2001) || clear_case(5003, 7, 1999) || clear_case(64, 10, 0)) return 1;
+    return 0;
+}
+
 int main(void) {
     if (lp_backend_cpu_create(2, &be) != LP_OK) {
         fprintf(stderr, "cannot create the CPU backend: %s\n", lp_last_error());
@@ -556,6 +676,7 @@ int main(void) {
     lp_test_run("composite_ops", test_composite_ops);
     lp_test_run("attention", test_attention);
     lp_test_run("kv_store", test_kv_store);
+    lp_test_run("edit_ops", test_edit_ops);
     lp_backend_destroy(be);
     return lp_test_finish();
 }

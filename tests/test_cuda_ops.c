@@ -18,7 +18,9 @@
  *         expected ≈ 1e-7;
  *   1e-6  fp32 ops in the CPU's operation order (residual_norm_modulate's x, add),
  *         expected 0;
- *   0     pure data movement;
+ *   0     pure data movement, and the flow-matching steps (flow_x0,
+ *         flow_renoise: explicitly rounded products and sums, the CPU's
+ *         operation order);
  *   1e-4  the bf16 KV-cache writes (kv_store, against the CPU's f32 rows
  *         rounded to bf16 on the host), expected ≈ 1e-6.
  * Every case skips when the CUDA backend is unavailable (built without CUDA,
@@ -730,6 +732,152 @@ static int test_patchify(void) {
     return fails ? 1 : 0;
 }
 
+/* ------------------------------------------------- the editing loop's ops */
+
+/* flow_x0 (x0 = xt − σ·v, fp64) and flow_renoise (x = (1 − σ)·x0 + σ·ε, f32)
+ * on n random values, out of place into a poisoned buffer or in place (the
+ * output aliasing the first input): exact, the kernels round each product
+ * and sum as the CPU does. */
+static int flow_case(int renoise, size_t n, int inplace, float sigma, uint32_t seed) {
+    char name[96];
+    snprintf(name, sizeof name, "%s n=%zu sigma=%g%s", renoise ? "flow_renoise" : "flow_x0", n, sigma,
+             inplace ? (renoise ? " in place (x = x0)" : " in place (x0 = xt)") : "");
+    float *a = random_floats(n, seed, 2.0f, 0.25f), *b = random_floats(n, seed + 1, 1.5f, -0.125f),
+          *want = malloc((n ? n : 1) * sizeof *want);
+    CHECK(a && b && want, "out of memory");
+    float *da = lp_test_dev_copy(gpu, a, n), *db = lp_test_dev_copy(gpu, b, n);
+    float *dout = inplace ? da : lp_test_dev_poison(gpu, n);
+    if (inplace) memcpy(want, a, n * sizeof *want);
+    const float *ha = inplace ? want : a;
+    const float *ga = inplace ? dout : da;
+    if (renoise) cpu->flow_renoise(cpu, want, ha, b, sigma, (int64_t)n);
+    else cpu->flow_x0(cpu, want, ha, b, sigma, (int64_t)n);
+    if (da && db && dout) {
+        if (renoise) gpu->flow_renoise(gpu, dout, ga, db, sigma, (int64_t)n);
+        else gpu->flow_x0(gpu, dout, ga, db, sigma, (int64_t)n);
+    }
+    int fail = lp_test_dev_compare(gpu, name, da && db ? dout : NULL, want, n, 0.0);
+    if (!inplace) lp_test_dev_free(gpu, dout);
+    lp_test_dev_free(gpu, da);
+    lp_test_dev_free(gpu, db);
+    free(a);
+    free(b);
+    free(want);
+    return fail;
+}
+
+/* A random keep mask of (H/2)·(W/2) bytes, about 30% ones. */
+static uint8_t *random_keep(int H, int W, uint32_t seed) {
+    size_t T = (size_t)(H / 2) * (size_t)(W / 2);
+    uint8_t *k = malloc(T ? T : 1);
+    if (!k) return NULL;
+    uint32_t s = seed;
+    for (size_t t = 0; t < T; t++) k[t] = rng(&s) % 10 < 3;
+    return k;
+}
+
+/* The keep mask in the GPU backend's memory; NULL on failure (printed). */
+static uint8_t *dev_keep(const uint8_t *keep, size_t T) {
+    uint8_t *d = gpu->alloc(gpu, T ? T : 1);
+    if (!d) {
+        printf("    device keep mask of %zu bytes: %s\n", T, lp_last_error());
+        return NULL;
+    }
+    if (gpu->upload(gpu, d, keep, T) != LP_OK) {
+        printf("    upload of the keep mask: %s\n", lp_last_error());
+        gpu->release(gpu, d);
+        return NULL;
+    }
+    return d;
+}
+
+/* restore_patches of one frame [C, H, W] with a random mask, dst random (the
+ * same on both sides), src random: exact. */
+static int restore_case(int C, int H, int W, uint32_t seed) {
+    char name[96];
+    snprintf(name, sizeof name, "restore_patches C=%d H=%d W=%d (30%% kept)", C, H, W);
+    size_t n = (size_t)C * H * W, T = (size_t)(H / 2) * (W / 2);
+    float *dst = random_floats(n, seed, 1.0f, -2.0f), *src = random_floats(n, seed + 1, 1.0f, 2.0f);
+    uint8_t *keep = random_keep(H, W, seed + 2);
+    CHECK(dst && src && keep, "out of memory");
+    size_t kept = 0;
+    for (size_t t = 0; t < T; t++) kept += keep[t];
+    CHECK(kept > 0 && kept < T, "the mask should mix kept and pruned tokens (%zu of %zu kept)", kept, T);
+    float *ddst = lp_test_dev_copy(gpu, dst, n), *dsrc = lp_test_dev_copy(gpu, src, n);
+    uint8_t *dk = dev_keep(keep, T);
+    CHECK(cpu->restore_patches(cpu, dst, src, keep, C, H, W) == LP_OK, "cpu restore_patches: %s", lp_last_error());
+    int fail = 1;
+    if (ddst && dsrc && dk && lp_test_status_ok(name, gpu->restore_patches(gpu, ddst, dsrc, dk, C, H, W)))
+        fail = lp_test_dev_compare(gpu, name, ddst, dst, n, 0.0);
+    lp_test_dev_free(gpu, ddst);
+    lp_test_dev_free(gpu, dsrc);
+    if (dk) gpu->release(gpu, dk);
+    free(dst);
+    free(src);
+    free(keep);
+    return fail;
+}
+
+/* clear of bytes [off, off + len) of a device buffer of n random floats (none
+ * zero): the range zero, every other byte as uploaded. */
+static int clear_case(size_t n, size_t off, size_t len, uint32_t seed) {
+    char name[96];
+    snprintf(name, sizeof name, "clear bytes [%zu, %zu) of %zu", off, off + len, n * sizeof(float));
+    float *h = random_floats(n, seed, 1.0f, 2.0f); /* in [1, 3): no zero byte pattern */
+    unsigned char *back = malloc(n * sizeof(float));
+    CHECK(h && back && off + len <= n * sizeof(float), "out of memory or a bad range");
+    float *d = lp_test_dev_copy(gpu, h, n);
+    lp_status s = d ? gpu->clear(gpu, (char *)d + off, len) : LP_ERR_NOMEM;
+    if (s == LP_OK) s = gpu->download(gpu, back, d, n * sizeof(float));
+    size_t wrong = 0;
+    const unsigned char *orig = (const unsigned char *)h;
+    for (size_t i = 0; s == LP_OK && i < n * sizeof(float); i++)
+        wrong += back[i] != (i >= off && i < off + len ? 0 : orig[i]);
+    int ok = s == LP_OK && wrong == 0;
+    printf("    %-*s %s", LP_TEST_NAME_WIDTH, name, ok ? "ok" : "FAIL");
+    if (s != LP_OK) printf(" [%s: %s]", lp_status_name(s), lp_last_error());
+    if (wrong) printf(" [%zu bytes wrong]", wrong);
+    printf("\n");
+    lp_test_dev_free(gpu, d);
+    free(h);
+    free(back);
+    return !ok;
+}
+
+static int test_edit_ops(void) {
+    if (!gpu) return no_gpu;
+    int fails = 0;
+    /* 3 frames of 16×60×104 latents, and an odd count */
+    static const size_t sizes[] = {299520, 1001};
+    static const float sigmas[] = {0.7373f, 0.0625f};
+    for (int sz = 0; sz < 2; sz++)
+        for (int renoise = 0; renoise < 2; renoise++)
+            for (int inplace = 0; inplace < 2; inplace++)
+                fails += flow_case(renoise, sizes[sz], inplace, sigmas[sz], 1400 + (uint32_t)(10 * sz + 2 * renoise));
+    fails += restore_case(16, 60, 104, 1420);
+    /* argument errors: odd H, odd W, returned before anything is issued (not
+     * sticky): the valid restore after them must still work */
+    float *d = gpu->alloc(gpu, 4096 * sizeof(float));
+    uint8_t *dk = gpu->alloc(gpu, 64);
+    CHECK(d && dk, "alloc: %s", lp_last_error());
+    lp_status e1 = gpu->restore_patches(gpu, d, d + 2048, dk, 2, 7, 8);
+    lp_status e2 = gpu->restore_patches(gpu, d, d + 2048, dk, 2, 8, 7);
+    gpu->release(gpu, d);
+    gpu->release(gpu, dk);
+    printf("    %-*s %s [%s]\n", LP_TEST_NAME_WIDTH, "restore_patches H odd -> LP_ERR_ARG",
+           e1 == LP_ERR_ARG ? "ok" : "FAIL", lp_status_name(e1));
+    printf("    %-*s %s [%s]\n", LP_TEST_NAME_WIDTH, "restore_patches W odd -> LP_ERR_ARG",
+           e2 == LP_ERR_ARG ? "ok" : "FAIL", lp_status_name(e2));
+    fails += (e1 != LP_ERR_ARG) + (e2 != LP_ERR_ARG);
+    fails += restore_case(16, 60, 104, 1430); /* after the errors: not sticky */
+    fails += restore_case(3, 6, 10, 1440);
+    /* clear: float-aligned and odd byte ranges, and nothing */
+    fails += clear_case(100003, 4 * 1000, 4 * 50001, 1450);
+    fails += clear_case(100003, 4 * 1000 + 3, 4 * 50001 - 6, 1460);
+    fails += clear_case(1001, 17, 0, 1470);
+    return fails ? 1 : 0;
+}
+
 /* Argument checks of the CUDA ops (the CPU ones trust their caller), the
  * no-ops of zero rows, and a void op's argument error becoming the sticky
  * error of its backend. */
@@ -890,6 +1038,7 @@ int main(void) {
     lp_test_run("add", test_add);
     lp_test_run("kv_store", test_kv_store);
     lp_test_run("patchify", test_patchify);
+    lp_test_run("edit_ops", test_edit_ops);
     lp_test_run("errors", test_errors);
     lp_test_run("timing", test_timing);
     lp_backend_destroy(gpu);

@@ -66,7 +66,7 @@ static lp_status run_plan(fixture *fx, lp_prune_strategy strategy, const uint8_t
     lp_tensor_read_f32(ctx, 0, lp_tensor_numel(ctx), c);
     lp_status s = lp_dit_set_prompt(fx->dit, cache, c, (int)ctx->shape[0]);
     free(c);
-    lp_edit_state st;
+    lp_edit_state st = {0};
     if (s == LP_OK) s = lp_edit_state_init(&st, fx->C, fx->H, fx->W);
     int64_t frame = (int64_t)fx->C * fx->H * fx->W, hw = (int64_t)(fx->H / 2) * (fx->W / 2);
     lp_prng_noise pn = {5, NULL};

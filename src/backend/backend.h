@@ -95,6 +95,20 @@ struct lp_backend {
                             int C, int H, int W);
     /* y[i] = a[i] + b[i] for i < n (y may alias a or b). */
     void (*add)(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
+    /* Zeros `bytes` bytes at p (backend memory). */
+    lp_status (*clear)(const lp_backend *be, void *p, size_t bytes);
+    /* The flow-matching steps on n floats (spec/MODEL.md, the denoising loop):
+     * flow_x0: x0 = xt − σ·v computed in fp64, stored f32 (x0 may alias xt);
+     * flow_renoise: x = (1 − σ)·x0 + σ·ε in f32, each product and the sum
+     * rounded as written (x may alias x0). */
+    void (*flow_x0)(const lp_backend *be, float *x0, const float *xt, const float *v, float sigma, int64_t n);
+    void (*flow_renoise)(const lp_backend *be, float *x, const float *x0, const float *eps, float sigma, int64_t n);
+    /* LIPAR's restoration of one latent frame (spec/LIPAR.md, after each
+     * forward): the 2×2 patches of the tokens t with keep[t] == 0 (keep:
+     * [H/2·W/2] bytes in the backend's memory) are copied from src into dst,
+     * both [C, H, W] (H, W even); the other pixels of dst are left as they are. */
+    lp_status (*restore_patches)(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C, int H,
+                                 int W);
     /* Waits until every op issued so far is done. */
     void (*synchronize)(const lp_backend *be);
     /* Bytes of device memory in use by the process now (0 for the CPU backend). */

@@ -58,7 +58,7 @@ struct lp_dit_cache {
     int64_t local_end;        /* tokens held */
     int chunk_frame;          /* start_frame of the chunk the last call worked on (-1: none) */
     int64_t chunk_local_start; /* first slot of that chunk */
-    double issue_seconds, call_seconds; /* lp_dit_cache_seconds */
+    double issue_seconds;      /* lp_dit_cache_issue_seconds */
     /* The last call was a LP_KV_DUPLICATE call on chunk dup_frame (dup_F
      * frames) with keep-mask dup_keep: the pruned rows of those slots hold
      * what another such call would write again. */
@@ -235,10 +235,9 @@ void lp_dit_cache_grid(const lp_dit_cache *c, int *H, int *W) {
     *W = c->cc.latent_w;
 }
 
-void lp_dit_cache_seconds(const lp_dit_cache *c, double *issue, double *total) {
-    *issue = c->issue_seconds;
-    *total = c->call_seconds;
-}
+double lp_dit_cache_issue_seconds(const lp_dit_cache *c) { return c->issue_seconds; }
+
+lp_backend *lp_dit_backend(const lp_dit *m) { return m->be; }
 
 int64_t lp_dit_latent_elems(const lp_dit *m, const lp_dit_cache *c, int F) {
     return (int64_t)F * m->cfg.in_dim * c->cc.latent_h * c->cc.latent_w;
@@ -532,13 +531,12 @@ static lp_status place_chunk(lp_dit_cache *c, const lp_dit_call *call, int64_t n
 /* f32 buffers, and act-typed ones (the backend's activation type, which only
  * feeds matrix products: be->act_bf16) */
 typedef struct {
-    float *xin, *xout, *x, *q, *k, *v, *y, *patches, *head_out;
+    float *x, *q, *k, *v, *y, *patches, *head_out;
     void *xn, *qa, *att, *hid;
     float *sinus, *e, *e0, *tmp;
 } buffers;
 
-static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, size_t act_size, int64_t n, int F, int64_t HW,
-                               buffers *b) {
+static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, size_t act_size, int64_t n, int F, buffers *b) {
     size_t D = (size_t)c->dim;
 #define TAKE_BYTES(ptr, bytes)                             \
     do {                                                   \
@@ -546,8 +544,6 @@ static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, size_t act_s
             return LP_ERR_NOMEM;                           \
     } while (0)
 #define TAKE(ptr, count) TAKE_BYTES(ptr, (size_t)(count) * sizeof *(ptr))
-    TAKE(b->xin, (size_t)F * (size_t)c->in_dim * (size_t)HW);
-    TAKE(b->xout, (size_t)F * (size_t)c->out_dim * (size_t)HW);
     TAKE(b->x, n * D);
     TAKE_BYTES(b->xn, n * D * act_size);
     TAKE(b->q, n * D);
@@ -760,16 +756,41 @@ static lp_status time_modulation(lp_dit *m, lp_dit_cache *c, const lp_dit_call *
     return LP_OK;
 }
 
-lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, const float *x, float *flow) {
-    const lp_dit_config *cfg = &m->cfg;
-    lp_backend *be = m->be;
+/* The checks of a call that do not depend on its tokens. */
+static lp_status check_call(const lp_dit_cache *c, const lp_dit_call *call) {
     int F = call->n_frames;
-    int H = c->cc.latent_h, W = c->cc.latent_w, h = H / 2, w = W / 2, C = cfg->in_dim, Co = cfg->out_dim;
-    int64_t hw = (int64_t)h * w, D = cfg->dim, HW = (int64_t)H * W;
     if (!c->prompt_set) return lp_fail(LP_ERR_ARG, "DiT: no prompt set on this stream");
     if (F <= 0 || F > c->cc.max_frames || F > 64)
         return lp_fail(LP_ERR_ARG, "DiT: %d frames per call (the cache was made for at most %d)", F, c->cc.max_frames);
     if (call->start_frame < 0) return lp_fail(LP_ERR_ARG, "DiT: negative start frame");
+    return LP_OK;
+}
+
+lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, const float *x, float *flow) {
+    LP_TRY(check_call(c, call));
+    lp_backend *be = m->be;
+    int64_t F = call->n_frames, HW = (int64_t)c->cc.latent_h * c->cc.latent_w;
+    size_t lat_bytes = (size_t)(F * m->cfg.in_dim * HW) * sizeof(float);
+    size_t out_bytes = (size_t)(F * m->cfg.out_dim * HW) * sizeof(float);
+    size_t mark = lp_arena_mark(&c->scratch);
+    float *xin = lp_arena_alloc(&c->scratch, lat_bytes), *xout = lp_arena_alloc(&c->scratch, out_bytes);
+    lp_status s = xin && xout ? LP_OK : lp_fail(LP_ERR_NOMEM, "DiT: out of scratch memory");
+    /* the output latents start as the caller's: pixels of pruned tokens keep them */
+    if (s == LP_OK) s = be->upload(be, xin, x, lat_bytes);
+    if (s == LP_OK) s = be->upload(be, xout, flow, out_bytes);
+    if (s == LP_OK) s = lp_dit_forward_dev(m, c, call, xin, xout);
+    if (s == LP_OK) s = be->download(be, flow, xout, out_bytes);
+    lp_arena_reset(&c->scratch, mark);
+    return s;
+}
+
+lp_status lp_dit_forward_dev(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, const float *x, float *flow) {
+    const lp_dit_config *cfg = &m->cfg;
+    lp_backend *be = m->be;
+    int F = call->n_frames;
+    int H = c->cc.latent_h, W = c->cc.latent_w, h = H / 2, w = W / 2, C = cfg->in_dim, Co = cfg->out_dim;
+    int64_t hw = (int64_t)h * w, D = cfg->dim;
+    LP_TRY(check_call(c, call));
     double t0 = lp_seconds();
     size_t mark = lp_arena_mark(&c->scratch);
     buffers b;
@@ -784,7 +805,7 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
     p.fill_pos = c->h_fill_pos;
     p.save_dst = c->h_save_dst;
     p.save_src = c->h_save_src;
-    lp_status s = alloc_buffers(&c->scratch, cfg, be->act_bf16 ? 2 : 4, F * hw, F, HW, &b);
+    lp_status s = alloc_buffers(&c->scratch, cfg, be->act_bf16 ? 2 : 4, F * hw, F, &b);
     if (s != LP_OK) goto out;
     if (call->kv_policy == LP_KV_MERGE && !call->merge_dst) {
         s = lp_fail(LP_ERR_ARG, "DiT: the merge K/V policy needs the merge targets");
@@ -810,13 +831,8 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
     if ((s = place_chunk(c, call, call->kv_policy == LP_KV_KEPT_ONLY ? n : p.n_all, &p)) != LP_OK) goto out;
     if (n == 0 && call->kv_policy == LP_KV_KEPT_ONLY) goto out; /* nothing computed, nothing written */
 
-    /* 1. patchify the computed tokens: each input vector is (c, q, r); the
-     * output latents start as the caller's (pixels of pruned tokens keep
-     * them), both uploaded while the backend is idle */
-    size_t lat_bytes = (size_t)(F * C * HW) * sizeof(float), out_bytes = (size_t)(F * Co * HW) * sizeof(float);
-    if ((s = be->upload(be, b.xin, x, lat_bytes)) != LP_OK) goto out;
-    if ((s = be->upload(be, b.xout, flow, out_bytes)) != LP_OK) goto out;
-    if ((s = be->patchify(be, b.patches, b.xin, p.idx, n, C, H, W)) != LP_OK) goto out;
+    /* 1. patchify the computed tokens: each input vector is (c, q, r) */
+    if ((s = be->patchify(be, b.patches, x, p.idx, n, C, H, W)) != LP_OK) goto out;
     if ((s = be->linear(be, b.x, b.patches, n, &m->w.patch_w, m->w.patch_b, 0)) != LP_OK) goto out;
 
     /* 2. time embedding and modulation per frame */
@@ -844,10 +860,8 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
 
     /* 7. head on xn, then unpatchify (q, r, c) */
     if ((s = be->linear(be, b.head_out, b.xn, n, m->w.head_w, m->w.head_b, LP_LINEAR_X_ACT)) != LP_OK) goto out;
-    if ((s = be->unpatchify(be, b.xout, b.head_out, p.idx, n, Co, H, W)) != LP_OK) goto out;
+    if ((s = be->unpatchify(be, flow, b.head_out, p.idx, n, Co, H, W)) != LP_OK) goto out;
     c->issue_seconds += lp_seconds() - t0;
-    s = be->download(be, flow, b.xout, out_bytes);
-    c->call_seconds += lp_seconds() - t0;
 out:
     if (s == LP_ERR_NOMEM && !*lp_last_error()) lp_fail(LP_ERR_NOMEM, "DiT: out of scratch memory");
     lp_arena_reset(&c->scratch, mark);

@@ -136,14 +136,20 @@ typedef struct {
  * steps then a full context pass). A call with no kept token still writes its
  * recovered K/V. */
 lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, const float *x, float *flow);
+/* The same with x and flow in the memory of the model's backend
+ * (lp_dit_backend): the work is issued, not waited for, so that a caller
+ * keeping its latents there runs a chunk's steps without waiting for the
+ * device in between. */
+lp_status lp_dit_forward_dev(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, const float *x, float *flow);
+/* The backend the model runs on. */
+lp_backend *lp_dit_backend(const lp_dit *m);
 
 /* The latent grid H×W of the cache. */
 void lp_dit_cache_grid(const lp_dit_cache *c, int *H, int *W);
-/* Seconds spent in lp_dit_forward on this cache since it was created: in all
- * (*total) and issuing the work (*issue: up to the final download, which waits
- * for the backend). issue ≈ total means the host, not the device, sets the
- * pace. */
-void lp_dit_cache_seconds(const lp_dit_cache *c, double *issue, double *total);
+/* Host seconds spent issuing the work of the forwards on this cache since it
+ * was created (the device runs it meanwhile; compared with the wall time of
+ * the calls, ≈ 1 means the host, not the device, sets the pace). */
+double lp_dit_cache_issue_seconds(const lp_dit_cache *c);
 
 /* Floats in F latent frames [F, C, H, W] of the cache's grid. */
 int64_t lp_dit_latent_elems(const lp_dit *m, const lp_dit_cache *c, int F);

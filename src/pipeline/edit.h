@@ -28,8 +28,15 @@ lp_status lp_prune_strategy_parse(const char *name, lp_prune_strategy *out);
 void lp_edit_cache_defaults(lp_prune_strategy s, int full_cache, int latent_h, int latent_w, int frames_per_chunk,
                             lp_dit_cache_config *cc);
 
-/* Restoration memory carried from chunk to chunk. */
+/* The loop's latents, kept in the memory of the DiT's backend (allocated on
+ * the first chunk): a chunk's steps run there without the host waiting for
+ * the device, and the restoration memory is carried from chunk to chunk. */
 typedef struct {
+    lp_backend *be;             /* the DiT's, once buffers exist */
+    int C, H, W;
+    int64_t cap;                /* floats of x, v, x0, eps */
+    float *x, *v, *x0, *eps;    /* a chunk [F, C, H, W]: x_t, the flow, x0, the noise */
+    uint8_t *keep;              /* the chunk's mask [F, H/2, W/2] */
     float *flow_prev, *xt_prev; /* [C, H, W]: restored last frame at the previous chunk's final step */
     int has_prev;
     int chunk;                  /* chunks done */
@@ -39,12 +46,13 @@ lp_status lp_edit_state_init(lp_edit_state *st, int C, int H, int W);
 void lp_edit_state_free(lp_edit_state *st);
 
 typedef struct {
-    double dit_seconds;   /* time in the DiT forwards of the chunk */
     int64_t kept_tokens;  /* tokens computed per call */
     int64_t total_tokens; /* tokens of the chunk */
 } lp_edit_chunk_stats;
 
 /* Edits one chunk. x [F, C, H, W]: in, the SDEdit start; out, the final x0.
+ * Returns once x0 is back; the context pass may still run on the device
+ * (the next call on the DiT's backend comes after it).
  * keep [F, H/2, W/2] (1 = compute) or NULL for all-keep; ignored by
  * LP_PRUNE_NONE and LP_PRUNE_TOME, which takes merge_dst instead
  * (lp_tome_plan; NULL = nothing merged). Noise for re-noising after step i

@@ -61,6 +61,10 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->patchify = lp_cpu_patchify;
     be->unpatchify = lp_cpu_unpatchify;
     be->add = lp_cpu_add;
+    be->clear = lp_cpu_clear;
+    be->flow_x0 = lp_cpu_flow_x0;
+    be->flow_renoise = lp_cpu_flow_renoise;
+    be->restore_patches = lp_cpu_restore_patches;
     be->synchronize = lp_cpu_synchronize;
     be->memory_in_use = lp_cpu_memory_in_use;
     be->destroy = cpu_destroy;

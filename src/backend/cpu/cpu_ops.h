@@ -56,6 +56,11 @@ lp_status lp_cpu_patchify(const lp_backend *be, float *tokens, const float *x, c
 lp_status lp_cpu_unpatchify(const lp_backend *be, float *x, const float *tokens, const int32_t *idx, int64_t n, int C,
                             int H, int W);
 void lp_cpu_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
+lp_status lp_cpu_clear(const lp_backend *be, void *p, size_t bytes);
+void lp_cpu_flow_x0(const lp_backend *be, float *x0, const float *xt, const float *v, float sigma, int64_t n);
+void lp_cpu_flow_renoise(const lp_backend *be, float *x, const float *x0, const float *eps, float sigma, int64_t n);
+lp_status lp_cpu_restore_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C, int H,
+                                 int W);
 lp_status lp_cpu_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
                         const lp_tensor *b, int stride, unsigned flags);
 void lp_cpu_relu(const lp_backend *be, float *x, int64_t n);

@@ -1,4 +1,6 @@
-/* Memory and data-movement ops of the CPU backend: buffers are host memory. */
+/* Memory and data-movement ops of the CPU backend (buffers are host memory),
+ * and the editing loop's elementwise steps (flow_x0, flow_renoise,
+ * restore_patches) with the formulas of src/pipeline/scheduler.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +66,42 @@ lp_status lp_cpu_unpatchify(const lp_backend *be, float *x, const float *tokens,
 void lp_cpu_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n) {
     (void)be;
     for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+lp_status lp_cpu_clear(const lp_backend *be, void *p, size_t bytes) {
+    (void)be;
+    if (bytes) memset(p, 0, bytes);
+    return LP_OK;
+}
+
+void lp_cpu_flow_x0(const lp_backend *be, float *x0, const float *xt, const float *v, float sigma, int64_t n) {
+    (void)be;
+    double sg = sigma;
+    for (int64_t i = 0; i < n; i++) x0[i] = (float)((double)xt[i] - sg * (double)v[i]);
+}
+
+void lp_cpu_flow_renoise(const lp_backend *be, float *x, const float *x0, const float *eps, float sigma, int64_t n) {
+    (void)be;
+    float keep = 1.0f - sigma;
+    for (int64_t i = 0; i < n; i++) x[i] = keep * x0[i] + sigma * eps[i];
+}
+
+lp_status lp_cpu_restore_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C, int H,
+                                 int W) {
+    (void)be;
+    int h = H / 2, w = W / 2;
+    int64_t HW = (int64_t)H * W;
+    for (int r = 0; r < h; r++)
+        for (int col = 0; col < w; col++) {
+            if (keep[r * w + col]) continue;
+            for (int c = 0; c < C; c++)
+                for (int q = 0; q < 2; q++) {
+                    int64_t o = c * HW + (int64_t)(2 * r + q) * W + 2 * col;
+                    dst[o] = src[o];
+                    dst[o + 1] = src[o + 1];
+                }
+        }
+    return LP_OK;
 }
 
 void lp_cpu_synchronize(const lp_backend *be) { (void)be; }

@@ -931,6 +931,10 @@ lp_status lp_backend_cuda_create(int nthreads, int priority, lp_backend **out) {
     be->patchify = lp_cuda_patchify;
     be->unpatchify = lp_cuda_unpatchify;
     be->add = lp_cuda_add;
+    be->clear = lp_cuda_clear;
+    be->flow_x0 = lp_cuda_flow_x0;
+    be->flow_renoise = lp_cuda_flow_renoise;
+    be->restore_patches = lp_cuda_restore_patches;
     be->synchronize = cuda_synchronize;
     be->memory_in_use = cuda_memory_in_use;
     be->destroy = cuda_destroy;

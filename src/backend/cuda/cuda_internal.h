@@ -76,6 +76,11 @@ lp_status lp_cuda_patchify(const lp_backend *be, float *tokens, const float *x, 
 lp_status lp_cuda_unpatchify(const lp_backend *be, float *x, const float *tokens, const int32_t *idx, int64_t n,
                              int C, int H, int W);
 void lp_cuda_add(const lp_backend *be, float *y, const float *a, const float *b, int64_t n);
+lp_status lp_cuda_clear(const lp_backend *be, void *p, size_t bytes);
+void lp_cuda_flow_x0(const lp_backend *be, float *x0, const float *xt, const float *v, float sigma, int64_t n);
+void lp_cuda_flow_renoise(const lp_backend *be, float *x, const float *x0, const float *eps, float sigma, int64_t n);
+lp_status lp_cuda_restore_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C,
+                                  int H, int W);
 /* f32 → bf16 conversion of n elements (GEMM inputs), rounding to nearest
  * even like lp_f32_to_bf16; returns the launch status. */
 lp_status lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src, int64_t n);

@@ -2,7 +2,8 @@
  * fused row ops of the DiT blocks (the gated residual add + LayerNorm +
  * modulation into bf16 over frame segments, RMSNorm + 3-D RoPE), SiLU, add, the
  * writes of the bf16 KV cache (kv_store, with its row gathers/scatters),
- * patchify/unpatchify, and the helpers of linear (f32 → bf16 conversion of
+ * patchify/unpatchify, the editing loop's steps (clear, flow_x0,
+ * flow_renoise, restore_patches), and the helpers of linear (f32 → bf16 conversion of
  * GEMM inputs, the bias/GELU epilogue when cuBLASLt cannot fuse it). The CPU
  * versions (src/backend/cpu/) are the reference semantics: fp32 arithmetic
  * with the same operation order (explicitly rounded __f*_rn so that nvcc does
@@ -526,6 +527,63 @@ void lp_cuda_add(const lp_backend *be, float *y, const float *a, const float *b,
         add_kernel<4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(y, a, b, n);
     else add_kernel<1><<<grid_for(n, THREADS), THREADS, 0, s>>>(y, a, b, n);
     lp_cuda_check_launch(be, "add");
+}
+
+/* ------------------------------------------- the editing loop's steps */
+
+lp_status lp_cuda_clear(const lp_backend *be, void *p, size_t bytes) {
+    LP_TRY(pending(be, "clear"));
+    if (!bytes) return LP_OK;
+    return lp_cuda_check(be, cudaMemsetAsync(p, 0, bytes, lp_cuda(be)->stream), "cudaMemsetAsync (clear)");
+}
+
+/* x0 = xt − σ·v in fp64, stored f32 (the CPU's formula, no fused multiply-add). */
+__global__ void flow_x0_kernel(float *x0, const float *xt, const float *v, double sigma, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x0[i] = __double2float_rn(__dsub_rn((double)xt[i], __dmul_rn(sigma, (double)v[i])));
+}
+
+/* x = (1 − σ)·x0 + σ·ε, each product and the sum rounded in f32. */
+__global__ void flow_renoise_kernel(float *x, const float *x0, const float *eps, float keep, float sigma, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = __fadd_rn(__fmul_rn(keep, x0[i]), __fmul_rn(sigma, eps[i]));
+}
+
+void lp_cuda_flow_x0(const lp_backend *be, float *x0, const float *xt, const float *v, float sigma, int64_t n) {
+    if (n <= 0) return;
+    flow_x0_kernel<<<grid_for(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(x0, xt, v, (double)sigma, n);
+    lp_cuda_check_launch(be, "flow_x0");
+}
+
+void lp_cuda_flow_renoise(const lp_backend *be, float *x, const float *x0, const float *eps, float sigma, int64_t n) {
+    if (n <= 0) return;
+    flow_renoise_kernel<<<grid_for(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(x, x0, eps, 1.0f - sigma, sigma,
+                                                                                  n);
+    lp_cuda_check_launch(be, "flow_renoise");
+}
+
+/* One thread per (channel, pixel pair (2·col, 2·col + 1) of a row): copies the
+ * pair when its token is pruned. */
+__global__ void restore_kernel(float *dst, const float *src, const uint8_t *keep, int C, int H, int W) {
+    const int half = W / 2;
+    const int64_t n = (int64_t)C * H * half;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int col = (int)(i % half), y = (int)(i / half % H);
+        if (keep[(y / 2) * half + col]) continue;
+        const int64_t o = i / half * W + 2 * col; /* (c·H + y)·W + 2·col */
+        dst[o] = src[o];
+        dst[o + 1] = src[o + 1];
+    }
+}
+
+lp_status lp_cuda_restore_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C,
+                                  int H, int W) {
+    LP_TRY(pending(be, "restore_patches"));
+    if (C < 1 || H < 2 || W < 2 || H % 2 || W % 2 || !dst || !src || !keep)
+        return lp_fail(LP_ERR_ARG, "restore_patches: C %d, %dx%d (positive, even sizes) or a NULL buffer", C, W, H);
+    const int64_t n = (int64_t)C * H * (W / 2);
+    restore_kernel<<<grid_for(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(dst, src, keep, C, H, W);
+    return lp_cuda_check_launch(be, "restore_patches");
 }
 
 /* ------------------------------------------------------ linear's helpers */
