@@ -73,6 +73,19 @@ static lp_status op_profile_linear(const lp_backend *be, void *y, const void *x,
     return s;
 }
 
+static lp_status op_profile_linear_batch(const lp_backend *be, void *y, int64_t y_stride, const void *x, int64_t M,
+                                         const lp_tensor *const *W, const lp_tensor *const *b, int count,
+                                         unsigned flags) {
+    (void)be;
+    double t0 = op_profile_start();
+    lp_status s = op_profile_real->linear_batch(op_profile_real, y, y_stride, x, M, W, b, count, flags);
+    char key[80];
+    snprintf(key, sizeof key, "linear_batch %d x %lld->%lld", count, (long long)W[0]->shape[1],
+             (long long)W[0]->shape[0]);
+    op_profile_account(key, t0, 2e-9 * count * (double)M * (double)W[0]->shape[0] * (double)W[0]->shape[1]);
+    return s;
+}
+
 static void op_profile_norm_modulate(const lp_backend *be, void *y, const float *x, int64_t dim, const lp_tensor *w,
                                      const lp_tensor *b, float eps, const lp_segments *seg, const float *shift,
                                      const float *scale, int64_t stride) {
@@ -203,6 +216,7 @@ static lp_backend op_profile_wrap(const lp_backend *be) {
     op_profile_real = be;
     lp_backend p = *be;
     p.linear = op_profile_linear;
+    p.linear_batch = op_profile_linear_batch;
     p.norm_modulate = op_profile_norm_modulate;
     p.rms_norm_rope = op_profile_rms_norm_rope;
     p.residual_norm_modulate = op_profile_residual_norm_modulate;

@@ -130,6 +130,42 @@ static int test_linear_errors(void) {
     return 0;
 }
 
+/* linear_batch: the products one linear at a time, into outputs y_stride
+ * apart (the gap untouched); argument errors. */
+static int test_linear_batch(void) {
+    enum { M = 7, K = 24, N = 10, CNT = 3, STRIDE = M * N + 5 };
+    float x[M * K], wv[CNT][N * K], bv[CNT][N], y[CNT * STRIDE], want[M * N];
+    lp_test_fill(x, M * K, 11, 1.0f);
+    lp_tensor W[CNT], B[CNT];
+    const lp_tensor *wp[CNT], *bp[CNT];
+    int64_t ws[2] = {N, K}, bs[1] = {N};
+    for (int i = 0; i < CNT; i++) {
+        lp_test_fill(wv[i], N * K, 20 + (uint32_t)i, 0.5f);
+        lp_test_fill(bv[i], N, 30 + (uint32_t)i, 1.0f);
+        W[i] = view("w", LP_F32, 2, ws, wv[i]);
+        B[i] = view("b", LP_F32, 1, bs, bv[i]);
+        wp[i] = &W[i];
+        bp[i] = &B[i];
+    }
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        for (int i = 0; i < CNT * STRIDE; i++) y[i] = 777.0f;
+        REQUIRE(be->linear_batch(be, y, STRIDE, x, M, wp, with_bias ? bp : NULL, CNT, 0) == LP_OK);
+        for (int i = 0; i < CNT; i++) {
+            REQUIRE(be->linear(be, want, x, M, wp[i], with_bias ? bp[i] : NULL, 0) == LP_OK);
+            CHECK(!memcmp(y + i * STRIDE, want, sizeof want), "product %d differs from linear's", i);
+            for (int g = M * N; g < STRIDE; g++) CHECK(y[i * STRIDE + g] == 777.0f, "gap of product %d written", i);
+        }
+    }
+    int64_t s2[2] = {N + 1, K};
+    lp_tensor other = view("other", LP_F32, 2, s2, wv[0]);
+    const lp_tensor *mixed[2] = {&W[0], &other}, *half_bias[2] = {&B[0], NULL};
+    CHECK(be->linear_batch(be, y, STRIDE, x, M, mixed, NULL, 2, 0) == LP_ERR_SHAPE, "mixed shapes accepted");
+    CHECK(be->linear_batch(be, y, STRIDE, x, M, wp, half_bias, 2, 0) == LP_ERR_ARG, "a missing bias accepted");
+    CHECK(be->linear_batch(be, y, M * N - 1, x, M, wp, NULL, 2, 0) == LP_ERR_ARG, "overlapping outputs accepted");
+    CHECK(be->linear_batch(be, y, STRIDE, x, M, wp, NULL, 0, 0) == LP_ERR_ARG, "no weights accepted");
+    return 0;
+}
+
 /* ---------------------------------------------------------------- row ops */
 
 static void ref_layer_norm(double *out, const float *x, int64_t rows, int64_t dim, const float *w, const float *b,
@@ -668,6 +704,7 @@ int main(void) {
     }
     lp_test_run("linear", test_linear);
     lp_test_run("linear_errors", test_linear_errors);
+    lp_test_run("linear_batch", test_linear_batch);
     lp_test_run("layer_norm", test_layer_norm);
     lp_test_run("rms_norm", test_rms_norm);
     lp_test_run("modulate_gated_add", test_modulate_gated_add);

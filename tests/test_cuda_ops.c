@@ -320,6 +320,85 @@ static int test_linear(void) {
     return fails ? 1 : 0;
 }
 
+/* ------------------------------------------------------------ linear_batch */
+
+/* count products of one x (M rows, K wide) with weights [N, K] (biases when
+ * bias), into y's gap floats apart beyond M·N, on both backends; the CUDA
+ * batch against the CPU's single products. */
+static int linear_batch_case(int64_t M, int64_t K, int64_t N, int count, int bias, unsigned flags, int64_t gap,
+                             uint32_t seed) {
+    char name[128];
+    snprintf(name, sizeof name, "linear_batch x%d M=%lld K=%lld N=%lld%s%s%s", count, (long long)M, (long long)K,
+             (long long)N, bias ? " +bias" : "", flags & LP_LINEAR_Y_ACT ? " y:act" : "",
+             flags & LP_LINEAR_GELU ? " gelu" : "");
+    const int ya = (flags & LP_LINEAR_Y_ACT) != 0;
+    lp_tensor W[LP_LINEAR_BATCH_MAX], B[LP_LINEAR_BATCH_MAX];
+    const lp_tensor *wp[LP_LINEAR_BATCH_MAX], *bp[LP_LINEAR_BATCH_MAX];
+    for (int i = 0; i < count; i++) {
+        W[i] = weight("W", LP_BF16, 2, (int64_t[]){N, K}, seed + 10 * (uint32_t)i, 1.5f / sqrtf((float)K), 0.0f);
+        B[i] = weight("b", LP_BF16, 1, (int64_t[]){N}, seed + 10 * (uint32_t)i + 1, 0.5f, 0.0f);
+        CHECK(W[i].data && B[i].data, "out of memory");
+        wp[i] = &W[i];
+        bp[i] = &B[i];
+    }
+    int64_t stride = M * N + gap;
+    size_t nx = (size_t)(M * K), ny = (size_t)(stride * count);
+    float *x = random_floats(nx, seed + 2, 1.0f, 0.0f), *y = malloc(ny * sizeof *y);
+    CHECK(x && y, "out of memory");
+    void *dx = dev_bf16(gpu, x, nx), *dy = dev_out(ya, ny);
+    CHECK(cpu->linear_batch(cpu, y, stride, x, M, wp, bias ? bp : NULL, count, flags) == LP_OK, "cpu: %s",
+          lp_last_error());
+    int fail = 1;
+    if (dx && dy && lp_test_status_ok(name, gpu->linear_batch(gpu, dy, stride, dx, M, wp, bias ? bp : NULL, count,
+                                                              flags))) {
+        fail = 0;
+        for (int i = 0; i < count; i++) {
+            char part[160];
+            snprintf(part, sizeof part, "%s [%d]", name, i);
+            size_t off = (size_t)(i * stride);
+            const void *d = ya ? (const void *)((const uint16_t *)dy + off) : (const void *)((const float *)dy + off);
+            fail |= compare_out(part, d, ya, y + off, (size_t)(M * N), 2e-2);
+        }
+    }
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dy);
+    free(x);
+    free(y);
+    return fail;
+}
+
+static int test_linear_batch(void) {
+    if (!gpu) return no_gpu;
+    const unsigned XA = LP_LINEAR_X_ACT;
+    int fails = 0;
+    /* Q, K and V of a pruned chunk: one batched product, then other row
+     * counts of its 512-row bucket (the plan resized) and another bucket */
+    fails += linear_batch_case(1076, 1536, 1536, 3, 1, XA, 0, 500);
+    fails += linear_batch_case(1500, 1536, 1536, 3, 1, XA, 0, 510);
+    fails += linear_batch_case(1100, 1536, 1536, 3, 1, XA, 1536, 520); /* outputs apart by more than M·N */
+    fails += linear_batch_case(37, 128, 96, 2, 0, XA, 0, 530);         /* no biases, two weights */
+    fails += linear_batch_case(5, 64, 40, 4, 1, XA, 8, 540);           /* four, small */
+    /* forms the batch does not take run as single products */
+    fails += linear_batch_case(37, 192, 768, 3, 1, XA | LP_LINEAR_Y_ACT | LP_LINEAR_GELU, 0, 550);
+    fails += linear_batch_case(13, 96, 64, 1, 1, XA, 0, 560);
+    /* argument errors, before anything is issued */
+    lp_tensor a = weight("a", LP_BF16, 2, (int64_t[]){64, 32}, 570, 0.1f, 0.0f);
+    lp_tensor c = weight("c", LP_BF16, 2, (int64_t[]){48, 32}, 571, 0.1f, 0.0f);
+    const lp_tensor *mixed[2] = {&a, &c}, *same[2] = {&a, &a};
+    void *dx = lp_test_dev_poison(gpu, 4096), *dy = lp_test_dev_poison(gpu, 4096);
+    CHECK(a.data && c.data && dx && dy, "out of memory");
+    lp_status s1 = gpu->linear_batch(gpu, dy, 640, dx, 10, mixed, NULL, 2, XA);
+    lp_status s2 = gpu->linear_batch(gpu, dy, 639, dx, 10, same, NULL, 2, XA);
+    lp_status s3 = gpu->linear_batch(gpu, dy, 640, dx, 10, same, NULL, 5, XA);
+    lp_status s4 = gpu->linear_batch(gpu, dy, 640, dx, 10, same, NULL, 2, XA);
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dy);
+    printf("    linear_batch mixed shapes -> %s, overlapping outputs -> %s, 5 weights -> %s, then %s\n",
+           lp_status_name(s1), lp_status_name(s2), lp_status_name(s3), lp_status_name(s4));
+    CHECK(s1 == LP_ERR_SHAPE && s2 == LP_ERR_ARG && s3 == LP_ERR_ARG && s4 == LP_OK, "unexpected statuses");
+    return fails ? 1 : 0;
+}
+
 /* ---------------------------------------------------- norm_modulate */
 
 /* LayerNorm of the rows of nseg segments (sizes) of width dim, values around
@@ -1031,6 +1110,7 @@ int main(void) {
     no_gpu = lp_test_cuda_backends(&gpu, &cpu);
     lp_test_run("memory", test_memory);
     lp_test_run("linear", test_linear);
+    lp_test_run("linear_batch (Q, K, V in one product)", test_linear_batch);
     lp_test_run("norm_modulate", test_norm_modulate);
     lp_test_run("rms_norm_rope", test_rms_norm_rope);
     lp_test_run("residual_norm_modulate", test_residual_norm_modulate);

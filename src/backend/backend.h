@@ -56,6 +56,9 @@ typedef struct {
 #define LP_CONV_ACCUMULATE 1u /* add to out */
 #define LP_CONV_RELU 2u       /* then ReLU */
 
+/* the most weights of one linear_batch */
+#define LP_LINEAR_BATCH_MAX 4
+
 /* linear's flags */
 #define LP_LINEAR_X_ACT 1u /* x is of the activation type */
 #define LP_LINEAR_Y_ACT 2u /* y is written in the activation type */
@@ -122,6 +125,14 @@ struct lp_backend {
      * overlap. */
     lp_status (*linear)(const lp_backend *be, void *y, const void *x, int64_t M, const lp_tensor *W,
                         const lp_tensor *b, unsigned flags);
+    /* The products of one x with `count` (1..LP_LINEAR_BATCH_MAX) weights of
+     * one shape [N, K]: y_i = x·W_iᵀ + b_i into y + i·y_stride elements (of
+     * y's type; y_stride ≥ M·N), as `count` calls of linear with the same
+     * flags (b NULL for no biases, else b_i for every i). A GPU runs them as
+     * one batched product, which fills the device where separate small ones
+     * do not (Q, K and V of a pruned chunk). */
+    lp_status (*linear_batch)(const lp_backend *be, void *y, int64_t y_stride, const void *x, int64_t M,
+                              const lp_tensor *const *W, const lp_tensor *const *b, int count, unsigned flags);
     /* y (activation type) = LayerNorm(x) over the last dim (fp32, biased
      * variance), times w plus b when given (both or neither), then when
      * shift and scale are given, per segment f: ·(1 + scale[f·stride + j]) +
@@ -205,6 +216,14 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out);
  * instances made with 0 when they compete for the GPU (its stream gets the
  * device's greatest priority: the GPU starts its pending blocks first). */
 lp_status lp_backend_cuda_create(int nthreads, int priority, lp_backend **out);
+/* linear_batch's shared parts (linear_batch.c): the argument checks; the
+ * products one linear call at a time; both (the CPU's linear_batch). */
+lp_status lp_linear_batch_check(int64_t y_stride, int64_t M, const lp_tensor *const *W, const lp_tensor *const *b,
+                                int count);
+lp_status lp_linear_batch_loop(const lp_backend *be, void *y, int64_t y_stride, const void *x, int64_t M,
+                               const lp_tensor *const *W, const lp_tensor *const *b, int count, unsigned flags);
+lp_status lp_linear_batch_serial(const lp_backend *be, void *y, int64_t y_stride, const void *x, int64_t M,
+                                 const lp_tensor *const *W, const lp_tensor *const *b, int count, unsigned flags);
 /* "cpu" or "cuda", priority 0. */
 lp_status lp_backend_create(const char *name, int nthreads, lp_backend **out);
 /* The same for the stage on the critical path of a pipeline whose stages

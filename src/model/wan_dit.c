@@ -546,10 +546,10 @@ static lp_status alloc_buffers(lp_arena *a, const lp_dit_config *c, size_t act_s
 #define TAKE(ptr, count) TAKE_BYTES(ptr, (size_t)(count) * sizeof *(ptr))
     TAKE(b->x, n * D);
     TAKE_BYTES(b->xn, n * D * act_size);
-    TAKE(b->q, n * D);
+    TAKE(b->q, 3 * n * D); /* q, k, v one after the other: one batched product writes them */
+    b->k = b->q + n * D;
+    b->v = b->k + n * D;
     TAKE_BYTES(b->qa, n * D * act_size);
-    TAKE(b->k, n * D);
-    TAKE(b->v, n * D);
     TAKE_BYTES(b->att, n * D * act_size);
     TAKE(b->y, n * D);
     TAKE_BYTES(b->hid, n * (size_t)c->ffn_dim * act_size);
@@ -609,9 +609,8 @@ static lp_status block_forward(lp_dit *m, lp_dit_cache *c, int layer, const lp_d
     const unsigned XA = LP_LINEAR_X_ACT;
     /* self-attention on xn = LN(x)·(1+m1)+m0; q and k RMS-normed, q rotated
      * here, k rotated as it is stored */
-    LP_TRY(be->linear(be, b->q, b->xn, n, w->sa_q_w, w->sa_q_b, XA));
-    LP_TRY(be->linear(be, b->k, b->xn, n, w->sa_k_w, w->sa_k_b, XA));
-    LP_TRY(be->linear(be, b->v, b->xn, n, w->sa_v_w, w->sa_v_b, XA));
+    const lp_tensor *qkv_w[3] = {w->sa_q_w, w->sa_k_w, w->sa_v_w}, *qkv_b[3] = {w->sa_q_b, w->sa_k_b, w->sa_v_b};
+    LP_TRY(be->linear_batch(be, b->q, b->k - b->q, b->xn, n, qkv_w, w->sa_q_b ? qkv_b : NULL, 3, XA));
     be->rms_norm_rope(be, b->qa, 1, b->q, n, H, hd, w->sa_norm_q, cfg->eps, p->pos);
     be->rms_norm_rope(be, b->k, 0, b->k, n, H, hd, w->sa_norm_k, cfg->eps, NULL);
     LP_TRY(write_chunk_kv(m, c, layer, call, p, b));

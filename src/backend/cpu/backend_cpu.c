@@ -61,6 +61,7 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->patchify = lp_cpu_patchify;
     be->unpatchify = lp_cpu_unpatchify;
     be->add = lp_cpu_add;
+    be->linear_batch = lp_linear_batch_serial;
     be->clear = lp_cpu_clear;
     be->flow_x0 = lp_cpu_flow_x0;
     be->flow_renoise = lp_cpu_flow_renoise;

@@ -77,10 +77,13 @@ enum {
 
 /* One cached GEMM configuration, keyed by (M, N, K, the flags that shape
  * the output (LP_LINEAR_Y_ACT, LP_LINEAR_GELU), bias or not, alignment of x
- * and y); g.op == NULL marks an empty slot. */
+ * and y, batch: products of one x with `batch` weights of one shape, see
+ * lp_cuda_linear_batch); g.op == NULL marks an empty slot. */
 typedef struct {
     int64_t M, N, K;
     int64_t algo_M; /* the row count the algorithm was chosen for */
+    int batch;
+    int64_t y_stride; /* batch > 1: elements from one product's y to the next's, as last set */
     unsigned out_flags;
     int bias;
     uint32_t align_x, align_y;
@@ -104,9 +107,22 @@ struct lp_cuda_weight_cache {
     size_t cap, count;
 };
 
+/* The weights of a batched product (lp_cuda_linear_batch) as one device
+ * copy: bf16 [count][N][K] and, with biases, f32 [count][N]; keyed by the
+ * weights' host data pointers. */
+typedef struct {
+    const void *host[LP_LINEAR_BATCH_MAX];
+    int count;
+    void *w;
+    float *b;
+} fused_weight;
+
 typedef struct {
     lp_cuda_state st; /* first member: be->impl points here */
     lp_cuda_weight_cache cache;
+    fused_weight *fused;
+    int n_fused, cap_fused;
+    int no_batch;     /* cuBLASLt had no batched algorithm: linear_batch runs single products */
     gemm_plan plans[PLAN_SLOTS];
     int next_plan;
     /* linear's scratch, grown on demand: the bf16 copy of an f32 x, and the
@@ -645,6 +661,25 @@ static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, con
         s = lp_cuda_lt_check(
             cublasLtMatrixLayoutCreate(&g->d, d_bf16 ? CUDA_R_16BF : CUDA_R_32F, (uint64_t)N, (uint64_t)M, N), who,
             "layout of y");
+    if (s == LP_OK && p->batch > 1) { /* W's one after the other, the same x (stride 0), y's y_stride apart */
+        int32_t count = p->batch;
+        int64_t strides[3] = {N * K, 0, p->y_stride}, bias_stride = N;
+        cublasLtMatrixLayout_t layouts[3] = {g->a, g->b, g->d};
+        for (int i = 0; i < 3 && s == LP_OK; i++) {
+            s = lp_cuda_lt_check(cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                                  &count, sizeof count),
+                                 who, "batch count");
+            if (s == LP_OK)
+                s = lp_cuda_lt_check(cublasLtMatrixLayoutSetAttribute(
+                                         layouts[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i],
+                                         sizeof strides[i]),
+                                     who, "batch stride");
+        }
+        if (s == LP_OK && p->bias)
+            s = lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE,
+                                                                &bias_stride, sizeof bias_stride),
+                                 who, "bias batch stride");
+    }
     /* an EPI_KERNEL plan with a bf16 y writes the 256-byte aligned scratch */
     uint32_t align_d = !fused && y_bf16 ? 256 : p->align_y;
     if (s == LP_OK) s = lp_cuda_gemm_choose_algo_b(be, g, p->align_x, align_d, who);
@@ -663,8 +698,9 @@ static lp_status plan_build(const lp_backend *be, gemm_plan *p, const void *bias
              (long long)p->K, p->bias ? " +bias" : "", p->out_flags & LP_LINEAR_GELU ? " +gelu" : "",
              p->out_flags & LP_LINEAR_Y_ACT ? " (bf16 out)" : "");
     const int y_bf16 = (p->out_flags & LP_LINEAR_Y_ACT) != 0;
-    const int modes[3] = {EPI_FUSED, p->bias && y_bf16 ? EPI_FUSED_BF16_BIAS : -1,
-                          p->bias || p->out_flags ? EPI_KERNEL : -1};
+    /* a batch runs with the fused epilogue only (lp_cuda_linear_batch falls back to single products) */
+    const int modes[3] = {EPI_FUSED, p->batch == 1 && p->bias && y_bf16 ? EPI_FUSED_BF16_BIAS : -1,
+                          p->batch == 1 && (p->bias || p->out_flags) ? EPI_KERNEL : -1};
     lp_status s = LP_ERR_UNSUPPORTED;
     p->algo_M = p->M;
     for (int i = 0; i < 3; i++) {
@@ -700,9 +736,11 @@ static lp_status plan_resize(gemm_plan *p, int64_t M) {
 }
 
 /* (Re)builds slot p for this key. */
-static lp_status plan_make(const lp_backend *be, gemm_plan *p, int64_t M, int64_t N, int64_t K, unsigned out_flags,
-                           const void *bias, uint32_t align_x, uint32_t align_y) {
+static lp_status plan_make(const lp_backend *be, gemm_plan *p, int64_t M, int64_t N, int64_t K, int batch,
+                           int64_t y_stride, unsigned out_flags, const void *bias, uint32_t align_x, uint32_t align_y) {
     plan_clear(p);
+    p->batch = batch;
+    p->y_stride = y_stride;
     p->M = M;
     p->N = N;
     p->K = K;
@@ -715,12 +753,13 @@ static lp_status plan_make(const lp_backend *be, gemm_plan *p, int64_t M, int64_
 
 /* *out = the cached plan for this key and M's bucket, resized to M, or one
  * built on first use. */
-static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K, unsigned out_flags,
-                          const void *bias, uint32_t align_x, uint32_t align_y, gemm_plan **out) {
+static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K, int batch, int64_t y_stride,
+                          unsigned out_flags, const void *bias, uint32_t align_x, uint32_t align_y, gemm_plan **out) {
     cuda_impl *im = impl_of(be);
     for (int i = 0; i < PLAN_SLOTS; i++) {
         gemm_plan *p = &im->plans[i];
-        if (p->g.op && p->N == N && p->K == K && p->out_flags == out_flags && p->bias == (bias != NULL) &&
+        if (p->g.op && p->N == N && p->K == K && p->batch == batch && p->out_flags == out_flags &&
+            p->bias == (bias != NULL) &&
             p->align_x == align_x && p->align_y == align_y &&
             (p->M - 1) / PLAN_M_BUCKET == (M - 1) / PLAN_M_BUCKET) {
             *out = p;
@@ -730,7 +769,7 @@ static lp_status plan_get(const lp_backend *be, int64_t M, int64_t N, int64_t K,
     gemm_plan *p = &im->plans[im->next_plan];
     im->next_plan = (im->next_plan + 1) % PLAN_SLOTS;
     *out = p;
-    return plan_make(be, p, M, N, K, out_flags, bias, align_x, align_y);
+    return plan_make(be, p, M, N, K, batch, y_stride, out_flags, bias, align_x, align_y);
 }
 
 /* Grows the scratch *buf of *bytes to at least need bytes (whole MiB). */
@@ -807,12 +846,121 @@ lp_status lp_cuda_linear(const lp_backend *be, void *y, const void *x, int64_t M
     }
     const unsigned out_flags = flags & (LP_LINEAR_Y_ACT | LP_LINEAR_GELU);
     gemm_plan *p;
-    LP_TRY(plan_get(be, M, N, K, out_flags, bias, alignment_of(xb), alignment_of(y), &p));
+    LP_TRY(plan_get(be, M, N, K, 1, 0, out_flags, bias, alignment_of(xb), alignment_of(y), &p));
     lp_status s = linear_run(be, p, b, bias, w, xb, y);
     if (s == LP_OK || p->algo_M == M) return s;
     /* the algorithm of another row count of the bucket: choose one for M */
-    LP_TRY(plan_make(be, p, M, N, K, out_flags, bias, alignment_of(xb), alignment_of(y)));
+    LP_TRY(plan_make(be, p, M, N, K, 1, 0, out_flags, bias, alignment_of(xb), alignment_of(y)));
     return linear_run(be, p, b, bias, w, xb, y);
+}
+
+/* Copies the count tensors t[i] (each of `numel` elements) into dst as bf16
+ * or f32, one after the other (through weight_upload's conversion). */
+static lp_status fuse_upload(const lp_backend *be, const lp_tensor *const *t, int count, int64_t numel, int as_bf16,
+                             void *dst) {
+    size_t each = (size_t)numel * (as_bf16 ? 2 : 4);
+    void *tmp[LP_LINEAR_BATCH_MAX] = {NULL};
+    lp_status s = LP_OK;
+    for (int i = 0; i < count && s == LP_OK; i++) {
+        s = weight_upload(be, t[i], as_bf16, numel, &tmp[i]);
+        if (s == LP_OK)
+            s = lp_cuda_check(be, cudaMemcpyAsync((char *)dst + i * each, tmp[i], each, cudaMemcpyDeviceToDevice,
+                                                  lp_cuda(be)->stream),
+                              "cudaMemcpyAsync (fused weight)");
+    }
+    if (s == LP_OK) s = lp_cuda_check(be, cudaStreamSynchronize(lp_cuda(be)->stream), "cudaStreamSynchronize (fused weight)");
+    for (int i = 0; i < count; i++) cudaFree(tmp[i]);
+    return s;
+}
+
+/* *out = the fused copy of W (and b), made on first use. */
+static lp_status fused_get(const lp_backend *be, const lp_tensor *const *W, const lp_tensor *const *b, int count,
+                           const fused_weight **out) {
+    cuda_impl *im = impl_of(be);
+    for (int i = 0; i < im->n_fused; i++) {
+        const fused_weight *f = &im->fused[i];
+        int same = f->count == count && (f->b != NULL) == (b != NULL);
+        for (int j = 0; same && j < count; j++) same = f->host[j] == W[j]->data;
+        if (same) {
+            *out = f;
+            return LP_OK;
+        }
+    }
+    for (int j = 0; j < count; j++) {
+        int64_t n = lp_tensor_numel(W[j]);
+        if (!W[j]->data || (uint64_t)n > (uint64_t)W[j]->nbytes / lp_dtype_size(W[j]->dtype) ||
+            (b && (!b[j]->data || lp_tensor_numel(b[j]) != W[j]->shape[0])))
+            return lp_fail(LP_ERR_FORMAT, "linear_batch: weight '%s' or its bias has fewer bytes than its shape",
+                           W[j]->name);
+    }
+    if (im->n_fused == im->cap_fused) {
+        int cap = im->cap_fused ? 2 * im->cap_fused : 32;
+        fused_weight *nf = (fused_weight *)realloc(im->fused, (size_t)cap * sizeof *nf);
+        if (!nf) return lp_fail(LP_ERR_NOMEM, "out of memory for the fused weights");
+        im->fused = nf;
+        im->cap_fused = cap;
+    }
+    fused_weight f;
+    memset(&f, 0, sizeof f);
+    f.count = count;
+    for (int j = 0; j < count; j++) f.host[j] = W[j]->data;
+    int64_t N = W[0]->shape[0], NK = lp_tensor_numel(W[0]);
+    lp_status s = device_alloc(&f.w, (size_t)count * (size_t)NK * 2, "fused weights");
+    if (s == LP_OK) s = fuse_upload(be, W, count, NK, 1, f.w);
+    if (s == LP_OK && b) s = device_alloc((void **)&f.b, (size_t)count * (size_t)N * 4, "fused biases");
+    if (s == LP_OK && b) s = fuse_upload(be, b, count, N, 0, f.b);
+    if (s != LP_OK) {
+        cudaFree(f.w);
+        cudaFree(f.b);
+        return s;
+    }
+    im->fused[im->n_fused] = f;
+    *out = &im->fused[im->n_fused++];
+    return LP_OK;
+}
+
+/* Issues the batched product of plan p. */
+static lp_status batch_run(const lp_backend *be, gemm_plan *p, const fused_weight *f, const void *x, void *y,
+                           int64_t y_stride) {
+    if (p->y_stride != y_stride) {
+        LP_TRY(lp_cuda_lt_check(cublasLtMatrixLayoutSetAttribute(p->g.d, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                                 &y_stride, sizeof y_stride),
+                                "linear_batch", "batch stride of y"));
+        p->y_stride = y_stride;
+    }
+    if (f->b)
+        LP_TRY(lp_cuda_lt_check(
+            cublasLtMatmulDescSetAttribute(p->g.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &f->b, sizeof f->b),
+            "linear_batch", "bias pointer"));
+    return lp_cuda_gemm_run(be, &p->g, f->w, x, 0.0f, y, "linear_batch");
+}
+
+/* One batched cuBLASLt product (strided batch: the fused weights, x at
+ * stride 0, the y's y_stride apart, the fused epilogue with a bias batch
+ * stride of N) when x is bf16 and y f32 without GELU (the form of Q, K and
+ * V); single products otherwise, or when cuBLASLt has no batched algorithm. */
+static lp_status lp_cuda_linear_batch(const lp_backend *be, void *y, int64_t y_stride, const void *x, int64_t M,
+                               const lp_tensor *const *W, const lp_tensor *const *b, int count, unsigned flags) {
+    LP_TRY(lp_linear_batch_check(y_stride, M, W, b, count));
+    cuda_impl *im = impl_of(be);
+    if (count == 1 || flags != LP_LINEAR_X_ACT || im->no_batch || M == 0)
+        return lp_linear_batch_loop(be, y, y_stride, x, M, W, b, count, flags);
+    LP_TRY(sticky_status(be));
+    const fused_weight *f = NULL;
+    LP_TRY(fused_get(be, W, b, count, &f));
+    int64_t N = W[0]->shape[0], K = W[0]->shape[1];
+    gemm_plan *p = NULL;
+    lp_status s = plan_get(be, M, N, K, count, y_stride, 0, f->b, alignment_of(x), alignment_of(y), &p);
+    if (s == LP_OK) s = batch_run(be, p, f, x, y, y_stride);
+    if (s != LP_OK && p && p->g.op && p->algo_M != M) { /* the bucket's algorithm refused for M */
+        s = plan_make(be, p, M, N, K, count, y_stride, 0, f->b, alignment_of(x), alignment_of(y));
+        if (s == LP_OK) s = batch_run(be, p, f, x, y, y_stride);
+    }
+    if (s == LP_ERR_UNSUPPORTED) { /* no batched algorithm: single products from now on */
+        im->no_batch = 1;
+        return lp_linear_batch_loop(be, y, y_stride, x, M, W, b, count, flags);
+    }
+    return s;
 }
 
 /* ---------------------------------------------------------------------------
@@ -828,6 +976,11 @@ static void cuda_destroy(lp_backend *be) {
         for (size_t i = 0; i < im->cache.cap; i++)
             if (im->cache.slots[i].host) cudaFree(im->cache.slots[i].dev);
         free(im->cache.slots);
+        for (int i = 0; i < im->n_fused; i++) {
+            cudaFree(im->fused[i].w);
+            cudaFree(im->fused[i].b);
+        }
+        free(im->fused);
         cudaFree(im->gemm_x);
         cudaFree(im->gemm_y);
         cudaFree(st->kv_bf16);
@@ -939,6 +1092,7 @@ lp_status lp_backend_cuda_create(int nthreads, int priority, lp_backend **out) {
     be->memory_in_use = cuda_memory_in_use;
     be->destroy = cuda_destroy;
     be->linear = lp_cuda_linear;
+    be->linear_batch = lp_cuda_linear_batch;
     be->norm_modulate = lp_cuda_norm_modulate;
     be->rms_norm_rope = lp_cuda_rms_norm_rope;
     be->residual_norm_modulate = lp_cuda_residual_norm_modulate;
