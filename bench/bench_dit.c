@@ -9,7 +9,9 @@
  *   bench_dit loop [--backend cuda --layers 30 --frames 96 --keep-file MASK | --keep a,b]
  *     the streaming editing loop (steps 400,300,250, sink 1 + window 6) over
  *     --frames frames without pruning, then with LIPAR at each mask: DiT FPS,
- *     achieved TFLOP/s and the speed-up.
+ *     achieved TFLOP/s and the speed-up. A chunk's time is the wall time of
+ *     lp_edit_chunk and its context pass; its noise is drawn before, as the
+ *     session's encoder thread draws it ahead of the DiT.
  *
  * Prints one table; every figure is the median of --reps runs. */
 #include <cblas.h>
@@ -161,6 +163,36 @@ static void loop_free(loop_run *r) {
     free_model(&r->m);
 }
 
+/* A chunk's re-noising noise drawn before its timed edit, as the session's
+ * encoder thread draws it ahead of the DiT: eps[i] is step i's. */
+typedef struct {
+    float *eps[LP_MAX_STEPS];
+    int64_t n;
+} drawn_noise;
+
+static lp_status draw_noise(drawn_noise *d, uint64_t seed, int chunk, int steps, int64_t n) {
+    lp_prng_noise pn = {seed, NULL};
+    d->n = n;
+    for (int i = 0; i + 1 < steps; i++) {
+        if (!d->eps[i] && !(d->eps[i] = malloc((size_t)n * sizeof(float))))
+            return lp_fail(LP_ERR_NOMEM, "out of memory");
+        LP_TRY(lp_prng_noise_fn(&pn, chunk, i, d->eps[i], n));
+    }
+    return LP_OK;
+}
+
+static lp_status drawn_noise_fn(void *ctx, int chunk, int step, float *eps, int64_t n) {
+    (void)chunk;
+    const drawn_noise *d = ctx;
+    if (n != d->n || !d->eps[step]) return lp_fail(LP_ERR_ARG, "bench: no noise drawn for step %d", step);
+    memcpy(eps, d->eps[step], (size_t)n * sizeof *eps);
+    return LP_OK;
+}
+
+static void drawn_noise_free(drawn_noise *d) {
+    for (int i = 0; i < LP_MAX_STEPS; i++) free(d->eps[i]);
+}
+
 /* a mask keeping fraction k of the patches of frames 1.. (frame-0 of the chunk too) */
 static void make_mask(uint8_t *keep, int64_t n, double k) {
     for (int64_t i = 0; i < n; i++) keep[i] = (double)((i * 2654435761u) % 1000003u) / 1000003.0 < k;
@@ -258,16 +290,18 @@ static int run_loop(const opts *o) {
         if (loop_setup(o, strategy, &run) != LP_OK) return die("model");
         float *x = run.x;
         uint8_t *keep = run.keep;
-        lp_prng_noise pn = {99, NULL};
+        drawn_noise dn = {{NULL}, 0};
         double t[64], flops = 0, kept_sum = 0, issue = 0, total_call = 0;
         int timed = 0;
         for (int c = 0; c < chunks && c < 64; c++) {
             for (int f = 0; f < F; f++) loop_mask(o, file_keep, k, c * F + f, keep + f * hw, hw);
             int64_t kept = 0;
             for (int64_t i = 0; i < F * hw; i++) kept += keep[i];
+            if (draw_noise(&dn, 99, c, run.plan.n_steps, lp_dit_latent_elems(run.m.dit, run.m.cache, F)) != LP_OK)
+                return die("noise");
             double issue0 = lp_dit_cache_issue_seconds(run.m.cache), t0 = lp_seconds();
             if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, c * F, F, x, strategy == LP_PRUNE_NONE ? NULL : keep, NULL,
-                              lp_prng_noise_fn, &pn, NULL) != LP_OK)
+                              drawn_noise_fn, &dn, NULL) != LP_OK)
                 return die("chunk");
             run.m.be->synchronize(run.m.be); /* the context pass */
             if (c == 0) { /* warm-up */
@@ -283,6 +317,7 @@ static int run_loop(const opts *o) {
                      lp_dit_flops(lp_dit_get_config(run.m.dit), q, keys); /* 3 steps + context pass */
             kept_sum += (double)kept / (double)(F * hw);
         }
+        drawn_noise_free(&dn);
         double total = 0;
         for (int i = 0; i < timed; i++) total += t[i];
         double med = median(t, timed);
