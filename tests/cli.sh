@@ -126,6 +126,11 @@ if [ -f "$G/sf_dit_t2v.safetensors" ]; then
     else bad "encode-prompt / --prompt-embedding"; fi
     expect_error "an embedding made for another prompt" "embedding" "$LIPAR" edit "$TREE" -p "another prompt" \
         -o "$T/e.mp4" $W --prompt-embedding "$T/emb.safetensors" --quiet
+    # the Wan VAE (its first chunk is 9 frames, then 12; frames cross the session as bytes)
+    if "$LIPAR" edit "$TREE" -p "a red car on the road" -o "$T/wan.mp4" --dit "$G/sf_dit_t2v.safetensors" \
+          --vae wan --vae-weights "$G/wan_vae.safetensors" $TXT $SMALL --max-frames 21 >"$T/log" 2>&1 \
+       && [ "$(probe "$T/wan.mp4")" = "160,96,16/1,21" ]; then ok "edit with the Wan VAE (weight files)"
+    else bad "edit with the Wan VAE: $(tail -n 1 "$T/log")"; fi
 fi
 # 8. y4m and raw rgb24 in and out: a clip converted as `lipar edit` reads it
 #    (bench/clip_convert), edited y4m -> y4m and rgb -> rgb (raw input: frames of
