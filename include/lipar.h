@@ -104,6 +104,9 @@ typedef struct {
 } lipar_session_options;
 
 void lipar_session_options_default(lipar_session_options *o);
+/* On a GPU, opening also runs the DiT and TAEHV once on zeros (then forgets
+ * it), so that the weights are on the device and the kernels chosen before
+ * the first chunk: the first chunk then takes about as long as the others. */
 lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, lipar_session **out);
 /* Ends the input: a partial last chunk is padded (its padding is not output),
  * the batch mask is computed and applied if selected. Frames become pullable. */

@@ -450,6 +450,39 @@ static lp_status drain_decoder(lipar_session *s) {
 
 /* ---- the session ---- */
 
+/* On a GPU the first chunk would pay for uploading the weights, choosing the
+ * GEMM algorithms and loading the kernels (0.55 s of DiT at the published
+ * sizes, docs/PERF.md): the DiT runs once on a zero chunk and TAEHV's
+ * streams on zero frames, then the cache and the streams forget them (the
+ * prompt stays), so the output does not change. Before the threads start:
+ * every model is this thread's. */
+static lp_status warm_up(lipar_session *s) {
+    float *zeros = calloc((size_t)s->latent_elems, sizeof *zeros), *flow = malloc((size_t)s->latent_elems * sizeof *flow);
+    void *frames = calloc(12, s->frame_bytes);
+    lp_status st = zeros && flow && frames ? LP_OK : lp_fail(LP_ERR_NOMEM, "out of memory warming up");
+    float ts[CHUNK_LATENTS];
+    for (int f = 0; f < CHUNK_LATENTS; f++) ts[f] = s->plan.timesteps[0];
+    lp_dit_call call = {.n_frames = CHUNK_LATENTS, .timesteps = ts, .kv_policy = LP_KV_DENSE};
+    if (st == LP_OK) st = lp_dit_forward(s->m->dit, s->cache, &call, zeros, flow);
+    lp_dit_cache_reset(s->cache);
+    int got = 0;
+    if (st == LP_OK && s->tenc) {
+        st = s->rgb24 ? lp_taehv_encoder_push_rgb24(s->tenc, frames, 12, zeros, CHUNK_LATENTS, &got)
+                      : lp_taehv_encoder_push(s->tenc, frames, 12, zeros, CHUNK_LATENTS, &got);
+        if (st == LP_OK) st = lp_taehv_encoder_reset(s->tenc);
+    }
+    if (st == LP_OK && s->tdec) {
+        memset(zeros, 0, (size_t)s->latent_elems * sizeof *zeros);
+        st = s->rgb24 ? lp_taehv_decoder_push_rgb24(s->tdec, zeros, CHUNK_LATENTS, frames, 12, &got)
+                      : lp_taehv_decoder_push(s->tdec, zeros, CHUNK_LATENTS, frames, 12, &got);
+        if (st == LP_OK) st = lp_taehv_decoder_reset(s->tdec);
+    }
+    free(zeros);
+    free(flow);
+    free(frames);
+    return st;
+}
+
 lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, lipar_session **out) {
     *out = NULL;
     if (o->width <= 0 || o->height <= 0 || o->width % 16 || o->height % 16)
@@ -532,6 +565,7 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
             st = lp_fail(LP_ERR_NOMEM, "out of memory for a %dx%d session", o->width, o->height);
     }
     if (st == LP_OK) st = encode_prompt(s, s->prompt);
+    if (st == LP_OK && strcmp(m->be->name, "cpu")) st = warm_up(s);
     if (st == LP_OK) st = start_threads(s);
     if (st != LP_OK) {
         lipar_session_close(s);
