@@ -101,12 +101,15 @@ typedef struct {
      * TAEHV on a GPU they cross to and from the device as bytes, a quarter
      * of the floats' transfer. 0 (default): planar floats (push / pull). */
     int rgb24_frames;
+    /* Whether opening runs the DiT and TAEHV once on zeros (then forgets it)
+     * so that the first chunk does not pay for weight uploads and kernel
+     * choice: 1 yes, -1 no, 0 (default) yes on a GPU backend. The output is
+     * the same. */
+    int warm_up;
 } lipar_session_options;
 
 void lipar_session_options_default(lipar_session_options *o);
-/* On a GPU, opening also runs the DiT and TAEHV once on zeros (then forgets
- * it), so that the weights are on the device and the kernels chosen before
- * the first chunk: the first chunk then takes about as long as the others. */
+/* On a GPU, opening also warms the models up (lipar_session_options.warm_up). */
 lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, lipar_session **out);
 /* Ends the input: a partial last chunk is padded (its padding is not output),
  * the batch mask is computed and applied if selected. Frames become pullable. */

@@ -10,7 +10,8 @@
  *   prompt change;
  * - closing with chunks in flight, pushing after finish;
  * - byte frames (rgb24_frames) give the float session's output rounded to
- *   bytes, and a call of the other format is refused. */
+ *   bytes, and a call of the other format is refused;
+ * - the warm-up at open (warm_up) leaves the output unchanged. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,33 @@ static int test_overlap_equals_serial(void) {
     return 0;
 }
 
+/* The warm-up (the DiT on a zero chunk, TAEHV on zero frames, then
+ * forgotten) must not change anything: frames, masks, statistics. */
+static int test_warm_up_changes_nothing(void) {
+    lipar_model *m = demo_model();
+    CHECK(m != NULL);
+    run_result a = {.frames = malloc((size_t)FRAMES * PX * sizeof(float))};
+    run_result b = {.frames = malloc((size_t)FRAMES * PX * sizeof(float))};
+    CHECK(a.frames && b.frames);
+    static const char *strategies[] = {"lipar", "none"};
+    for (int i = 0; i < 2; i++) {
+        lipar_session_options warm = options(strategies[i], 0, 1), cold = warm;
+        warm.warm_up = 1;
+        cold.warm_up = -1;
+        CHECK(!run(m, &warm, &a));
+        CHECK(!run(m, &cold, &b));
+        CHECK(a.n_frames == FRAMES && b.n_frames == FRAMES);
+        CHECK(!memcmp(a.frames, b.frames, (size_t)FRAMES * PX * sizeof(float)), "%s: frames differ", strategies[i]);
+        CHECK(!memcmp(a.masks, b.masks, sizeof a.masks), "%s: masks differ", strategies[i]);
+        for (int c = 0; c < a.n_chunks; c++)
+            CHECK(a.stats[c].kept_fraction == b.stats[c].kept_fraction, "%s: chunk %d kept", strategies[i], c);
+    }
+    free(a.frames);
+    free(b.frames);
+    lipar_model_free(m);
+    return 0;
+}
+
 static int test_when_chunks_are_edited(void) {
     lipar_model *m = demo_model();
     CHECK(m != NULL);
@@ -282,5 +310,6 @@ int main(void) {
                 test_when_chunks_are_edited);
     lp_test_run("close with chunks in flight; push after finish", test_close_in_flight_and_push_after_finish);
     lp_test_run("byte frames == float frames rounded; the other format refused", test_rgb24_frames);
+    lp_test_run("the warm-up at open changes nothing", test_warm_up_changes_nothing);
     return lp_test_finish();
 }

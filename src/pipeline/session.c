@@ -454,8 +454,8 @@ static lp_status drain_decoder(lipar_session *s) {
  * GEMM algorithms and loading the kernels (0.55 s of DiT at the published
  * sizes, docs/PERF.md): the DiT runs once on a zero chunk and TAEHV's
  * streams on zero frames, then the cache and the streams forget them (the
- * prompt stays), so the output does not change. Before the threads start:
- * every model is this thread's. */
+ * prompt stays), so the output does not change (tests/test_session.c).
+ * Before the threads start: every model is this thread's. */
 static lp_status warm_up(lipar_session *s) {
     float *zeros = calloc((size_t)s->latent_elems, sizeof *zeros), *flow = malloc((size_t)s->latent_elems * sizeof *flow);
     void *frames = calloc(12, s->frame_bytes);
@@ -565,7 +565,8 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
             st = lp_fail(LP_ERR_NOMEM, "out of memory for a %dx%d session", o->width, o->height);
     }
     if (st == LP_OK) st = encode_prompt(s, s->prompt);
-    if (st == LP_OK && strcmp(m->be->name, "cpu")) st = warm_up(s);
+    int warm = o->warm_up ? o->warm_up > 0 : strcmp(m->be->name, "cpu") != 0;
+    if (st == LP_OK && warm) st = warm_up(s);
     if (st == LP_OK) st = start_threads(s);
     if (st != LP_OK) {
         lipar_session_close(s);
