@@ -215,13 +215,12 @@ static int run_prune(const opts *o) {
         double t[16];
         /* chunk 0 fills the cache (its frame 0 must be whole); then timed chunks 1.. */
         for (int64_t i = 0; i < hw; i++) keep[i] = 1;
-        if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, 0, F, x, keep, NULL, lp_prng_noise_fn, &pn, NULL) != LP_OK)
+        if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, 0, F, x, keep, NULL, lp_prng_noise_fn, &pn) != LP_OK)
             return die("chunk");
         make_mask(keep, tokens, k);
         for (int r = 0; r < o->reps; r++) {
             double t0 = lp_seconds();
-            if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, (r + 1) * F, F, x, keep, NULL, lp_prng_noise_fn, &pn,
-                              NULL) != LP_OK)
+            if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, (r + 1) * F, F, x, keep, NULL, lp_prng_noise_fn, &pn) != LP_OK)
                 return die("chunk");
             run.m.be->synchronize(run.m.be); /* the context pass */
             t[r] = lp_seconds() - t0;
@@ -301,7 +300,7 @@ static int run_loop(const opts *o) {
                 return die("noise");
             double issue0 = lp_dit_cache_issue_seconds(run.m.cache), t0 = lp_seconds();
             if (lp_edit_chunk(run.m.dit, run.m.cache, &run.st, strategy, &run.plan, c * F, F, x, strategy == LP_PRUNE_NONE ? NULL : keep, NULL,
-                              drawn_noise_fn, &dn, NULL) != LP_OK)
+                              drawn_noise_fn, &dn) != LP_OK)
                 return die("chunk");
             run.m.be->synchronize(run.m.be); /* the context pass */
             if (c == 0) { /* warm-up */

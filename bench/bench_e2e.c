@@ -21,7 +21,7 @@
 
 #include "../include/lipar.h"
 #include "../src/base/clock.h"
-#include "../src/base/pixels.h"
+#include "../src/io/video.h"
 
 /* A texture [3][h][tw] wide enough to pan over for the whole clip. */
 static float *make_texture(int w, int h, int tw) {
@@ -113,9 +113,7 @@ int main(int argc, char **argv) {
             int pulled = 0, timed_from = 0;
             for (int t = 0; t < frames; t++) {
                 make_frame(tex, tw, clip, t, w, h, rgb);
-                if (!floats)
-                    for (size_t p = 0; p < px; p++)
-                        for (size_t c = 0; c < 3; c++) bytes[3 * p + c] = lp_unit_to_byte(rgb[c * px + p]);
+                if (!floats) lp_video_planar_to_rgb24(rgb, w, h, bytes, NULL);
                 if ((floats ? lipar_session_push(s, rgb) : lipar_session_push_rgb24(s, bytes)) != LIPAR_OK) {
                     fprintf(stderr, "bench_e2e: %s\n", lipar_last_error());
                     return 1;

@@ -78,7 +78,7 @@ static lp_status run_plan(fixture *fx, lp_prune_strategy strategy, const uint8_t
         lp_flow_add_noise(x, x, eps, fx->plan.sigmas[0], 3 * frame);
         s = lp_edit_chunk(fx->dit, cache, &st, strategy, &fx->plan, b * 3, 3, x, keep ? keep + b * 3 * hw : NULL,
                           merge ? merge + b * 3 * hw : NULL,
-                          lp_prng_noise_fn, &pn, NULL);
+                          lp_prng_noise_fn, &pn);
     }
     free(eps);
     lp_edit_state_free(&st);

@@ -120,7 +120,7 @@ lp_status check_lipar_edit_output(lp_check_ctx *c, const lp_tensor_file *g) {
     golden_eps ge = {in, plan.n_steps - 1};
     for (int b = 0; b < frames / F && s == LP_OK; b++)
         s = lp_edit_chunk(su.dit, su.cache, &st, strategy, &plan, b * F, F, x + b * F * frame, keep + b * F * hw, NULL,
-                          eps_from_golden, &ge, NULL);
+                          eps_from_golden, &ge);
     if (s != LP_OK) goto out;
     const lp_tensor *ref;
     if ((s = lp_tensor_file_get(g, "out.x0", &ref)) != LP_OK) goto out;

@@ -145,7 +145,7 @@ static lp_kv_policy policy_for(lp_prune_strategy s, int first_chunk, int context
 
 lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_strategy strategy,
                         const lp_denoise_plan *plan, int start_frame, int F, float *x, const uint8_t *keep,
-                        const int32_t *merge_dst, lp_noise_fn noise, void *noise_ctx, lp_edit_chunk_stats *stats) {
+                        const int32_t *merge_dst, lp_noise_fn noise, void *noise_ctx) {
     const lp_dit_config *cfg = lp_dit_get_config(m);
     lp_backend *be = lp_dit_backend(m);
     int64_t n = lp_dit_latent_elems(m, c, F), frame = n / F;
@@ -171,13 +171,6 @@ lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_
     if (merging) { /* merged tokens are not computed */
         for (int64_t t = 0; t < F * hw; t++) merge_keep[t] = merge_dst[t] < 0;
         mask = merge_keep;
-    }
-    lp_edit_chunk_stats local = {0};
-    local.total_tokens = F * hw;
-    local.kept_tokens = local.total_tokens;
-    if (mask) {
-        local.kept_tokens = 0;
-        for (int64_t i = 0; i < F * hw; i++) local.kept_tokens += mask[i] != 0;
     }
     /* the chunk goes to the backend once; its steps run there */
     size_t bytes = (size_t)n * sizeof(float);
@@ -228,7 +221,6 @@ lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_
                        .save_last_frame = ctx_policy == LP_KV_CHAIN};
     if ((s = lp_dit_forward_dev(m, c, &ctx, st->x0, st->v)) != LP_OK) goto out;
     st->chunk++;
-    if (stats) *stats = local;
 out:
     free(eps);
     free(v_host);

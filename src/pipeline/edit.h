@@ -45,11 +45,6 @@ typedef struct {
 lp_status lp_edit_state_init(lp_edit_state *st, int C, int H, int W);
 void lp_edit_state_free(lp_edit_state *st);
 
-typedef struct {
-    int64_t kept_tokens;  /* tokens computed per call */
-    int64_t total_tokens; /* tokens of the chunk */
-} lp_edit_chunk_stats;
-
 /* Edits one chunk. x [F, C, H, W]: in, the SDEdit start; out, the final x0.
  * Returns once x0 is back; the context pass may still run on the device
  * (the next call on the DiT's backend comes after it).
@@ -60,6 +55,6 @@ typedef struct {
  * the stream. */
 lp_status lp_edit_chunk(lp_dit *m, lp_dit_cache *c, lp_edit_state *st, lp_prune_strategy strategy,
                         const lp_denoise_plan *plan, int start_frame, int F, float *x, const uint8_t *keep,
-                        const int32_t *merge_dst, lp_noise_fn noise, void *noise_ctx, lp_edit_chunk_stats *stats);
+                        const int32_t *merge_dst, lp_noise_fn noise, void *noise_ctx);
 
 #endif

@@ -49,8 +49,8 @@
 #include <unistd.h>
 
 #include "../base/clock.h"
-#include "../base/pixels.h"
 #include "../base/prng.h"
+#include "../io/video.h"
 #include "../prune/alternatives.h"
 #include "../prune/mask.h"
 #include "edit.h"
@@ -242,20 +242,16 @@ static lp_status pipeline_failure(lipar_session *s) {
 
 /* ---- the encoder thread ---- */
 
-/* The host conversions of the Wan VAE's frames in rgb24 sessions (TAEHV
- * converts on its backend). */
-static void rgb24_to_planar(const uint8_t *rgb, int n, int W, int H, float *x) {
-    size_t px = (size_t)W * H;
-    for (size_t f = 0; f < (size_t)n; f++)
-        for (size_t p = 0; p < px; p++)
-            for (size_t c = 0; c < 3; c++) x[(f * 3 + c) * px + p] = lp_byte_to_unit(rgb[(f * px + p) * 3 + c]);
+/* The Wan VAE's frames in rgb24 sessions, converted on the host (TAEHV
+ * converts on its backend), n frames of the session's size at a time. */
+static void frames_to_planar(const lipar_session *s, const uint8_t *rgb, int n, float *x, lp_pool *pool) {
+    for (int f = 0; f < n; f++)
+        lp_video_rgb24_to_planar(rgb + (size_t)f * s->frame_bytes, s->o.width, s->o.height, x + f * s->frame_px, pool);
 }
 
-static void planar_to_rgb24(const float *x, int n, int W, int H, uint8_t *rgb) {
-    size_t px = (size_t)W * H;
-    for (size_t f = 0; f < (size_t)n; f++)
-        for (size_t p = 0; p < px; p++)
-            for (size_t c = 0; c < 3; c++) rgb[(f * px + p) * 3 + c] = lp_unit_to_byte(x[(f * 3 + c) * px + p]);
+static void frames_to_rgb24(const lipar_session *s, const float *x, int n, uint8_t *rgb, lp_pool *pool) {
+    for (int f = 0; f < n; f++)
+        lp_video_planar_to_rgb24(x + f * s->frame_px, s->o.width, s->o.height, rgb + (size_t)f * s->frame_bytes, pool);
 }
 
 /* The token reduction of a chunk from its clean latents for the per-chunk
@@ -282,7 +278,7 @@ static lp_status encode_run(lipar_session *s, encode_slot *e) {
         LP_TRY(lp_taehv_encoder_push(s->tenc, e->frames, n, e->latents, CHUNK_LATENTS, &got));
     } else {
         float *x = s->rgb24 ? s->wan_in : e->frames;
-        if (s->rgb24) rgb24_to_planar(e->frames, n, s->o.width, s->o.height, x);
+        if (s->rgb24) frames_to_planar(s, e->frames, n, x, s->m->enc_be->pool);
         for (int64_t i = 0; i < n * s->frame_px; i++) x[i] = 2.0f * x[i] - 1.0f; /* Wan: [−1, 1] */
         LP_TRY(lp_wan_vae_encode(s->wenc, x, n, e->latents, &got));
     }
@@ -337,7 +333,7 @@ static lp_status decode_run(lipar_session *s, const decode_job *job, int *got) {
     float *x = s->rgb24 ? s->wan_out : s->decoded;
     LP_TRY(lp_wan_vae_decode(s->wdec, job->latents, CHUNK_LATENTS, x, got));
     for (int64_t i = 0; i < *got * s->frame_px; i++) x[i] = 0.5f * (x[i] + 1.0f); /* [−1,1]→[0,1] */
-    if (s->rgb24) planar_to_rgb24(x, *got, s->o.width, s->o.height, s->decoded);
+    if (s->rgb24) frames_to_rgb24(s, x, *got, s->decoded, s->m->vae_be->pool);
     return LP_OK;
 }
 
@@ -673,7 +669,7 @@ static lp_status edit_chunk(lipar_session *s, float *x, const uint8_t *keep, con
     double t0 = lp_seconds();
     cs->start_dit = t0 - s->opened;
     LP_TRY(lp_edit_chunk(s->m->dit, s->cache, &s->est, s->strategy, &s->plan, chunk * CHUNK_LATENTS, CHUNK_LATENTS,
-                         x, keep, merge_dst, chunk_noise_fn, &cn, NULL));
+                         x, keep, merge_dst, chunk_noise_fn, &cn));
     cs->seconds_dit = lp_seconds() - t0;
     cs->prompt_version = s->prompt_version;
     note_memory(s, s->m->be);
