@@ -3,14 +3,15 @@
 # build machine (nvcc there; FFmpeg is not needed: this build's `lipar edit`
 # reads and writes y4m and raw rgb24 only):
 #   make BUILD=build-gpu VIDEO=0 -j2 build-gpu/lipar build-gpu/tests/test_cuda_ops build-gpu/tests/test_cuda_conv \
-#        build-gpu/tests/test_cuda_attention build-gpu/bench/bench_dit build-gpu/bench/bench_taehv build-gpu/bench/bench_e2e
+#        build-gpu/tests/test_cuda_vae build-gpu/tests/test_cuda_attention build-gpu/bench/bench_dit build-gpu/bench/bench_taehv build-gpu/bench/bench_e2e \
+#        build-gpu/bench/bench_wan_vae
 # and run from the repository root on the GPU machine, carrying build-gpu/ (or,
-# to fit the 64 MiB transfer limit, a folder of the seven binaries compressed with
+# to fit the 64 MiB transfer limit, a folder of the nine binaries compressed with
 # xz, keeping their relative paths, e.g. gpu-bin/bench/bench_dit.xz, run with
 # B=gpu-bin: any *.xz under $B, gpu-libs/ and gpu-data/ is unpacked first),
 #   gpu-libs/  the CPU libraries the binaries need (libopenblas.so.0.xz, libgfortran, libquadmath)
 #   gpu-data/  golden files: sf_dit_t2v*.safetensors, lipar_edit_{inputs,full,direct,window}, lipar_mask_static60x104,
-#              taehv_w21; and the real clips made here by `bench/make_gpu_clips.sh gpu-data` (a VIDEO=1 build):
+#              taehv_w21, wan_vae; and the real clips made here by `bench/make_gpu_clips.sh gpu-data` (a VIDEO=1 build):
 #              {vtest,megamind}_832x480.y4m.xz (96 frames each) and their masks lipar_mask_{vtest,megamind}60x104
 # All of gpu-data/ does not fit the transfer limit together with the binaries:
 # the steps whose inputs are missing say so and are skipped, and STEPS (below)
@@ -19,7 +20,7 @@
 # golden dit dit_profile torch peak", then taehv_w21 and the clips with
 # STEPS="conv taehv e2e edit").
 # Prints: the card, the CUDA-vs-CPU op parity tables (ops, attention with its
-# timing, convolutions), the golden checks on the
+# timing, convolutions, the Wan VAE's ops), the golden checks on the
 # CUDA backend, the DiT loop (96 frames, 832x480, 30 layers of width 1536,
 # steps 400/300/250, sink 1 + window 6) without pruning and with LIPAR masks
 # (the golden static mask, the masks of the real static and moving clips, and
@@ -43,9 +44,9 @@ for f in "$B"/*.xz "$B"/*/*.xz gpu-libs/*.xz gpu-data/*.xz; do
 done
 export LD_LIBRARY_PATH=$PWD/gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-# STEPS selects steps by name (default: all of them): ops attention conv golden
-# dit dit_profile taehv e2e edit torch peak.
-STEPS=${STEPS:-ops attention conv golden dit dit_profile taehv e2e edit torch peak}
+# STEPS selects steps by name (default: all of them): ops attention conv vae golden
+# dit dit_profile taehv wan_vae e2e edit torch peak.
+STEPS=${STEPS:-ops attention conv vae golden dit dit_profile taehv wan_vae e2e edit torch peak}
 step() { # name title: prints the title and succeeds when the step is selected
     case " $STEPS " in *" $1 "*) ;; *) return 1;; esac
     echo; echo "== $2"
@@ -61,6 +62,10 @@ fi
 
 if step conv "CUDA convolution (TAEHV) parity"; then
     LIPAR_SHARED=gpu-share timeout 240 "$B/tests/test_cuda_conv" 2>&1 | tee "$OUT/conv.log" | tail -n 30
+fi
+
+if step vae "CUDA Wan VAE op parity (conv3d, channel RMS norm, upsample, spatial attention)"; then
+    timeout 240 "$B/tests/test_cuda_vae" 2>&1 | tee "$OUT/vae.log" | tail -n 30
 fi
 
 if step golden "golden checks on the CUDA backend (bf16 tolerance 2e-2)"; then
@@ -95,6 +100,10 @@ if step taehv "TAEHV encode + decode, 96 frames at 832x480, CUDA, then its op pr
         timeout 300 "$B/bench/bench_taehv" gpu-data/taehv_w21.safetensors --backend cuda --frames 24 --profile 2>&1 |
             grep -v "^taehv\|^encode:\|^decode:"
     else echo "(no gpu-data/taehv_w21.safetensors)"; fi
+fi
+
+if step wan_vae "Wan VAE encode + decode at 832x480 (random weights at the published size), CUDA"; then
+    timeout 300 "$B/bench/bench_wan_vae" --backend cuda --latents 4 2>&1 | tee "$OUT/wan_vae.log" | tail -n 5
 fi
 
 if step e2e "end to end (session API: TAEHV encode, mask, DiT, TAEHV decode), random weights at the published sizes, CUDA"; then

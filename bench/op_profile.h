@@ -151,6 +151,56 @@ static lp_status op_profile_conv2d(const lp_backend *be, float *out, const lp_co
     return s;
 }
 
+/* The Wan VAE's ops (spec/VAE.md, "Wan VAE"), keyed by channels, kernel,
+ * strides and input frame size (not the frame count, which differs between a
+ * clip's first chunk and the later ones). */
+static lp_status op_profile_conv3d(const lp_backend *be, float *out, const float *const *in, int n_in,
+                                   const lp_tensor *w, const lp_tensor *b, const lp_conv3d_geom *g) {
+    (void)be;
+    double t0 = op_profile_start();
+    lp_status s = op_profile_real->conv3d(op_profile_real, out, in, n_in, w, b, g);
+    int kt = w->ndim == 5 ? (int)w->shape[2] : 1, kh = (int)w->shape[w->ndim - 2], kw = (int)w->shape[w->ndim - 1];
+    int n_out = n_in >= kt ? (n_in - kt) / g->t_stride + 1 : 0;
+    char key[80];
+    snprintf(key, sizeof key, "conv3d %lld->%lld k%dx%dx%d%s%s %dx%d", (long long)w->shape[1],
+             (long long)w->shape[0], kt, kh, kw, g->stride == 2 ? " s2" : "", g->t_stride == 2 ? " ts2" : "", g->w,
+             g->h);
+    op_profile_account(key, t0,
+                       2e-9 * (double)w->shape[0] * (double)w->shape[1] * kt * kh * kw * (double)g->oh * g->ow *
+                           n_out);
+    return s;
+}
+
+static void op_profile_channel_rms_norm(const lp_backend *be, float *y, const float *x, int64_t frames, int c,
+                                        int64_t n, const lp_tensor *gamma) {
+    (void)be;
+    double t0 = op_profile_start();
+    op_profile_real->channel_rms_norm(op_profile_real, y, x, frames, c, n, gamma);
+    char key[80];
+    snprintf(key, sizeof key, "channel_rms_norm %d ch x %lld px", c, (long long)n);
+    op_profile_account(key, t0, 0);
+}
+
+static void op_profile_upsample2x(const lp_backend *be, float *out, const float *in, int c, int h, int w) {
+    (void)be;
+    double t0 = op_profile_start();
+    op_profile_real->upsample2x(op_profile_real, out, in, c, h, w);
+    char key[80];
+    snprintf(key, sizeof key, "upsample2x %d ch %dx%d", c, w, h);
+    op_profile_account(key, t0, 0);
+}
+
+static lp_status op_profile_spatial_attention(const lp_backend *be, float *out, const float *q, const float *k,
+                                              const float *v, int c, int64_t n) {
+    (void)be;
+    double t0 = op_profile_start();
+    lp_status s = op_profile_real->spatial_attention(op_profile_real, out, q, k, v, c, n);
+    char key[80];
+    snprintf(key, sizeof key, "spatial_attention %d ch x %lld px", c, (long long)n);
+    op_profile_account(key, t0, 4e-9 * (double)n * (double)n * c);
+    return s;
+}
+
 #define OP_PROFILE_IN_PLACE(name)                                          \
     static void op_profile_##name(const lp_backend *be, float *x, int64_t n) { \
         (void)be;                                                          \
@@ -223,6 +273,10 @@ static lp_backend op_profile_wrap(const lp_backend *be) {
     p.kv_store = op_profile_kv_store;
     p.attention = op_profile_attention;
     p.conv2d = op_profile_conv2d;
+    p.conv3d = op_profile_conv3d;
+    p.channel_rms_norm = op_profile_channel_rms_norm;
+    p.upsample2x = op_profile_upsample2x;
+    p.spatial_attention = op_profile_spatial_attention;
     p.relu = op_profile_relu;
     p.silu = op_profile_silu;
     p.tanh_clamp = op_profile_tanh_clamp;

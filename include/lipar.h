@@ -54,7 +54,7 @@ typedef struct {
     const char *text_encoder_path; /* umT5-XXL weights (.pth / safetensors) */
     const char *tokenizer_path;    /* spiece.model */
     const char *prompt_embedding;  /* a file from `lipar encode-prompt`, instead of the text encoder */
-    const char *backend;           /* where the DiT and TAEHV run: "cpu" (default) or "cuda" */
+    const char *backend;           /* where the DiT and the VAE run: "cpu" (default) or "cuda" */
     /* With no dit_path: 0 = the small demonstration model; 1 = random weights at
      * the published sizes (DiT 30×1536, TAEHV 64/256/128/64; a 2-layer umT5 of
      * width 4096), for benchmarks of the real architecture. */

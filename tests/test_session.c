@@ -1,4 +1,4 @@
-/* The session API with the embedded demonstration model (no shared files):
+/* The session API with the embedded demonstration model:
  * - with encoder_overlap (the encoder one chunk ahead of the DiT) the session
  *   gives the same frames, statistics and masks as without (each chunk
  *   encoded, then edited, before the push that completes it returns), bit
@@ -11,7 +11,8 @@
  * - closing with chunks in flight, pushing after finish;
  * - byte frames (rgb24_frames) give the float session's output rounded to
  *   bytes, and a call of the other format is refused;
- * - the warm-up at open (warm_up) leaves the output unchanged. */
+ * - the warm-up at open (warm_up) leaves the output unchanged (also with
+ *   the Wan VAE, from the golden files where ../shared is present). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,45 @@ static int test_warm_up_changes_nothing(void) {
     return 0;
 }
 
+/* The same with the Wan VAE (the golden files' small DiT, Wan VAE and umT5),
+ * whose encoder and decoder the warm-up runs on a clip of 5 frames. */
+static int test_warm_up_wan_vae(void) {
+    static const char *files[] = {"golden/sf_dit_t2v.safetensors", "golden/wan_vae.safetensors",
+                                  "golden/umt5_tiny.safetensors", "golden/spm_unigram_600.model"};
+    char *path[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        const char *p = lp_test_shared(files[i]);
+        if (!p) return lp_test_skip_shared(files[i]);
+        path[i] = strdup(p);
+        CHECK(path[i] != NULL);
+    }
+    lipar_model_options mo;
+    lipar_model_options_default(&mo);
+    mo.threads = 2;
+    mo.dit_path = path[0];
+    mo.vae_path = path[1];
+    mo.vae_kind = "wan";
+    mo.text_encoder_path = path[2];
+    mo.tokenizer_path = path[3];
+    lipar_model *m = NULL;
+    CHECK(lipar_model_load(&mo, &m) == LIPAR_OK, "%s", lipar_last_error());
+    run_result a = {.frames = malloc((size_t)FRAMES * PX * sizeof(float))};
+    run_result b = {.frames = malloc((size_t)FRAMES * PX * sizeof(float))};
+    CHECK(a.frames && b.frames);
+    lipar_session_options warm = options("lipar", 0, 1), cold = warm;
+    warm.warm_up = 1;
+    cold.warm_up = -1;
+    CHECK(!run(m, &warm, &a));
+    CHECK(!run(m, &cold, &b));
+    CHECK(a.n_frames == b.n_frames && a.n_frames > 0, "%d vs %d frames", a.n_frames, b.n_frames);
+    CHECK(!memcmp(a.frames, b.frames, (size_t)a.n_frames * PX * sizeof(float)), "frames differ");
+    free(a.frames);
+    free(b.frames);
+    for (int i = 0; i < 4; i++) free(path[i]);
+    lipar_model_free(m);
+    return 0;
+}
+
 static int test_when_chunks_are_edited(void) {
     lipar_model *m = demo_model();
     CHECK(m != NULL);
@@ -311,5 +351,6 @@ int main(void) {
     lp_test_run("close with chunks in flight; push after finish", test_close_in_flight_and_push_after_finish);
     lp_test_run("byte frames == float frames rounded; the other format refused", test_rgb24_frames);
     lp_test_run("the warm-up at open changes nothing", test_warm_up_changes_nothing);
+    lp_test_run("the warm-up at open changes nothing with the Wan VAE", test_warm_up_wan_vae);
     return lp_test_finish();
 }

@@ -1,7 +1,8 @@
 /* Wan VAE: the CPU kernels against naive references on random inputs, the
  * streaming encoder/decoder against ../shared/golden/wan_vae.safetensors (and
  * its .pth weights), chunked == whole-clip streaming, memory that does not grow
- * with clip length, and clear errors for bad weights and arguments. */
+ * with clip length, clear errors for bad weights and arguments, and random
+ * weights (wan_vae_random.h) that load as the configuration asked for. */
 #include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "../src/backend/cpu/conv3d.h"
 #include "../src/model/wan_vae.h"
+#include "../src/model/wan_vae_random.h"
 #include "test_util.h"
 
 #define TOL 1e-5
@@ -17,7 +19,7 @@
 /* ------------------------------------------------------------ kernel tests */
 
 /* The definition of lp_cpu_vae_conv, loop by loop. */
-static void naive_conv(const lp_vae_conv_w *w, const lp_vae_conv_geom *g, const float *const *in, int n_in,
+static void naive_conv(const lp_vae_conv_w *w, const lp_conv3d_geom *g, const float *const *in, int n_in,
                        float *out) {
     int n_out = (n_in - w->kt) / g->t_stride + 1;
     for (int j = 0; j < n_out; j++)
@@ -43,7 +45,7 @@ static void naive_conv(const lp_vae_conv_w *w, const lp_vae_conv_geom *g, const 
 
 /* Runs one convolution case with the given scratch budget, with and without a
  * pool; frames flagged in zero_mask are passed as NULL. */
-static int conv_case(lp_pool *pool, int cout, int cin, int kt, int kh, int n_in, int zero_mask, lp_vae_conv_geom g,
+static int conv_case(lp_pool *pool, int cout, int cin, int kt, int kh, int n_in, int zero_mask, lp_conv3d_geom g,
                      size_t budget) {
     lp_vae_conv_w w = {.cout = cout, .cin = cin, .kt = kt, .kh = kh, .kw = kh};
     size_t nw = (size_t)cout * cin * kt * kh * kh, fs = (size_t)cin * g.h * g.w;
@@ -93,7 +95,7 @@ static int test_conv_vs_naive(void) {
     bad |= conv_case(pool, 7, 5, 3, 3, 5, 0x1, lp_cpu_vae_geom_same(&k3, 6, 9), 1);
     /* time conv (3,1,1): causal (upsample3d) and stride 2 without padding (downsample3d) */
     bad |= conv_case(pool, 8, 4, 3, 1, 4, 0x2, lp_cpu_vae_geom_same(&k1, 5, 7), 1 << 20);
-    lp_vae_conv_geom ts2 = lp_cpu_vae_geom_same(&k1, 5, 7);
+    lp_conv3d_geom ts2 = lp_cpu_vae_geom_same(&k1, 5, 7);
     ts2.t_stride = 2;
     bad |= conv_case(pool, 4, 4, 3, 1, 5, 0, ts2, 1 << 20);
     /* 1x1x1 (shortcut, conv1/conv2 of the VAE) over 3 frames, one of them zero */
@@ -104,12 +106,12 @@ static int test_conv_vs_naive(void) {
     bad |= conv_case(pool, 5, 4, 1, 3, 1, 0, lp_cpu_vae_geom_down2(7, 9), 1);
     lp_pool_destroy(pool);
     CHECK(!bad, "(last error: %s)", lp_last_error());
-    lp_vae_conv_geom d2 = lp_cpu_vae_geom_down2(7, 9);
+    lp_conv3d_geom d2 = lp_cpu_vae_geom_down2(7, 9);
     CHECK(d2.oh == 3 && d2.ow == 4, "down2(7x9) -> %dx%d", d2.oh, d2.ow);
     /* a scratch smaller than one im2col row and too few frames are errors */
     float w[27] = {0}, x[16] = {0}, o[16], s[4];
     lp_vae_conv_w cw = {.cout = 1, .cin = 1, .kt = 3, .kh = 3, .kw = 3, .weight = w};
-    lp_vae_conv_geom g = lp_cpu_vae_geom_same(&cw, 4, 4);
+    lp_conv3d_geom g = lp_cpu_vae_geom_same(&cw, 4, 4);
     const float *fr[3] = {x, x, x};
     CHECK(lp_cpu_vae_conv(NULL, &cw, &g, fr, 3, o, s, 4) == LP_ERR_ARG, "(last error: %s)", lp_last_error());
     CHECK(strstr(lp_last_error(), "scratch"), "%s", lp_last_error());
@@ -200,7 +202,7 @@ static const char *GOLDEN = "golden/wan_vae.safetensors";
 typedef struct {
     lp_tensor_file *g;
     lp_wan_vae *m;
-    lp_pool *pool;
+    lp_backend *be; /* the CPU backend, 2 threads */
     float *pixels, *latents; /* in.*, frame-major */
     int T, H, W, L, lh, lw;
 } golden_case;
@@ -229,7 +231,7 @@ static float *load_frame_major(lp_tensor_file *g, const char *name, int c) {
 
 static void golden_close(golden_case *c) {
     lp_wan_vae_free(c->m);
-    lp_pool_destroy(c->pool);
+    lp_backend_destroy(c->be);
     lp_tensor_file_close(c->g);
     free(c->pixels);
     free(c->latents);
@@ -242,7 +244,7 @@ static int golden_open(golden_case *c) {
     if (!path) return lp_test_skip_shared(GOLDEN);
     CHECK(lp_tensor_file_open(path, &c->g) == LP_OK, "%s", lp_last_error());
     CHECK(lp_wan_vae_load(c->g, "w.", &c->m) == LP_OK, "%s", lp_last_error());
-    CHECK(lp_pool_create(2, &c->pool) == LP_OK, "(last error: %s)", lp_last_error());
+    CHECK(lp_backend_cpu_create(2, &c->be) == LP_OK, "(last error: %s)", lp_last_error());
     const lp_tensor *p = lp_tensor_file_find(c->g, "in.pixels"), *l = lp_tensor_file_find(c->g, "in.latents");
     CHECK(p && l, "(last error: %s)", lp_last_error());
     c->T = (int)p->shape[2];
@@ -285,7 +287,7 @@ static int run_golden(golden_case *c, const lp_wan_vae *m, const int *enc_chunks
                       float *pix) {
     lp_wan_vae_encoder *e;
     lp_wan_vae_decoder *d;
-    CHECK(lp_wan_vae_encoder_open(m, c->H, c->W, c->pool, &e) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_wan_vae_encoder_open(m, c->H, c->W, c->be, &e) == LP_OK, "%s", lp_last_error());
     size_t fs = (size_t)3 * c->H * c->W, ls = (size_t)16 * c->lh * c->lw;
     int pos = 0, nl = 0;
     for (int i = 0; enc_chunks[i]; i++) {
@@ -297,7 +299,7 @@ static int run_golden(golden_case *c, const lp_wan_vae *m, const int *enc_chunks
     }
     lp_wan_vae_encoder_close(e);
     CHECK(pos == c->T && nl == c->L, "%d frames -> %d latents", pos, nl);
-    CHECK(lp_wan_vae_decoder_open(m, c->H, c->W, 0, c->pool, &d) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_wan_vae_decoder_open(m, c->H, c->W, 0, c->be, &d) == LP_OK, "%s", lp_last_error());
     int nf = 0;
     pos = 0;
     for (int i = 0; dec_groups[i]; i++) {
@@ -376,7 +378,7 @@ static int test_streaming_chunks(void) {
     /* a reset session reproduces the first clip */
     lp_wan_vae_encoder *e = NULL;
     int n = 0;
-    if (same && lp_wan_vae_encoder_open(c.m, c.H, c.W, NULL, &e) == LP_OK) {
+    if (same && lp_wan_vae_encoder_open(c.m, c.H, c.W, c.be, &e) == LP_OK) {
         lp_wan_vae_encode(e, c.pixels, 5, lat2, &n);
         lp_wan_vae_encoder_reset(e);
         memset(lat2, 0, nl * sizeof *lat2);
@@ -398,7 +400,7 @@ static size_t heap_in_use(void) { return mallinfo2().uordblks; }
 
 /* Encodes nframes random frames of 16x16 then decodes their latents; reports
  * the sessions' sizes and the heap growth during encode/decode. */
-static int stream_clip(const lp_wan_vae *m, lp_pool *pool, int nframes, size_t *enc_bytes, size_t *dec_bytes,
+static int stream_clip(const lp_wan_vae *m, lp_backend *be, int nframes, size_t *enc_bytes, size_t *dec_bytes,
                        long *heap_growth) {
     enum { S = 16 };
     int nl = 1 + (nframes - 1) / 4, n;
@@ -407,8 +409,8 @@ static int stream_clip(const lp_wan_vae *m, lp_pool *pool, int nframes, size_t *
     lp_test_fill(pix, (size_t)nframes * 3 * S * S, 99, 1.0f);
     lp_wan_vae_encoder *e;
     lp_wan_vae_decoder *d;
-    CHECK(lp_wan_vae_encoder_open(m, S, S, pool, &e) == LP_OK, "(last error: %s)", lp_last_error());
-    CHECK(lp_wan_vae_decoder_open(m, S, S, 1, pool, &d) == LP_OK, "(last error: %s)", lp_last_error());
+    CHECK(lp_wan_vae_encoder_open(m, S, S, be, &e) == LP_OK, "(last error: %s)", lp_last_error());
+    CHECK(lp_wan_vae_decoder_open(m, S, S, 1, be, &d) == LP_OK, "(last error: %s)", lp_last_error());
     /* warm-up (one-time lazy allocations of threads and BLAS), then a fresh clip */
     CHECK(lp_wan_vae_encode(e, pix, 5, lat, &n) == LP_OK && lp_wan_vae_decode(d, lat, 2, out, &n) == LP_OK,
           "(last error: %s)", lp_last_error());
@@ -445,8 +447,8 @@ static int test_memory_constant(void) {
     if (r) return r;
     size_t e9, d9, e81, d81;
     long g9, g81;
-    r = stream_clip(c.m, c.pool, 9, &e9, &d9, &g9);
-    if (!r) r = stream_clip(c.m, c.pool, 81, &e81, &d81, &g81);
+    r = stream_clip(c.m, c.be, 9, &e9, &d9, &g9);
+    if (!r) r = stream_clip(c.m, c.be, 81, &e81, &d81, &g81);
     golden_close(&c);
     if (r) return r;
     printf("    16x16: encoder %zu bytes, decoder %zu bytes for 9 and 81 frames; heap growth while streaming "
@@ -466,8 +468,8 @@ static int test_clamp_option(void) {
     float *raw = malloc(np * sizeof *raw), *cl = malloc(np * sizeof *cl);
     lp_wan_vae_decoder *d0 = NULL, *d1 = NULL;
     int n0 = 0, n1 = 0,
-        ok = lp_wan_vae_decoder_open(c.m, c.H, c.W, 0, c.pool, &d0) == LP_OK &&
-             lp_wan_vae_decoder_open(c.m, c.H, c.W, 1, c.pool, &d1) == LP_OK &&
+        ok = lp_wan_vae_decoder_open(c.m, c.H, c.W, 0, c.be, &d0) == LP_OK &&
+             lp_wan_vae_decoder_open(c.m, c.H, c.W, 1, c.be, &d1) == LP_OK &&
              lp_wan_vae_decode(d0, c.latents, c.L, raw, &n0) == LP_OK &&
              lp_wan_vae_decode(d1, c.latents, c.L, cl, &n1) == LP_OK && n0 == c.T && n1 == c.T;
     int outside = 0;
@@ -493,10 +495,10 @@ static int test_bad_arguments(void) {
     lp_wan_vae_encoder *e = NULL;
     lp_wan_vae_decoder *d = NULL;
     float lat[16 * 4 * 6 * 3];
-    int n, ok = lp_wan_vae_encoder_open(c.m, 30, 48, NULL, &e) == LP_ERR_ARG && !e &&
+    int n, ok = lp_wan_vae_encoder_open(c.m, 30, 48, c.be, &e) == LP_ERR_ARG && !e &&
                 strstr(lp_last_error(), "multiples of 8") &&
-                lp_wan_vae_decoder_open(c.m, 32, 0, 0, NULL, &d) == LP_ERR_ARG;
-    ok = ok && lp_wan_vae_encoder_open(c.m, c.H, c.W, NULL, &e) == LP_OK;
+                lp_wan_vae_decoder_open(c.m, 32, 0, 0, c.be, &d) == LP_ERR_ARG;
+    ok = ok && lp_wan_vae_encoder_open(c.m, c.H, c.W, c.be, &e) == LP_OK;
     ok = ok && lp_wan_vae_encode(e, c.pixels, 4, lat, &n) == LP_ERR_ARG && strstr(lp_last_error(), "1 + 4k");
     ok = ok && lp_wan_vae_encode(e, c.pixels, 1, lat, &n) == LP_OK && n == 1;
     ok = ok && lp_wan_vae_encode(e, c.pixels, 5, lat, &n) == LP_ERR_ARG;
@@ -590,6 +592,82 @@ static int test_bad_weights(void) {
     return 0;
 }
 
+/* ------------------------------------------------------- random weights */
+
+/* 1 when a and b are the same configuration (the fields in use). */
+static int config_equal(const lp_wan_vae_config *a, const lp_wan_vae_config *b) {
+    if (a->dim != b->dim || a->z_dim != b->z_dim || a->nstages != b->nstages ||
+        a->num_res_blocks != b->num_res_blocks)
+        return 0;
+    for (int s = 0; s < a->nstages; s++)
+        if (a->dim_mult[s] != b->dim_mult[s] || (s + 1 < a->nstages && a->temporal_down[s] != b->temporal_down[s]))
+            return 0;
+    return 1;
+}
+
+enum { RW_T = 9, RW_L = 3, RW_S = 16 }; /* frames, latents, frame size (latents 4x4: scale 4) */
+
+/* Random weights of cfg from seed, loaded, must be detected as cfg; then the
+ * RW_T frames pix are encoded (lat: [RW_L][16][4][4]) and decoded (out:
+ * [RW_T][3][RW_S][RW_S]) on be. */
+static int random_clip(const lp_wan_vae_config *cfg, uint64_t seed, lp_backend *be, const float *pix, float *lat,
+                       float *out) {
+    lp_tensor_file *f = NULL;
+    lp_wan_vae *m = NULL;
+    lp_wan_vae_encoder *e = NULL;
+    lp_wan_vae_decoder *d = NULL;
+    int nl = 0, nf = 0, same_cfg = 0;
+    int ok = lp_wan_vae_random_weights(cfg, seed, &f) == LP_OK && lp_wan_vae_load(f, "", &m) == LP_OK;
+    if (ok) same_cfg = config_equal(lp_wan_vae_config_of(m), cfg);
+    ok = ok && same_cfg && lp_wan_vae_encoder_open(m, RW_S, RW_S, be, &e) == LP_OK &&
+         lp_wan_vae_encode(e, pix, RW_T, lat, &nl) == LP_OK && nl == RW_L &&
+         lp_wan_vae_decoder_open(m, RW_S, RW_S, 0, be, &d) == LP_OK &&
+         lp_wan_vae_decode(d, lat, RW_L, out, &nf) == LP_OK && nf == RW_T;
+    lp_wan_vae_encoder_close(e);
+    lp_wan_vae_decoder_close(d);
+    lp_wan_vae_free(m);
+    lp_tensor_file_close(f);
+    CHECK(ok, "seed %llu: config %s, %d latents, %d frames (last error: %s)", (unsigned long long)seed,
+          same_cfg ? "detected" : "NOT detected", nl, nf, lp_last_error());
+    return 0;
+}
+
+/* A small configuration (dim 8, 3 stages, 1 res block, both downsamples
+ * temporal): loads and is detected as asked; the same seed gives bit-identical
+ * finite latents and frames, another seed different latents. */
+static int test_random_weights(void) {
+    lp_wan_vae_config cfg = {.dim = 8, .z_dim = 16, .nstages = 3, .dim_mult = {1, 2, 2}, .num_res_blocks = 1,
+                             .temporal_down = {1, 1}};
+    size_t np = (size_t)RW_T * 3 * RW_S * RW_S, nl = (size_t)RW_L * 16 * 4 * 4;
+    size_t nout = 4 * (size_t)RW_L * 3 * RW_S * RW_S; /* decode's room: 4 frames a latent */
+    float *pix = malloc(np * sizeof *pix), *lat[3], *out[3];
+    for (int i = 0; i < 3; i++) {
+        lat[i] = malloc(nl * sizeof *lat[i]);
+        out[i] = malloc(nout * sizeof *out[i]);
+    }
+    lp_backend *be = NULL;
+    int r = !pix || lp_backend_cpu_create(2, &be) != LP_OK;
+    if (!r) lp_test_fill(pix, np, 5, 1.0f);
+    static const uint64_t seeds[3] = {7, 7, 8};
+    for (int i = 0; i < 3 && !r; i++) r = !lat[i] || !out[i] || random_clip(&cfg, seeds[i], be, pix, lat[i], out[i]);
+    int finite = 1;
+    for (size_t k = 0; !r && k < nl; k++) finite &= isfinite(lat[0][k]) && isfinite(lat[2][k]);
+    for (size_t k = 0; !r && k < np; k++) finite &= isfinite(out[0][k]) && isfinite(out[2][k]);
+    int same = !r && !memcmp(lat[0], lat[1], nl * sizeof *lat[0]) && !memcmp(out[0], out[1], np * sizeof *out[0]);
+    double diff = r ? 0 : lp_rel_l2(lat[2], lat[0], nl);
+    if (!r) printf("    dim 8, 3 stages: seeds 7 and 8 give latents rel_l2 %.3f apart\n", diff);
+    lp_backend_destroy(be);
+    free(pix);
+    for (int i = 0; i < 3; i++) {
+        free(lat[i]);
+        free(out[i]);
+    }
+    CHECK(!r, "(last error: %s)", lp_last_error());
+    CHECK(finite && same, "finite %d, same seed bit-identical %d", finite, same);
+    CHECK(diff > 1e-3, "another seed: rel_l2 %.3e", diff);
+    return 0;
+}
+
 int main(void) {
     lp_test_run("conv vs naive (3x3x3 causal, time convs, 1x1x1, 2-D stride 1/2)", test_conv_vs_naive);
     lp_test_run("rms norm, silu, add, upsample vs naive", test_pointwise_ops);
@@ -602,6 +680,7 @@ int main(void) {
     lp_test_run("decoder clamp option", test_clamp_option);
     lp_test_run("bad arguments", test_bad_arguments);
     lp_test_run("wrong-shaped / missing weights", test_bad_weights);
+    lp_test_run("random weights: load, config detected, same seed same output", test_random_weights);
     rmdir(lp_test_tmpdir()); /* only if empty */
     return lp_test_finish();
 }

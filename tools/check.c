@@ -25,7 +25,7 @@ static const struct {
     {"umt5_encoder", check_umt5_encoder, 0},
     {"lipar_mask", check_lipar_mask, 0},
     {"taehv", check_taehv, 1},
-    {"wan_vae", check_wan_vae, 0},
+    {"wan_vae", check_wan_vae, 1},
     /* more kinds are registered here */
 };
 

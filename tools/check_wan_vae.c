@@ -2,7 +2,8 @@
  * (T = 1 + 4k) and compares the normalised latents with out.latents
  * [1, 16, 1 + k, H/8, W/8]; decodes in.latents [1, 16, L, h, w] and compares the
  * unclamped frames with out.pixels [1, 3, 1 + 4(L-1), 8h, 8w]. A direction runs
- * when its in.* tensor is present. */
+ * when its in.* tensor is present. Runs on the backend of --backend (cpu or
+ * cuda). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,7 +50,7 @@ static lp_status compare_clip(lp_check_ctx *c, const lp_tensor_file *g, const ch
     return LP_OK;
 }
 
-static lp_status run_encode(lp_check_ctx *c, const lp_tensor_file *g, const lp_wan_vae *m, lp_pool *pool,
+static lp_status run_encode(lp_check_ctx *c, const lp_tensor_file *g, const lp_wan_vae *m, lp_backend *be,
                             const lp_tensor *in) {
     float *frames = NULL, *lat = NULL;
     lp_wan_vae_encoder *e = NULL;
@@ -57,7 +58,7 @@ static lp_status run_encode(lp_check_ctx *c, const lp_tensor_file *g, const lp_w
     int T = (int)in->shape[2], H = (int)in->shape[3], W = (int)in->shape[4], s = lp_wan_vae_scale(m), n = 0;
     int z = lp_wan_vae_config_of(m)->z_dim;
     int64_t lhw = (int64_t)(H / s) * (W / s);
-    lp_status st = lp_wan_vae_encoder_open(m, H, W, pool, &e);
+    lp_status st = lp_wan_vae_encoder_open(m, H, W, be, &e);
     if (st == LP_OK && (T < 1 || (T - 1) % 4))
         st = lp_fail(LP_ERR_SHAPE, "%s: in.pixels has %d frames; the Wan VAE encodes 1 + 4k", c->golden_path, T);
     if (st == LP_OK && !(lat = malloc((size_t)(1 + (T - 1) / 4) * z * lhw * sizeof *lat)))
@@ -70,14 +71,14 @@ static lp_status run_encode(lp_check_ctx *c, const lp_tensor_file *g, const lp_w
     return st;
 }
 
-static lp_status run_decode(lp_check_ctx *c, const lp_tensor_file *g, const lp_wan_vae *m, lp_pool *pool,
+static lp_status run_decode(lp_check_ctx *c, const lp_tensor_file *g, const lp_wan_vae *m, lp_backend *be,
                             const lp_tensor *in) {
     float *lat = NULL, *frames = NULL;
     lp_wan_vae_decoder *d = NULL;
     int z = lp_wan_vae_config_of(m)->z_dim, s = lp_wan_vae_scale(m), n = 0;
     LP_TRY(load_clip(g, in, z, &lat));
     int L = (int)in->shape[2], H = (int)in->shape[3] * s, W = (int)in->shape[4] * s;
-    lp_status st = lp_wan_vae_decoder_open(m, H, W, 0, pool, &d);
+    lp_status st = lp_wan_vae_decoder_open(m, H, W, 0, be, &d);
     if (st == LP_OK && !(frames = malloc((size_t)4 * (L ? L : 1) * 3 * H * W * sizeof *frames)))
         st = lp_fail(LP_ERR_NOMEM, "out of memory decoding");
     if (st == LP_OK) st = lp_wan_vae_decode(d, lat, L, frames, &n);
@@ -94,15 +95,15 @@ lp_status check_wan_vae(lp_check_ctx *c, const lp_tensor_file *golden) {
     const char *prefix;
     LP_TRY(lp_check_weights_source(c, golden, "w.encoder.conv1.weight", &wf, &src, &prefix));
     lp_wan_vae *m = NULL;
-    lp_pool *pool = NULL;
+    lp_backend *be = NULL;
     lp_status st = lp_wan_vae_load(src, prefix, &m);
-    if (st == LP_OK) st = lp_pool_create(c->threads, &pool);
+    if (st == LP_OK) st = lp_backend_create(c->backend, c->threads, &be);
     const lp_tensor *pix = lp_tensor_file_find(golden, "in.pixels"), *lat = lp_tensor_file_find(golden, "in.latents");
     if (st == LP_OK && !pix && !lat)
         st = lp_fail(LP_ERR_MISSING, "%s: neither in.pixels nor in.latents is present", c->golden_path);
-    if (st == LP_OK && pix) st = run_encode(c, golden, m, pool, pix);
-    if (st == LP_OK && lat) st = run_decode(c, golden, m, pool, lat);
-    lp_pool_destroy(pool);
+    if (st == LP_OK && pix) st = run_encode(c, golden, m, be, pix);
+    if (st == LP_OK && lat) st = run_decode(c, golden, m, be, lat);
+    lp_backend_destroy(be);
     lp_wan_vae_free(m);
     lp_tensor_file_close(wf);
     return st;

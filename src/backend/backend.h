@@ -52,6 +52,19 @@ typedef struct {
     int64_t start[LP_MAX_SEGMENTS + 1];
 } lp_segments;
 
+/* Where a conv3d reads and how large its output is (spec/VAE.md, "Wan VAE"):
+ * output frame j, pixel (oy, ox) takes input frames j·t_stride + dt
+ * (dt < kt), rows oy·stride + dy − pad and columns ox·stride + dx − pad;
+ * positions outside the h × w input read as zero (this covers both the
+ * symmetric padding of a CausalConv3d and the ZeroPad2d((0,1,0,1)) in front
+ * of a stride-2 Conv2d). */
+typedef struct {
+    int h, w;        /* input frame size */
+    int oh, ow;      /* output frame size */
+    int stride, pad; /* spatial */
+    int t_stride;    /* temporal */
+} lp_conv3d_geom;
+
 /* conv2d's flags */
 #define LP_CONV_ACCUMULATE 1u /* add to out */
 #define LP_CONV_RELU 2u       /* then ReLU */
@@ -198,6 +211,33 @@ struct lp_backend {
     void (*tanh_clamp)(const lp_backend *be, float *y, const float *x, int64_t n);
     /* y[i] = min(max(x[i], 0), 1) for i < n; y may equal x. */
     void (*clamp01)(const lp_backend *be, float *y, const float *x, int64_t n);
+
+    /* ---- the Wan VAE (spec/VAE.md, "Wan VAE"), frames [c, h, w] f32 ---- */
+    /* Convolves n_in input frames in[i] (backend memory, each [cin][h][w])
+     * into n_out = (n_in − kt)/t_stride + 1 output frames written one after
+     * another to out ([n_out][cout][oh][ow]), bias b [cout] added (NULL for
+     * none), with geometry g. w is f32 [cout, cin, kt, k, k] (a Conv3d) or
+     * [cout, cin, k, k] (a Conv2d, kt = 1), k 1 or 3, kt at most 3; stride 1
+     * or 2, 0 <= pad <= k/2. in is a host array; out must not overlap an
+     * input. Time padding is never implicit: a causal convolution is given
+     * its history frames in front of the current ones. Fails with
+     * LP_ERR_ARG / LP_ERR_SHAPE / LP_ERR_UNSUPPORTED on other arguments. */
+    lp_status (*conv3d)(const lp_backend *be, float *out, const float *const *in, int n_in, const lp_tensor *w,
+                        const lp_tensor *b, const lp_conv3d_geom *g);
+    /* The VAE's RMS_norm over channels: y = x / max(‖x‖₂, 1e-12) · √c · gamma[ch],
+     * the norm over the c channels of each pixel; x and y [frames][c][n];
+     * gamma an f32 view of c elements. y may equal x. */
+    void (*channel_rms_norm)(const lp_backend *be, float *y, const float *x, int64_t frames, int c, int64_t n,
+                             const lp_tensor *gamma);
+    /* Nearest 2× upsampling of one frame: out[c][y][x] = in[c][y/2][x/2],
+     * in [c][h][w], out [c][2h][2w] (not overlapping). */
+    void (*upsample2x)(const lp_backend *be, float *out, const float *in, int c, int h, int w);
+    /* Single-head attention over the n pixels of one frame, channel-major:
+     * q, k, v, out [c][n]; out[:, i] = Σ_j softmax_j(q[:, i]·k[:, j]/√c)·v[:, j]
+     * (fp32). out must not overlap q, k or v. Scratch is the backend's own. */
+    lp_status (*spatial_attention)(const lp_backend *be, float *out, const float *q, const float *k, const float *v,
+                                   int c, int64_t n);
+
     /* Video frames: packed 8-bit RGB rgb[f][p][c] <-> planar [0, 1] floats
      * [f][c][p] for `frames` frames of `pixels` pixels, with the mapping of
      * src/base/pixels.h (b / 255; clamped to [0, 1], NaN -> 0, then
@@ -224,6 +264,9 @@ lp_status lp_linear_batch_loop(const lp_backend *be, void *y, int64_t y_stride, 
                                const lp_tensor *const *W, const lp_tensor *const *b, int count, unsigned flags);
 lp_status lp_linear_batch_serial(const lp_backend *be, void *y, int64_t y_stride, const void *x, int64_t M,
                                  const lp_tensor *const *W, const lp_tensor *const *b, int count, unsigned flags);
+/* conv3d's argument checks, shared by the backends (cpu/vae_ops.c). */
+lp_status lp_conv3d_check(const float *out, const float *const *in, int n_in, const lp_tensor *w, const lp_tensor *b,
+                          const lp_conv3d_geom *g);
 /* "cpu" or "cuda", priority 0. */
 lp_status lp_backend_create(const char *name, int nthreads, lp_backend **out);
 /* The same for the stage on the critical path of a pipeline whose stages

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend/cpu/conv3d.h"
 
 /* Latent normalisation constants of Wan2.1 (spec/VAE.md). */
 static const float k_mean[16] = {-0.7571f, -0.7089f, -0.9113f, 0.1075f, -0.1745f, 0.9653f, -0.1517f, 1.5508f,
@@ -16,10 +15,16 @@ static const float k_std[16] = {2.8184f, 1.4541f, 2.3275f, 2.6558f, 1.2196f, 1.7
 /* Frames a stack sees per call at most: 4 pixel frames in the encoder, and
  * 1 latent frame growing to 4 through the decoder's two temporal upsamples. */
 enum { MAX_T = 4, CACHE_T = 2 };
-/* Target size of the im2col and attention-score scratch, in floats. */
-#define SCRATCH_BUDGET ((size_t)1 << 23)
 
 typedef enum { LAYER_RES, LAYER_ATTN, LAYER_DOWN, LAYER_UP } layer_kind;
+
+/* A convolution's f32 weight [cout, cin, kt, kh, kw] (a Conv3d) or
+ * [cout, cin, kh, kw] (a Conv2d, kt = 1) and bias [cout], as views of the
+ * model's own copies (the backends key their device copies by them). */
+typedef struct {
+    int cout, cin, kt, kh, kw;
+    lp_tensor weight, bias;
+} vae_conv;
 
 /* One entry of encoder.downsamples / decoder.upsamples / *.middle. */
 typedef struct {
@@ -36,26 +41,26 @@ typedef struct {
      *   conv1 = resample.1 [c,c,3,3] (stride 2), conv2 = time_conv [c,c,3,1,1] (3d only).
      * LAYER_UP (Resample upsample2d/3d, c = cin, cout = c/2):
      *   conv1 = resample.1 [c/2,c,3,3], conv2 = time_conv [2c,c,3,1,1] (3d only). */
-    const float *norm1, *norm2;
-    lp_vae_conv_w conv1, conv2, shortcut;
+    lp_tensor norm1, norm2; /* views of c elements */
+    vae_conv conv1, conv2, shortcut;
 } vae_layer;
 
 /* Encoder3d / Decoder3d: conv1, the layers, then head = RMS -> SiLU -> conv. */
 typedef struct {
-    lp_vae_conv_w conv_in;  /* *.conv1 [c0, cin, 3,3,3] */
+    vae_conv conv_in;       /* *.conv1 [c0, cin, 3,3,3] */
     vae_layer *layers;
     int nlayers;
-    const float *head_norm; /* *.head.0.gamma [c,1,1,1] */
-    lp_vae_conv_w head;     /* *.head.2 [cout, c, 3,3,3] */
+    lp_tensor head_norm;    /* *.head.0.gamma [c,1,1,1] */
+    vae_conv head;          /* *.head.2 [cout, c, 3,3,3] */
 } vae_stack;
 
 struct lp_wan_vae {
     lp_wan_vae_config cfg;
     vae_stack enc, dec;
-    lp_vae_conv_w quant;      /* conv1 [2z, 2z, 1,1,1]: encoder output -> (mu, log_var) */
-    lp_vae_conv_w post_quant; /* conv2 [z, z, 1,1,1]: latent -> decoder input */
+    vae_conv quant;           /* conv1 [2z, 2z, 1,1,1]: encoder output -> (mu, log_var) */
+    vae_conv post_quant;      /* conv2 [z, z, 1,1,1]: latent -> decoder input */
     float inv_std[16];        /* 1 / std in f32, as the reference's scale[1] */
-    float **allocs;           /* every f32 weight copy */
+    void **allocs;            /* every f32 weight copy and tensor name */
     int nallocs, cap;
 };
 
@@ -79,25 +84,42 @@ static lp_status get(const loader *L, const char *name, const lp_tensor **t) {
     return lp_tensor_file_get(L->f, full, t);
 }
 
-/* Loads prefix + name, checks its shape, and keeps an f32 copy. */
-static lp_status load_f32(loader *L, const char *name, int ndim, const int64_t *shape, const float **out) {
+/* Keeps p (NULL: out of memory) among the model's allocations. */
+static lp_status keep(lp_wan_vae *m, void *p, const char *what) {
+    if (p && m->nallocs == m->cap) {
+        int cap = m->cap ? 2 * m->cap : 256;
+        void **a = realloc(m->allocs, (size_t)cap * sizeof *a);
+        if (a) {
+            m->allocs = a;
+            m->cap = cap;
+        }
+    }
+    if (!p || m->nallocs == m->cap) {
+        free(p);
+        return lp_fail(LP_ERR_NOMEM, "wan_vae: out of memory loading '%s'", what);
+    }
+    m->allocs[m->nallocs++] = p;
+    return LP_OK;
+}
+
+/* Loads prefix + name, checks its shape, and makes *out an f32 view of a
+ * model-owned copy (named as in the file). */
+static lp_status load_f32(loader *L, const char *name, int ndim, const int64_t *shape, lp_tensor *out) {
     const lp_tensor *t;
     LP_TRY(get(L, name, &t));
     LP_TRY(lp_tensor_expect(t, lp_tensor_file_path(L->f), ndim, shape));
     lp_wan_vae *m = L->m;
-    if (m->nallocs == m->cap) {
-        int cap = m->cap ? 2 * m->cap : 256;
-        float **a = realloc(m->allocs, (size_t)cap * sizeof *a);
-        if (!a) return lp_fail(LP_ERR_NOMEM, "wan_vae: out of memory loading '%s'", t->name);
-        m->allocs = a;
-        m->cap = cap;
-    }
     int64_t n = lp_tensor_numel(t);
-    float *buf = malloc((size_t)n * sizeof *buf);
-    if (!buf) return lp_fail(LP_ERR_NOMEM, "wan_vae: out of memory loading '%s'", t->name);
-    m->allocs[m->nallocs++] = buf;
+    float *buf = malloc((size_t)(n ? n : 1) * sizeof *buf);
+    LP_TRY(keep(m, buf, t->name));
+    char *tname = strdup(t->name);
+    LP_TRY(keep(m, tname, t->name));
     LP_TRY(lp_tensor_read_f32(t, 0, n, buf));
-    *out = buf;
+    *out = *t;
+    out->name = tname;
+    out->dtype = LP_F32;
+    out->data = buf;
+    out->nbytes = (size_t)n * sizeof *buf;
     return LP_OK;
 }
 
@@ -109,17 +131,16 @@ static const char *cat(char *buf, size_t len, const char *base, const char *suff
 
 /* A convolution base.weight [cout, cin, (kt,) kh, kw] + base.bias [cout];
  * kt == 0 means a 4-D Conv2d weight (used as kt = 1). */
-static lp_status load_conv(loader *L, const char *base, int cout, int cin, int kt, int kh, int kw,
-                           lp_vae_conv_w *c) {
+static lp_status load_conv(loader *L, const char *base, int cout, int cin, int kt, int kh, int kw, vae_conv *c) {
     char name[512];
     int64_t shape5[5] = {cout, cin, kt, kh, kw}, shape4[4] = {cout, cin, kh, kw}, bshape[1] = {cout};
-    *c = (lp_vae_conv_w){.cout = cout, .cin = cin, .kt = kt ? kt : 1, .kh = kh, .kw = kw};
+    *c = (vae_conv){.cout = cout, .cin = cin, .kt = kt ? kt : 1, .kh = kh, .kw = kw};
     LP_TRY(load_f32(L, cat(name, sizeof name, base, ".weight"), kt ? 5 : 4, kt ? shape5 : shape4, &c->weight));
     return load_f32(L, cat(name, sizeof name, base, ".bias"), 1, bshape, &c->bias);
 }
 
 /* An RMS_norm gamma [c,1,1,1] (videos) or [c,1,1] (images). */
-static lp_status load_gamma(loader *L, const char *name, int c, int images, const float **out) {
+static lp_status load_gamma(loader *L, const char *name, int c, int images, lp_tensor *out) {
     int64_t shape[4] = {c, 1, 1, 1};
     return load_f32(L, name, images ? 3 : 4, shape, out);
 }
@@ -296,6 +317,19 @@ int lp_wan_vae_scale(const lp_wan_vae *m) { return 1 << (m->cfg.nstages - 1); }
 
 /* ---------------------------------------------------------------- sessions */
 
+/* Geometry of a causal 3-D convolution (or a stride-1 Conv2d): spatial stride
+ * 1, padding kh/2, output size = input size. */
+static lp_conv3d_geom geom_same(const vae_conv *k, int h, int w) {
+    return (lp_conv3d_geom){.h = h, .w = w, .oh = h, .ow = w, .stride = 1, .pad = k->kh / 2, .t_stride = 1};
+}
+
+/* Geometry of Resample "downsample": ZeroPad2d((0,1,0,1)) then Conv2d 3x3
+ * stride 2 without padding: output floor((h-2)/2)+1 x floor((w-2)/2)+1. */
+static lp_conv3d_geom geom_down2(int h, int w) {
+    return (lp_conv3d_geom){.h = h, .w = w, .oh = (h - 2) / 2 + 1, .ow = (w - 2) / 2 + 1, .stride = 2, .pad = 0,
+                            .t_stride = 1};
+}
+
 /* Streaming state of one layer, at the layer's input resolution h x w. */
 typedef struct {
     int h, w;
@@ -306,27 +340,25 @@ typedef struct {
     float *cache1, *cache2;
 } layer_state;
 
-/* A stack (encoder or decoder body) run chunk by chunk; every buffer is
- * allocated by stack_open. */
+/* A stack (encoder or decoder body) run chunk by chunk on a backend; every
+ * buffer is in the backend's memory and allocated by stack_open. */
 typedef struct {
     const vae_stack *st;
-    lp_pool *pool;
+    lp_backend *be;
     int h, w;             /* input frame size */
     int first;            /* the next chunk is the clip's first (temporal resamples bypass their time_conv) */
     float *cache_in;      /* conv_in's last CACHE_T inputs */
     float *cache_head;    /* head conv's last CACHE_T inputs */
-    layer_state *ls;      /* [st->nlayers] */
+    layer_state *ls;      /* [st->nlayers], host */
     float *buf[3];        /* activations, each sized for the largest tensor of a chunk */
-    float *scratch;       /* im2col tiles / attention scores */
-    size_t scratch_n;
-    void **allocs;        /* everything above, for close and reset */
+    void **allocs;        /* the backend buffers, for close and reset */
     size_t *clear_bytes;  /* bytes of each that a reset zeroes */
     int nallocs, cap;
     size_t bytes;         /* total allocated */
 } stack_run;
 
-/* Allocates bytes of zeroed memory owned by the session; clear marks state that
- * a reset must zero again (the caches). */
+/* Allocates bytes of zeroed backend memory owned by the session; clear marks
+ * state that a reset must zero again (the caches). */
 static lp_status run_alloc(stack_run *r, size_t bytes, int clear, void **out) {
     if (r->nallocs == r->cap) {
         int cap = r->cap ? 2 * r->cap : 64;
@@ -337,8 +369,8 @@ static lp_status run_alloc(stack_run *r, size_t bytes, int clear, void **out) {
         r->clear_bytes = b;
         r->cap = cap;
     }
-    void *p = calloc(1, bytes ? bytes : 1);
-    if (!p) return lp_fail(LP_ERR_NOMEM, "wan_vae session: cannot allocate %zu bytes", bytes);
+    void *p = r->be->alloc(r->be, bytes ? bytes : 1);
+    if (!p) return lp_fail(LP_ERR_NOMEM, "wan_vae session: cannot allocate %zu bytes (%s)", bytes, lp_last_error());
     r->allocs[r->nallocs] = p;
     r->clear_bytes[r->nallocs++] = clear ? bytes : 0;
     r->bytes += bytes;
@@ -347,76 +379,66 @@ static lp_status run_alloc(stack_run *r, size_t bytes, int clear, void **out) {
 }
 
 static lp_status run_floats(stack_run *r, size_t n, int clear, float **out) {
-    void *p;
+    void *p = NULL;
     LP_TRY(run_alloc(r, n * sizeof(float), clear, &p));
     *out = p;
     return LP_OK;
 }
 
 static void stack_close(stack_run *r) {
-    for (int i = 0; i < r->nallocs; i++) free(r->allocs[i]);
+    for (int i = 0; i < r->nallocs; i++) r->be->release(r->be, r->allocs[i]);
     free(r->allocs);
     free(r->clear_bytes);
+    free(r->ls);
     *r = (stack_run){0};
 }
 
 /* Clears every cache: the state of a new clip. */
-static void stack_reset(stack_run *r) {
-    for (int i = 0; i < r->nallocs; i++) memset(r->allocs[i], 0, r->clear_bytes[i]);
+static lp_status stack_reset(stack_run *r) {
+    for (int i = 0; i < r->nallocs; i++)
+        if (r->clear_bytes[i]) LP_TRY(r->be->clear(r->be, r->allocs[i], r->clear_bytes[i]));
     r->first = 1;
+    return LP_OK;
 }
 
 static size_t max_z(size_t a, size_t b) { return a > b ? a : b; }
 
 /* Walks the stack's shapes for chunks of t0 input frames (the steady state,
  * where temporal resamples are active), allocating each cache and sizing the
- * activation buffers and the scratch for the largest tensor met. */
-static lp_status stack_open(stack_run *r, const vae_stack *st, int h, int w, int t0, lp_pool *pool) {
-    *r = (stack_run){.st = st, .pool = pool, .h = h, .w = w, .first = 1};
-    LP_TRY(run_alloc(r, (size_t)st->nlayers * sizeof *r->ls, 0, (void **)&r->ls));
-    size_t need = 0, scratch = 0, T = (size_t)t0, hw = (size_t)h * w;
-    lp_vae_conv_geom g = lp_cpu_vae_geom_same(&st->conv_in, h, w);
+ * activation buffers for the largest tensor met. */
+static lp_status stack_open(stack_run *r, const vae_stack *st, int h, int w, int t0, lp_backend *be) {
+    *r = (stack_run){.st = st, .be = be, .h = h, .w = w, .first = 1};
+    if (!(r->ls = calloc((size_t)st->nlayers, sizeof *r->ls)))
+        return lp_fail(LP_ERR_NOMEM, "wan_vae session: out of memory");
+    size_t need = 0, T = (size_t)t0, hw = (size_t)h * w;
     LP_TRY(run_floats(r, CACHE_T * (size_t)st->conv_in.cin * hw, 1, &r->cache_in));
     need = T * st->conv_in.cout * hw;
-    scratch = lp_cpu_vae_conv_scratch(&st->conv_in, &g, SCRATCH_BUDGET);
     for (int i = 0; i < st->nlayers; i++) {
         const vae_layer *l = &st->layers[i];
         layer_state *s = &r->ls[i];
         s->h = h;
         s->w = w;
         hw = (size_t)h * w;
-        g = lp_cpu_vae_geom_same(&l->conv1, h, w);
         switch (l->kind) {
         case LAYER_RES:
             LP_TRY(run_floats(r, CACHE_T * (size_t)l->cin * hw, 1, &s->cache1));
             LP_TRY(run_floats(r, CACHE_T * (size_t)l->cout * hw, 1, &s->cache2));
             need = max_z(need, T * max_z((size_t)l->cin, (size_t)l->cout) * hw);
-            scratch = max_z(scratch, lp_cpu_vae_conv_scratch(&l->conv1, &g, SCRATCH_BUDGET));
-            scratch = max_z(scratch, lp_cpu_vae_conv_scratch(&l->conv2, &g, SCRATCH_BUDGET));
             break;
-        case LAYER_ATTN:
-            need = max_z(need, 3 * (size_t)l->cin * hw);
-            scratch = max_z(scratch, lp_cpu_vae_attention_scratch((int64_t)hw, SCRATCH_BUDGET));
-            break;
+        case LAYER_ATTN: need = max_z(need, 3 * (size_t)l->cin * hw); break;
         case LAYER_DOWN:
-            g = lp_cpu_vae_geom_down2(h, w);
-            scratch = max_z(scratch, lp_cpu_vae_conv_scratch(&l->conv1, &g, SCRATCH_BUDGET));
-            h = g.oh;
-            w = g.ow;
+            h = (h - 2) / 2 + 1;
+            w = (w - 2) / 2 + 1;
             hw = (size_t)h * w;
             need = max_z(need, T * l->cin * hw);
             if (l->temporal) {
                 LP_TRY(run_floats(r, (size_t)l->cin * hw, 1, &s->cache1));
-                g = lp_cpu_vae_geom_same(&l->conv2, h, w);
-                scratch = max_z(scratch, lp_cpu_vae_conv_scratch(&l->conv2, &g, SCRATCH_BUDGET));
                 T = T / 2 ? T / 2 : 1;
             }
             break;
         case LAYER_UP:
             if (l->temporal) {
                 LP_TRY(run_floats(r, CACHE_T * (size_t)l->cin * hw, 1, &s->cache1));
-                g = lp_cpu_vae_geom_same(&l->conv2, h, w);
-                scratch = max_z(scratch, lp_cpu_vae_conv_scratch(&l->conv2, &g, SCRATCH_BUDGET));
                 need = max_z(need, T * 2 * l->cin * hw);
                 T *= 2;
             }
@@ -424,49 +446,46 @@ static lp_status stack_open(stack_run *r, const vae_stack *st, int h, int w, int
             w *= 2;
             hw = (size_t)h * w;
             need = max_z(need, max_z((size_t)l->cin, T * l->cout) * hw);
-            g = lp_cpu_vae_geom_same(&l->conv1, h, w);
-            scratch = max_z(scratch, lp_cpu_vae_conv_scratch(&l->conv1, &g, SCRATCH_BUDGET));
             break;
         }
     }
     hw = (size_t)h * w;
-    g = lp_cpu_vae_geom_same(&st->head, h, w);
     LP_TRY(run_floats(r, CACHE_T * (size_t)st->head.cin * hw, 1, &r->cache_head));
     need = max_z(need, T * st->head.cin * hw);
-    scratch = max_z(scratch, lp_cpu_vae_conv_scratch(&st->head, &g, SCRATCH_BUDGET));
     if (T > MAX_T) return lp_fail(LP_ERR_UNSUPPORTED, "wan_vae: %zu frames per chunk inside the stack", T);
     for (int i = 0; i < 3; i++) LP_TRY(run_floats(r, need, 0, &r->buf[i]));
-    r->scratch_n = scratch;
-    return run_floats(r, scratch, 0, &r->scratch);
+    return LP_OK;
+}
+
+/* The convolution cw over the n frames fr with geometry g into out. */
+static lp_status conv(stack_run *r, const vae_conv *cw, const lp_conv3d_geom *g, const float *const *fr, int n,
+                      float *out) {
+    return r->be->conv3d(r->be, out, fr, n, &cw->weight, &cw->bias, g);
 }
 
 /* out = conv(w) over [history (CACHE_T frames), in (T frames)] at h x w, then
  * the history becomes the last CACHE_T frames of that sequence (the reference's
  * feat_cache of a CausalConv3d, zeros standing for "no history yet"). */
-static lp_status cached_conv(stack_run *r, const lp_vae_conv_w *cw, float *cache, const float *in, int T, int h,
-                             int w, float *out) {
-    size_t fs = (size_t)cw->cin * h * w;
+static lp_status cached_conv(stack_run *r, const vae_conv *cw, float *cache, const float *in, int T, int h, int w,
+                             float *out) {
+    size_t fs = (size_t)cw->cin * h * w, bytes = fs * sizeof(float);
     const float *fr[CACHE_T + MAX_T];
     fr[0] = cache;
     fr[1] = cache + fs;
     for (int t = 0; t < T; t++) fr[CACHE_T + t] = in + t * fs;
-    lp_vae_conv_geom g = lp_cpu_vae_geom_same(cw, h, w);
-    LP_TRY(lp_cpu_vae_conv(r->pool, cw, &g, fr, CACHE_T + T, out, r->scratch, r->scratch_n));
-    if (T >= 2) {
-        memcpy(cache, in + (T - 2) * fs, 2 * fs * sizeof *cache);
-    } else {
-        memmove(cache, cache + fs, fs * sizeof *cache);
-        memcpy(cache + fs, in, fs * sizeof *cache);
-    }
-    return LP_OK;
+    lp_conv3d_geom g = geom_same(cw, h, w);
+    LP_TRY(conv(r, cw, &g, fr, CACHE_T + T, out));
+    if (T >= 2) return r->be->copy(r->be, cache, in + (T - 2) * fs, 2 * bytes);
+    LP_TRY(r->be->copy(r->be, cache, cache + fs, bytes));
+    return r->be->copy(r->be, cache + fs, in, bytes);
 }
 
 /* An uncached convolution of T frames (pointwise or kt = 1) with geometry g. */
-static lp_status frame_conv(stack_run *r, const lp_vae_conv_w *cw, const lp_vae_conv_geom *g, const float *in,
-                            int T, float *out) {
+static lp_status frame_conv(stack_run *r, const vae_conv *cw, const lp_conv3d_geom *g, const float *in, int T,
+                            float *out) {
     const float *fr[MAX_T];
     for (int t = 0; t < T; t++) fr[t] = in + (size_t)t * cw->cin * g->h * g->w;
-    return lp_cpu_vae_conv(r->pool, cw, g, fr, T, out, r->scratch, r->scratch_n);
+    return conv(r, cw, g, fr, T, out);
 }
 
 #define SWAP(a, b)          \
@@ -479,19 +498,20 @@ static lp_status frame_conv(stack_run *r, const lp_vae_conv_w *cw, const lp_vae_
 /* ResidualBlock: out = conv2(silu(rms2(conv1(silu(rms1(x)))))) + shortcut(x),
  * with x in *x, the result left in *x (a and b are free buffers). */
 static lp_status res_block(stack_run *r, const vae_layer *l, layer_state *s, float **x, float **a, float *b, int T) {
+    lp_backend *be = r->be;
     int64_t hw = (int64_t)s->h * s->w;
-    lp_cpu_vae_rms_norm(r->pool, *x, *a, T, l->cin, hw, l->norm1);
-    lp_cpu_vae_silu(r->pool, *a, T * l->cin * hw);
+    be->channel_rms_norm(be, *a, *x, T, l->cin, hw, &l->norm1);
+    be->silu(be, *a, T * l->cin * hw);
     LP_TRY(cached_conv(r, &l->conv1, s->cache1, *a, T, s->h, s->w, b));
-    lp_cpu_vae_rms_norm(r->pool, b, b, T, l->cout, hw, l->norm2);
-    lp_cpu_vae_silu(r->pool, b, T * l->cout * hw);
+    be->channel_rms_norm(be, b, b, T, l->cout, hw, &l->norm2);
+    be->silu(be, b, T * l->cout * hw);
     LP_TRY(cached_conv(r, &l->conv2, s->cache2, b, T, s->h, s->w, *a));
-    if (l->shortcut.weight) {
-        lp_vae_conv_geom g = lp_cpu_vae_geom_same(&l->shortcut, s->h, s->w);
+    if (l->shortcut.weight.data) {
+        lp_conv3d_geom g = geom_same(&l->shortcut, s->h, s->w);
         LP_TRY(frame_conv(r, &l->shortcut, &g, *x, T, b));
-        lp_cpu_vae_add(r->pool, *a, b, T * l->cout * hw);
+        be->add(be, *a, *a, b, T * l->cout * hw);
     } else {
-        lp_cpu_vae_add(r->pool, *a, *x, T * l->cout * hw);
+        be->add(be, *a, *a, *x, T * l->cout * hw);
     }
     SWAP(*x, *a);
     return LP_OK;
@@ -500,16 +520,17 @@ static lp_status res_block(stack_run *r, const vae_layer *l, layer_state *s, flo
 /* AttentionBlock, per frame: x += proj(attention(to_qkv(rms(x)))), in place. */
 static lp_status attn_block(stack_run *r, const vae_layer *l, const layer_state *s, float *x, float *a, float *b,
                             int T) {
+    lp_backend *be = r->be;
     int c = l->cin;
     int64_t n = (int64_t)s->h * s->w;
-    lp_vae_conv_geom g = lp_cpu_vae_geom_same(&l->conv1, s->h, s->w);
+    lp_conv3d_geom g = geom_same(&l->conv1, s->h, s->w);
     for (int t = 0; t < T; t++) {
         float *xf = x + t * c * n;
-        lp_cpu_vae_rms_norm(r->pool, xf, a, 1, c, n, l->norm1);
+        be->channel_rms_norm(be, a, xf, 1, c, n, &l->norm1);
         LP_TRY(frame_conv(r, &l->conv1, &g, a, 1, b)); /* q, k, v = channels [0:c], [c:2c], [2c:3c] */
-        LP_TRY(lp_cpu_vae_attention(r->pool, b, b + c * n, b + 2 * c * n, a, c, n, r->scratch, r->scratch_n));
+        LP_TRY(be->spatial_attention(be, a, b, b + c * n, b + 2 * c * n, c, n));
         LP_TRY(frame_conv(r, &l->conv2, &g, a, 1, b));
-        lp_cpu_vae_add(r->pool, xf, b, c * n);
+        be->add(be, xf, xf, b, c * n);
     }
     return LP_OK;
 }
@@ -519,7 +540,7 @@ static lp_status attn_block(stack_run *r, const vae_layer *l, const layer_state 
  * chunk's last frame, this chunk], except on the clip's first chunk, which
  * passes unchanged; either way the chunk's last frame is kept. */
 static lp_status down_block(stack_run *r, const vae_layer *l, layer_state *s, float **x, float **a, int *T) {
-    lp_vae_conv_geom g = lp_cpu_vae_geom_down2(s->h, s->w);
+    lp_conv3d_geom g = geom_down2(s->h, s->w);
     LP_TRY(frame_conv(r, &l->conv1, &g, *x, *T, *a));
     SWAP(*x, *a);
     if (!l->temporal) return LP_OK;
@@ -531,14 +552,14 @@ static lp_status down_block(stack_run *r, const vae_layer *l, layer_state *s, fl
         const float *fr[1 + MAX_T];
         fr[0] = s->cache1;
         for (int t = 0; t < *T; t++) fr[1 + t] = *x + t * fs;
-        lp_vae_conv_geom tg = lp_cpu_vae_geom_same(&l->conv2, g.oh, g.ow);
+        lp_conv3d_geom tg = geom_same(&l->conv2, g.oh, g.ow);
         tg.t_stride = 2;
-        LP_TRY(lp_cpu_vae_conv(r->pool, &l->conv2, &tg, fr, 1 + *T, *a, r->scratch, r->scratch_n));
-        memcpy(s->cache1, *x + (*T - 1) * fs, fs * sizeof(float));
+        LP_TRY(conv(r, &l->conv2, &tg, fr, 1 + *T, *a));
+        LP_TRY(r->be->copy(r->be, s->cache1, *x + (*T - 1) * fs, fs * sizeof(float)));
         SWAP(*x, *a);
         *T /= 2;
     } else {
-        memcpy(s->cache1, *x + (*T - 1) * fs, fs * sizeof(float));
+        LP_TRY(r->be->copy(r->be, s->cache1, *x + (*T - 1) * fs, fs * sizeof(float)));
     }
     return LP_OK;
 }
@@ -555,19 +576,20 @@ static lp_status up_block(stack_run *r, const vae_layer *l, layer_state *s, floa
         SWAP(*x, *a);
         *T *= 2;
     }
-    lp_vae_conv_geom g = lp_cpu_vae_geom_same(&l->conv1, 2 * h, 2 * w);
+    lp_conv3d_geom g = geom_same(&l->conv1, 2 * h, 2 * w);
     for (int t = 0; t < *T; t++) {
-        lp_cpu_vae_upsample2x(r->pool, *x + (size_t)t * c * h * w, b, c, h, w);
+        r->be->upsample2x(r->be, b, *x + (size_t)t * c * h * w, c, h, w);
         LP_TRY(frame_conv(r, &l->conv1, &g, b, 1, *a + (size_t)t * l->cout * 4 * h * w));
     }
     SWAP(*x, *a);
     return LP_OK;
 }
 
-/* Runs the stack over T input frames ([T][conv_in.cin][h][w]); writes the
- * head's *t_out output frames to out. */
+/* Runs the stack over T input frames ([T][conv_in.cin][h][w], backend
+ * memory); writes the head's *t_out output frames to out. */
 static lp_status stack_chunk(stack_run *r, const float *in, int T, float *out, int *t_out) {
     const vae_stack *st = r->st;
+    lp_backend *be = r->be;
     float *x = r->buf[0], *a = r->buf[1], *b = r->buf[2];
     int h = r->h, w = r->w;
     LP_TRY(cached_conv(r, &st->conv_in, r->cache_in, in, T, h, w, x));
@@ -584,8 +606,8 @@ static lp_status stack_chunk(stack_run *r, const float *in, int T, float *out, i
         w = l->kind == LAYER_DOWN ? (w - 2) / 2 + 1 : l->kind == LAYER_UP ? 2 * w : w;
     }
     int64_t hw = (int64_t)h * w;
-    lp_cpu_vae_rms_norm(r->pool, x, a, T, st->head.cin, hw, st->head_norm);
-    lp_cpu_vae_silu(r->pool, a, T * st->head.cin * hw);
+    be->channel_rms_norm(be, a, x, T, st->head.cin, hw, &st->head_norm);
+    be->silu(be, a, T * st->head.cin * hw);
     LP_TRY(cached_conv(r, &st->head, r->cache_head, a, T, h, w, out));
     r->first = 0;
     *t_out = T;
@@ -604,11 +626,13 @@ struct lp_wan_vae_encoder {
     const lp_wan_vae *m;
     stack_run run;
     int lh, lw;       /* latent size */
-    float *head_out;  /* [2z][lh][lw]: the encoder body's output for one chunk */
-    float *moments;   /* [2z][lh][lw]: conv1 of it = (mu, log_var) */
+    float *in;        /* [MAX_T][3][H][W]: the chunk's frames (backend) */
+    float *head_out;  /* [2z][lh][lw]: the encoder body's output for one chunk (backend) */
+    float *moments;   /* [2z][lh][lw]: conv1 of it = (mu, log_var) (backend) */
+    float *host;      /* [2z][lh][lw]: the moments on the host */
 };
 
-lp_status lp_wan_vae_encoder_open(const lp_wan_vae *m, int height, int width, lp_pool *pool,
+lp_status lp_wan_vae_encoder_open(const lp_wan_vae *m, int height, int width, lp_backend *be,
                                   lp_wan_vae_encoder **out) {
     *out = NULL;
     LP_TRY(check_size(m, "encoder", height, width));
@@ -618,24 +642,29 @@ lp_status lp_wan_vae_encoder_open(const lp_wan_vae *m, int height, int width, lp
     e->lh = height / lp_wan_vae_scale(m);
     e->lw = width / lp_wan_vae_scale(m);
     size_t lat = (size_t)2 * m->cfg.z_dim * e->lh * e->lw;
-    lp_status s = stack_open(&e->run, &m->enc, height, width, 4, pool);
+    lp_status s = stack_open(&e->run, &m->enc, height, width, 4, be);
+    if (s == LP_OK) s = run_floats(&e->run, (size_t)MAX_T * 3 * height * width, 0, &e->in);
     if (s == LP_OK) s = run_floats(&e->run, lat, 0, &e->head_out);
     if (s == LP_OK) s = run_floats(&e->run, lat, 0, &e->moments);
+    if (s == LP_OK && !(e->host = malloc(lat * sizeof *e->host)))
+        s = lp_fail(LP_ERR_NOMEM, "wan_vae encoder: out of memory");
     if (s != LP_OK) {
         lp_wan_vae_encoder_close(e);
         return s;
     }
+    e->run.bytes += lat * sizeof *e->host;
     *out = e;
     return LP_OK;
 }
 
 void lp_wan_vae_encoder_close(lp_wan_vae_encoder *e) {
     if (!e) return;
-    stack_close(&e->run);
+    if (e->run.be) stack_close(&e->run);
+    free(e->host);
     free(e);
 }
 
-void lp_wan_vae_encoder_reset(lp_wan_vae_encoder *e) { stack_reset(&e->run); }
+lp_status lp_wan_vae_encoder_reset(lp_wan_vae_encoder *e) { return stack_reset(&e->run); }
 
 size_t lp_wan_vae_encoder_bytes(const lp_wan_vae_encoder *e) { return e->run.bytes + sizeof *e; }
 
@@ -646,17 +675,20 @@ lp_status lp_wan_vae_encode(lp_wan_vae_encoder *e, const float *frames, int nfra
         return lp_fail(LP_ERR_ARG, "wan_vae encode: %d frames; the first call of a clip takes 1 + 4k frames, later "
                        "calls 4k", nframes);
     const lp_wan_vae *m = e->m;
+    lp_backend *be = e->run.be;
     int z = m->cfg.z_dim;
     size_t fs = (size_t)3 * e->run.h * e->run.w, hw = (size_t)e->lh * e->lw;
-    lp_vae_conv_geom g = lp_cpu_vae_geom_same(&m->quant, e->lh, e->lw);
+    lp_conv3d_geom g = geom_same(&m->quant, e->lh, e->lw);
     for (int pos = 0; pos < nframes;) {
         int T = e->run.first ? 1 : 4, tout;
-        LP_TRY(stack_chunk(&e->run, frames + pos * fs, T, e->head_out, &tout));
+        LP_TRY(be->upload(be, e->in, frames + pos * fs, (size_t)T * fs * sizeof(float)));
+        LP_TRY(stack_chunk(&e->run, e->in, T, e->head_out, &tout));
         LP_TRY(frame_conv(&e->run, &m->quant, &g, e->head_out, 1, e->moments));
+        LP_TRY(be->download(be, e->host, e->moments, (size_t)z * hw * sizeof(float)));
         /* normalised mu = (mu - mean) * (1 / std) */
         float *dst = latents + (size_t)*nlatents * z * hw;
         for (int c = 0; c < z; c++)
-            for (size_t p = 0; p < hw; p++) dst[c * hw + p] = (e->moments[c * hw + p] - k_mean[c]) * m->inv_std[c];
+            for (size_t p = 0; p < hw; p++) dst[c * hw + p] = (e->host[c * hw + p] - k_mean[c]) * m->inv_std[c];
         *nlatents += tout;
         pos += T;
     }
@@ -667,11 +699,13 @@ struct lp_wan_vae_decoder {
     const lp_wan_vae *m;
     stack_run run;
     int height, width, clamp;
-    float *z;   /* [z][lh][lw]: one latent, un-normalised */
-    float *zin; /* [z][lh][lw]: conv2 of it, the decoder body's input */
+    float *host_z; /* [z][lh][lw]: one latent, un-normalised, on the host */
+    float *z;      /* the same in the backend's memory */
+    float *zin;    /* [z][lh][lw]: conv2 of it, the decoder body's input (backend) */
+    float *out;    /* [MAX_T][3][H][W]: the frames of one latent (backend) */
 };
 
-lp_status lp_wan_vae_decoder_open(const lp_wan_vae *m, int height, int width, int clamp, lp_pool *pool,
+lp_status lp_wan_vae_decoder_open(const lp_wan_vae *m, int height, int width, int clamp, lp_backend *be,
                                   lp_wan_vae_decoder **out) {
     *out = NULL;
     LP_TRY(check_size(m, "decoder", height, width));
@@ -680,24 +714,29 @@ lp_status lp_wan_vae_decoder_open(const lp_wan_vae *m, int height, int width, in
     int sc = lp_wan_vae_scale(m);
     *d = (lp_wan_vae_decoder){.m = m, .height = height, .width = width, .clamp = clamp};
     size_t lat = (size_t)m->cfg.z_dim * (height / sc) * (width / sc);
-    lp_status s = stack_open(&d->run, &m->dec, height / sc, width / sc, 1, pool);
+    lp_status s = stack_open(&d->run, &m->dec, height / sc, width / sc, 1, be);
     if (s == LP_OK) s = run_floats(&d->run, lat, 0, &d->z);
     if (s == LP_OK) s = run_floats(&d->run, lat, 0, &d->zin);
+    if (s == LP_OK) s = run_floats(&d->run, (size_t)MAX_T * 3 * height * width, 0, &d->out);
+    if (s == LP_OK && !(d->host_z = malloc(lat * sizeof *d->host_z)))
+        s = lp_fail(LP_ERR_NOMEM, "wan_vae decoder: out of memory");
     if (s != LP_OK) {
         lp_wan_vae_decoder_close(d);
         return s;
     }
+    d->run.bytes += lat * sizeof *d->host_z;
     *out = d;
     return LP_OK;
 }
 
 void lp_wan_vae_decoder_close(lp_wan_vae_decoder *d) {
     if (!d) return;
-    stack_close(&d->run);
+    if (d->run.be) stack_close(&d->run);
+    free(d->host_z);
     free(d);
 }
 
-void lp_wan_vae_decoder_reset(lp_wan_vae_decoder *d) { stack_reset(&d->run); }
+lp_status lp_wan_vae_decoder_reset(lp_wan_vae_decoder *d) { return stack_reset(&d->run); }
 
 size_t lp_wan_vae_decoder_bytes(const lp_wan_vae_decoder *d) { return d->run.bytes + sizeof *d; }
 
@@ -705,18 +744,21 @@ lp_status lp_wan_vae_decode(lp_wan_vae_decoder *d, const float *latents, int nla
     *nframes = 0;
     if (nlatents < 0) return lp_fail(LP_ERR_ARG, "wan_vae decode: %d latent frames", nlatents);
     const lp_wan_vae *m = d->m;
+    lp_backend *be = d->run.be;
     int z = m->cfg.z_dim;
     size_t hw = (size_t)d->run.h * d->run.w, fs = (size_t)3 * d->height * d->width;
-    lp_vae_conv_geom g = lp_cpu_vae_geom_same(&m->post_quant, d->run.h, d->run.w);
+    lp_conv3d_geom g = geom_same(&m->post_quant, d->run.h, d->run.w);
     for (int i = 0; i < nlatents; i++) {
         /* z / (1 / std) + mean, then conv2 */
         const float *src = latents + (size_t)i * z * hw;
         for (int c = 0; c < z; c++)
-            for (size_t p = 0; p < hw; p++) d->z[c * hw + p] = src[c * hw + p] / m->inv_std[c] + k_mean[c];
+            for (size_t p = 0; p < hw; p++) d->host_z[c * hw + p] = src[c * hw + p] / m->inv_std[c] + k_mean[c];
+        LP_TRY(be->upload(be, d->z, d->host_z, (size_t)z * hw * sizeof(float)));
         LP_TRY(frame_conv(&d->run, &m->post_quant, &g, d->z, 1, d->zin));
         int tout;
         float *dst = frames + (size_t)*nframes * fs;
-        LP_TRY(stack_chunk(&d->run, d->zin, 1, dst, &tout));
+        LP_TRY(stack_chunk(&d->run, d->zin, 1, d->out, &tout));
+        LP_TRY(be->download(be, dst, d->out, (size_t)tout * fs * sizeof(float)));
         if (d->clamp)
             for (size_t k = 0; k < (size_t)tout * fs; k++) dst[k] = fminf(fmaxf(dst[k], -1.0f), 1.0f);
         *nframes += tout;

@@ -201,8 +201,8 @@ static lp_status open_vae(lipar_session *s) {
         lp_taehv_encoder_latent_shape(s->tenc, &s->C, &s->lh, &s->lw);
         LP_TRY(lp_taehv_decoder_create(m->taehv_dec, s->lh, s->lw, &dopts, &s->tdec));
     } else {
-        LP_TRY(lp_wan_vae_encoder_open(m->wan, H, W, m->enc_be->pool, &s->wenc));
-        LP_TRY(lp_wan_vae_decoder_open(m->wan, H, W, 1, m->vae_be->pool, &s->wdec));
+        LP_TRY(lp_wan_vae_encoder_open(m->wan, H, W, m->enc_be, &s->wenc));
+        LP_TRY(lp_wan_vae_decoder_open(m->wan, H, W, 1, m->vae_be, &s->wdec));
         int scale = lp_wan_vae_scale(m->wan);
         s->C = lp_wan_vae_config_of(m->wan)->z_dim;
         s->lh = H / scale;
@@ -472,6 +472,18 @@ static lp_status warm_up(lipar_session *s) {
         st = s->rgb24 ? lp_taehv_decoder_push_rgb24(s->tdec, zeros, CHUNK_LATENTS, frames, 12, &got)
                       : lp_taehv_decoder_push(s->tdec, zeros, CHUNK_LATENTS, frames, 12, &got);
         if (st == LP_OK) st = lp_taehv_decoder_reset(s->tdec);
+    }
+    if (st == LP_OK && (s->wenc || s->wdec)) {
+        /* the Wan VAE: the first chunk of a clip and one later (5 frames, 2 latents) */
+        float *px = calloc((size_t)5 * s->frame_px, sizeof *px);
+        float *lat = calloc((size_t)2 * s->C * s->lh * s->lw, sizeof *lat);
+        st = px && lat ? LP_OK : lp_fail(LP_ERR_NOMEM, "out of memory warming up");
+        if (st == LP_OK && s->wenc) st = lp_wan_vae_encode(s->wenc, px, 5, lat, &got);
+        if (st == LP_OK && s->wenc) st = lp_wan_vae_encoder_reset(s->wenc);
+        if (st == LP_OK && s->wdec) st = lp_wan_vae_decode(s->wdec, lat, 2, px, &got);
+        if (st == LP_OK && s->wdec) st = lp_wan_vae_decoder_reset(s->wdec);
+        free(px);
+        free(lat);
     }
     free(zeros);
     free(flow);

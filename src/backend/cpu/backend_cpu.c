@@ -73,6 +73,10 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->relu = lp_cpu_relu;
     be->tanh_clamp = lp_cpu_tanh_clamp;
     be->clamp01 = lp_cpu_clamp01;
+    be->conv3d = lp_cpu_conv3d;
+    be->channel_rms_norm = lp_cpu_channel_rms_norm;
+    be->upsample2x = lp_cpu_upsample2x;
+    be->spatial_attention = lp_cpu_spatial_attention;
     be->rgb24_to_planar = lp_cpu_rgb24_to_planar;
     be->planar_to_rgb24 = lp_cpu_planar_to_rgb24;
     *out = be;

@@ -6,21 +6,21 @@
 
 #include "cpu_ops.h"
 
-lp_vae_conv_geom lp_cpu_vae_geom_same(const lp_vae_conv_w *k, int h, int w) {
-    return (lp_vae_conv_geom){.h = h, .w = w, .oh = h, .ow = w, .stride = 1, .pad = k->kh / 2, .t_stride = 1};
+lp_conv3d_geom lp_cpu_vae_geom_same(const lp_vae_conv_w *k, int h, int w) {
+    return (lp_conv3d_geom){.h = h, .w = w, .oh = h, .ow = w, .stride = 1, .pad = k->kh / 2, .t_stride = 1};
 }
 
-lp_vae_conv_geom lp_cpu_vae_geom_down2(int h, int w) {
-    return (lp_vae_conv_geom){.h = h, .w = w, .oh = (h - 2) / 2 + 1, .ow = (w - 2) / 2 + 1, .stride = 2, .pad = 0,
+lp_conv3d_geom lp_cpu_vae_geom_down2(int h, int w) {
+    return (lp_conv3d_geom){.h = h, .w = w, .oh = (h - 2) / 2 + 1, .ow = (w - 2) / 2 + 1, .stride = 2, .pad = 0,
                               .t_stride = 1};
 }
 
-static int is_pointwise(const lp_vae_conv_w *w, const lp_vae_conv_geom *g) {
+static int is_pointwise(const lp_vae_conv_w *w, const lp_conv3d_geom *g) {
     return w->kt == 1 && w->kh == 1 && w->kw == 1 && g->stride == 1 && g->pad == 0 && g->oh == g->h &&
            g->ow == g->w;
 }
 
-size_t lp_cpu_vae_conv_scratch(const lp_vae_conv_w *w, const lp_vae_conv_geom *g, size_t budget) {
+size_t lp_cpu_vae_conv_scratch(const lp_vae_conv_w *w, const lp_conv3d_geom *g, size_t budget) {
     if (is_pointwise(w, g)) return 0;
     size_t row = (size_t)w->cin * w->kt * w->kh * w->kw * (size_t)g->ow;
     size_t rows = budget / row;
@@ -31,7 +31,7 @@ size_t lp_cpu_vae_conv_scratch(const lp_vae_conv_w *w, const lp_vae_conv_geom *g
 
 typedef struct {
     const lp_vae_conv_w *w;
-    const lp_vae_conv_geom *g;
+    const lp_conv3d_geom *g;
     const float *const *frames; /* the kt input frames of this output frame */
     int oy0, rows;
     float *col;                 /* [K][rows * ow] */
@@ -42,7 +42,7 @@ typedef struct {
 static void im2col_rows(void *p, int64_t begin, int64_t end) {
     const im2col_ctx *c = p;
     const lp_vae_conv_w *w = c->w;
-    const lp_vae_conv_geom *g = c->g;
+    const lp_conv3d_geom *g = c->g;
     int ksp = w->kh * w->kw, kvol = w->kt * ksp, ow = g->ow, s = g->stride, pad = g->pad;
     for (int64_t r = begin; r < end; r++) {
         int ci = (int)(r / kvol), rem = (int)(r % kvol);
@@ -78,7 +78,7 @@ static void add_bias(const float *bias, float *out, int cout, int64_t n, int64_t
     }
 }
 
-static lp_status pointwise(const lp_vae_conv_w *w, const lp_vae_conv_geom *g, const float *const *in, int n_out,
+static lp_status pointwise(const lp_vae_conv_w *w, const lp_conv3d_geom *g, const float *const *in, int n_out,
                            float *out) {
     int64_t hw = (int64_t)g->h * g->w;
     for (int j = 0; j < n_out; j++) {
@@ -94,7 +94,7 @@ static lp_status pointwise(const lp_vae_conv_w *w, const lp_vae_conv_geom *g, co
     return LP_OK;
 }
 
-lp_status lp_cpu_vae_conv(lp_pool *pool, const lp_vae_conv_w *w, const lp_vae_conv_geom *g, const float *const *in,
+lp_status lp_cpu_vae_conv(lp_pool *pool, const lp_vae_conv_w *w, const lp_conv3d_geom *g, const float *const *in,
                           int n_in, float *out, float *scratch, size_t scratch_n) {
     if (n_in < w->kt || g->t_stride < 1 || g->oh < 1 || g->ow < 1)
         return lp_fail(LP_ERR_ARG, "vae conv: %d input frames for a kernel of %d frames (time stride %d, output %dx%d)",

@@ -17,6 +17,7 @@
 
 #include "../../base/status.h"
 #include "../../base/threadpool.h"
+#include "../backend.h" /* lp_conv3d_geom */
 
 /* A convolution's parameters, f32, in PyTorch layout. 2-D kernels use kt = 1. */
 typedef struct {
@@ -25,29 +26,17 @@ typedef struct {
     const float *bias;   /* [cout], or NULL */
 } lp_vae_conv_w;
 
-/* Where a convolution reads its input and how large its output is. Output frame
- * j, pixel (oy, ox) takes input frames j*t_stride + dt (dt < kt), rows
- * oy*stride + dy - pad and columns ox*stride + dx - pad; positions outside the
- * h x w input read as zero (which covers both the symmetric padding of a
- * CausalConv3d and the ZeroPad2d((0,1,0,1)) in front of a stride-2 Conv2d). */
-typedef struct {
-    int h, w;         /* input frame size */
-    int oh, ow;       /* output frame size */
-    int stride, pad;  /* spatial */
-    int t_stride;     /* temporal */
-} lp_vae_conv_geom;
-
 /* Geometry of a causal 3-D convolution with kernel k (or a stride-1 Conv2d 3x3
  * pad 1 when kt = 1): spatial stride 1, padding kh/2, output size = input size. */
-lp_vae_conv_geom lp_cpu_vae_geom_same(const lp_vae_conv_w *k, int h, int w);
+lp_conv3d_geom lp_cpu_vae_geom_same(const lp_vae_conv_w *k, int h, int w);
 /* Geometry of Resample "downsample": ZeroPad2d((0,1,0,1)) then Conv2d 3x3
  * stride 2 without padding: output floor((h-2)/2)+1 x floor((w-2)/2)+1. */
-lp_vae_conv_geom lp_cpu_vae_geom_down2(int h, int w);
+lp_conv3d_geom lp_cpu_vae_geom_down2(int h, int w);
 
 /* Scratch floats that lp_cpu_vae_conv wants for w at geometry g: im2col tiles of
  * whole output rows, about budget floats (at least one row, at most one frame);
  * 0 for a 1x1x1 convolution, which needs none. */
-size_t lp_cpu_vae_conv_scratch(const lp_vae_conv_w *w, const lp_vae_conv_geom *g, size_t budget);
+size_t lp_cpu_vae_conv_scratch(const lp_vae_conv_w *w, const lp_conv3d_geom *g, size_t budget);
 
 /* Convolves n_in input frames (each [cin][h][w]; a NULL pointer is a zero
  * frame) into n_out = (n_in - kt) / t_stride + 1 output frames written
@@ -55,7 +44,7 @@ size_t lp_cpu_vae_conv_scratch(const lp_vae_conv_w *w, const lp_vae_conv_geom *g
  * an input. scratch holds scratch_n floats (see lp_cpu_vae_conv_scratch; fewer
  * gives smaller tiles). Fails with LP_ERR_ARG if n_in < kt or the scratch cannot
  * hold one output row. */
-lp_status lp_cpu_vae_conv(lp_pool *pool, const lp_vae_conv_w *w, const lp_vae_conv_geom *g, const float *const *in,
+lp_status lp_cpu_vae_conv(lp_pool *pool, const lp_vae_conv_w *w, const lp_conv3d_geom *g, const float *const *in,
                           int n_in, float *out, float *scratch, size_t scratch_n);
 
 /* RMS_norm over channels: y = x / max(||x||_2, 1e-12) * sqrt(c) * gamma[ch], the

@@ -66,6 +66,13 @@ lp_status lp_cpu_conv2d(const lp_backend *be, float *out, const lp_conv2d_input 
 void lp_cpu_relu(const lp_backend *be, float *x, int64_t n);
 void lp_cpu_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cpu_clamp01(const lp_backend *be, float *y, const float *x, int64_t n);
+lp_status lp_cpu_conv3d(const lp_backend *be, float *out, const float *const *in, int n_in, const lp_tensor *w,
+                        const lp_tensor *b, const lp_conv3d_geom *g);
+void lp_cpu_channel_rms_norm(const lp_backend *be, float *y, const float *x, int64_t frames, int c, int64_t n,
+                             const lp_tensor *gamma);
+void lp_cpu_upsample2x(const lp_backend *be, float *out, const float *in, int c, int h, int w);
+lp_status lp_cpu_spatial_attention(const lp_backend *be, float *out, const float *q, const float *k, const float *v,
+                                   int c, int64_t n);
 void lp_cpu_rgb24_to_planar(const lp_backend *be, float *y, const uint8_t *rgb, int64_t frames, int64_t pixels);
 void lp_cpu_planar_to_rgb24(const lp_backend *be, uint8_t *rgb, const float *x, int64_t frames, int64_t pixels);
 void lp_cpu_synchronize(const lp_backend *be);

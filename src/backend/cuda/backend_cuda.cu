@@ -985,6 +985,7 @@ static void cuda_destroy(lp_backend *be) {
         cudaFree(im->gemm_y);
         cudaFree(st->kv_bf16);
         lp_cuda_conv_free(st);
+        lp_cuda_vae_free(st);
         cudaFree(st->ring);
         cudaFreeHost(st->ring_host);
         for (int i = 0; i < 2; i++) {
@@ -1102,6 +1103,10 @@ lp_status lp_backend_cuda_create(int nthreads, int priority, lp_backend **out) {
     be->act_bf16 = 1;
     be->attention = lp_cuda_attention;
     be->conv2d = lp_cuda_conv2d;
+    be->conv3d = lp_cuda_conv3d;
+    be->channel_rms_norm = lp_cuda_channel_rms_norm;
+    be->upsample2x = lp_cuda_upsample2x;
+    be->spatial_attention = lp_cuda_spatial_attention;
     be->relu = lp_cuda_relu;
     be->tanh_clamp = lp_cuda_tanh_clamp;
     be->clamp01 = lp_cuda_clamp01;

@@ -1,5 +1,9 @@
-/* The CUDA backend's conv-net ops (backend.h: conv2d, relu, tanh_clamp,
- * clamp01), one frame [c, h, w] at a time.
+/* The CUDA backend's conv-net ops (backend.h: conv2d, conv3d, relu,
+ * tanh_clamp, clamp01), one frame [c, h, w] at a time.
+ *
+ * conv3d (the Wan VAE's) runs as conv2d does, one output frame at a time:
+ * its kt input frames are the concatenated inputs and its time taps become
+ * input channels (see conv_geom), the weight rearranged accordingly.
  *
  * conv2d is a fused implicit GEMM on the bf16 tensor cores (mma.sync
  * m16n8k16, fp32 accumulation): out[co][p] = Σ_r W'[co][r]·col[r][p] over
@@ -66,8 +70,8 @@
  * unchanged while the backend lives, backend.h). */
 typedef struct {
     const void *host;
-    int64_t cout, cin, k;
-    int64_t cin_pad;    /* the input channels the kernel sees (cin, or cin padded with zero channels) */
+    int64_t cout, cin, kt, k;
+    int64_t cin_pad;    /* the input channels per frame the kernel sees (cin, or cin padded with zero channels) */
     int grouped;        /* the reduction order (see the top of the file) */
     __nv_bfloat16 *dev; /* [round_up(cout, BM_MAX)][kp] */
 } conv_weight;
@@ -75,7 +79,7 @@ typedef struct {
 struct lp_cuda_conv {
     conv_weight *w;
     int n, cap;
-    float *padded;      /* a single input with its channels padded to a multiple of GROUP */
+    float *padded;      /* inputs with their channels padded to a multiple of GROUP */
     size_t padded_bytes;
 };
 
@@ -95,19 +99,23 @@ static lp_status pending(const lp_backend *be, const char *op) {
     return lp_fail(s, "%s: an earlier CUDA operation failed (%s)", op, lp_status_name(s));
 }
 
-/* The geometry of one convolution. */
+/* The geometry of one convolution over the concatenation of up to three
+ * inputs (conv2d's two, or the kt frames of a conv3d, whose time taps then
+ * become input channels: Σ_dt Σ_ci W[co][ci][dt]·frame_dt[ci] is a 2-D
+ * convolution over channels (dt, ci)). */
 typedef struct {
-    const float *a, *b; /* inputs [ca][h][w] and [cin − ca][h][w] */
-    int ca, cin, h, w;
+    const float *a, *b, *c; /* inputs [ca][h][w], [cab − ca][h][w] and [cin − cab][h][w] */
+    int ca, cab, cin, h, w;
     int sh;             /* log2 of the upsample factor (0 or 1) */
-    int k, stride, pad; /* pad = k / 2 */
+    int k, stride, pad; /* pad: k / 2 for conv2d, the geometry's for conv3d */
     int ho, wo;
 } conv_geom;
 
 /* Channel ci of the concatenated input (stored size). */
 __device__ __forceinline__ const float *channel(const conv_geom &g, int ci) {
     size_t plane = (size_t)g.h * g.w;
-    return ci < g.ca ? g.a + (size_t)ci * plane : g.b + (size_t)(ci - g.ca) * plane;
+    return ci < g.ca ? g.a + (size_t)ci * plane
+                     : ci < g.cab ? g.b + (size_t)(ci - g.ca) * plane : g.c + (size_t)(ci - g.cab) * plane;
 }
 
 /* ---------------------------------------------------- tensor-core helpers */
@@ -154,14 +162,15 @@ __device__ __forceinline__ int swizzle(int row, int chunk) { return row * BK + (
 
 /* --------------------------------------------------------------- kernels */
 
-/* dst[co][r] = the bf16 weight src[co][ci][tap] (src [cout][cin_src][kk])
+/* dst[co][r] = the bf16 weight src[co][cs][dt][tap] (src [cout][cin_src][kt][kk])
  * for the (ci, tap) of reduction index r in the grouped order (grouped != 0)
- * or the dense one (see the top of the file), over cin >= cin_src input
- * channels (the ones past cin_src are zero padding); zero for co >= cout and
- * r >= K = cin·kk, up to rows × kp. */
+ * or the dense one (see the top of the file), over cin = kt·cin_frame input
+ * channels, channel ci being channel cs = ci % cin_frame of time tap
+ * dt = ci / cin_frame (cin_frame >= cin_src: the channels past cin_src are
+ * zero padding); zero for co >= cout and r >= K = cin·kk, up to rows × kp. */
 __global__ void __launch_bounds__(THREADS) rearrange_weight_kernel(__nv_bfloat16 *dst, const __nv_bfloat16 *src,
-                                                                   int cout, int rows, int cin, int cin_src, int kk,
-                                                                   int kp, int grouped) {
+                                                                   int cout, int rows, int cin, int cin_frame,
+                                                                   int cin_src, int kt, int kk, int kp, int grouped) {
     const int64_t total = (int64_t)rows * kp, stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         int co = (int)(i / kp), r = (int)(i - (int64_t)co * kp), ci, tap;
@@ -173,8 +182,10 @@ __global__ void __launch_bounds__(THREADS) rearrange_weight_kernel(__nv_bfloat16
             tap = r / cin;
             ci = r - tap * cin;
         }
-        dst[i] = co < cout && r < cin * kk && ci < cin_src ? src[((int64_t)co * cin_src + ci) * kk + tap]
-                                                          : __float2bfloat16_rn(0.0f);
+        const int dt = ci / cin_frame, cs = ci - dt * cin_frame;
+        dst[i] = co < cout && r < cin * kk && cs < cin_src
+                     ? src[(((int64_t)co * cin_src + cs) * kt + dt) * kk + tap]
+                     : __float2bfloat16_rn(0.0f);
     }
 }
 
@@ -514,20 +525,22 @@ void lp_cuda_clamp01(const lp_backend *be, float *y, const float *x, int64_t n) 
 /* The reduction's length K = cin·k² rounded up to whole steps. */
 static int64_t gemm_kp(int64_t cin, int64_t k) { return (cin * k * k + BK - 1) / BK * BK; }
 
-/* *out = the weight w ([cout][cin][k][k] f32 on the host) rearranged for the
- * grouped order (grouped != 0) or the dense one, made on first use from the
- * backend's bf16 copy of it. */
+/* *out = the weight w ([cout][cin][k][k] or [cout][cin][kt][k][k] f32 on the
+ * host) rearranged for the grouped order (grouped != 0) or the dense one over
+ * kt frames of cin_pad channels, made on first use from the backend's bf16
+ * copy of it. */
 static lp_status conv_weight_get(const lp_backend *be, const lp_tensor *w, int grouped, int64_t cin_pad,
                                  const __nv_bfloat16 **out) {
     lp_cuda_state *st = lp_cuda(be);
-    const int64_t cout = w->shape[0], cin = w->shape[1], k = w->shape[2];
+    const int64_t cout = w->shape[0], cin = w->shape[1], k = w->shape[w->ndim - 1];
+    const int64_t kt = w->ndim == 5 ? w->shape[2] : 1;
     if (!st->conv && !(st->conv = (lp_cuda_conv *)calloc(1, sizeof *st->conv)))
         return lp_fail(LP_ERR_NOMEM, "conv2d: out of memory for the CUDA conv state");
     lp_cuda_conv *c = st->conv;
     for (int i = 0; i < c->n; i++) {
         const conv_weight *e = &c->w[i];
-        if (e->host == w->data && e->cout == cout && e->cin == cin && e->k == k && e->grouped == grouped &&
-            e->cin_pad == cin_pad) {
+        if (e->host == w->data && e->cout == cout && e->cin == cin && e->kt == kt && e->k == k &&
+            e->grouped == grouped && e->cin_pad == cin_pad) {
             *out = e->dev;
             return LP_OK;
         }
@@ -539,9 +552,9 @@ static lp_status conv_weight_get(const lp_backend *be, const lp_tensor *w, int g
         c->w = nw;
         c->cap = cap;
     }
-    const __nv_bfloat16 *wd = (const __nv_bfloat16 *)lp_cuda_weight(be, w, 1); /* bf16 [cout][cin][k][k] */
+    const __nv_bfloat16 *wd = (const __nv_bfloat16 *)lp_cuda_weight(be, w, 1); /* bf16 [cout][cin][kt][k][k] */
     if (!wd) return st->sticky;
-    const int64_t rows = (cout + BM_MAX - 1) / BM_MAX * BM_MAX, kp = gemm_kp(cin_pad, k);
+    const int64_t rows = (cout + BM_MAX - 1) / BM_MAX * BM_MAX, kp = gemm_kp(kt * cin_pad, k);
     __nv_bfloat16 *dev = NULL;
     cudaError_t e = cudaMalloc(&dev, (size_t)(rows * kp) * sizeof *dev);
     if (e != cudaSuccess) {
@@ -551,7 +564,8 @@ static lp_status conv_weight_get(const lp_backend *be, const lp_tensor *w, int g
                        (long long)(rows * kp * 2), w->name ? w->name : "?", cudaGetErrorString(e));
     }
     rearrange_weight_kernel<<<grid_1d(rows * kp), THREADS, 0, st->stream>>>(
-        dev, wd, (int)cout, (int)rows, (int)cin_pad, (int)cin, (int)(k * k), (int)kp, grouped);
+        dev, wd, (int)cout, (int)rows, (int)(kt * cin_pad), (int)cin_pad, (int)cin, (int)kt, (int)(k * k), (int)kp,
+        grouped);
     lp_status s = lp_cuda_check_launch(be, "conv2d weight rearrangement");
     if (s != LP_OK) {
         cudaFree(dev);
@@ -561,6 +575,7 @@ static lp_status conv_weight_get(const lp_backend *be, const lp_tensor *w, int g
     ne->host = w->data;
     ne->cout = cout;
     ne->cin = cin;
+    ne->kt = kt;
     ne->k = k;
     ne->cin_pad = cin_pad;
     ne->grouped = grouped;
@@ -575,6 +590,8 @@ typedef void (*conv_kernel)(float *, conv_geom, const __nv_bfloat16 *, const flo
  * per multiply-add where there are enough output channels to fill it. */
 static lp_status conv_mma(const lp_backend *be, float *out, const conv_geom &g, const lp_tensor *w, int cout,
                           const float *bias, unsigned flags) {
+    /* the channels of one time tap (all of them for a 2-D weight) */
+    const int cin_frame = w->ndim == 5 ? g.cin / (int)w->shape[2] : g.cin;
     static const conv_kernel kernels[2][2][2] = { /* [BM 128][k 3][grouped] */
         {{conv_mma_kernel<64, 1, false>, conv_mma_kernel<64, 1, true>},
          {conv_mma_kernel<64, 3, false>, conv_mma_kernel<64, 3, true>}},
@@ -582,20 +599,60 @@ static lp_status conv_mma(const lp_backend *be, float *out, const conv_geom &g, 
          {conv_mma_kernel<128, 3, false>, conv_mma_kernel<128, 3, true>}},
     };
     const int64_t hw = (int64_t)g.ho * g.wo, plane = (int64_t)g.h * g.w, kp = gemm_kp(g.cin, g.k);
-    const int bm = cout > 64 ? 128 : 64, grouped = g.ca % GROUP == 0 && g.cin % GROUP == 0;
+    const int bm = cout > 64 ? 128 : 64,
+              grouped = g.ca % GROUP == 0 && g.cab % GROUP == 0 && g.cin % GROUP == 0 && cin_frame % GROUP == 0;
     const int64_t mtiles = (cout + bm - 1) / bm, blocks = mtiles * ((hw + BN - 1) / BN);
     if (hw > INT32_MAX - BN || plane > INT32_MAX || blocks > INT32_MAX || cout > INT32_MAX - BM_MAX ||
         kp > INT32_MAX / BM_MAX)
         return lp_fail(LP_ERR_ARG, "conv2d '%s': too large (%d channels, %dx%d input, %dx%d output)",
                        w->name ? w->name : "?", g.cin, g.w, g.h, g.wo, g.ho);
     const __nv_bfloat16 *wr = NULL;
-    LP_TRY(conv_weight_get(be, w, grouped, g.cin, &wr));
+    LP_TRY(conv_weight_get(be, w, grouped, cin_frame, &wr));
     conv_kernel kern = kernels[bm == 128][g.k == 3][grouped];
     kern<<<(unsigned)blocks, CONV_THREADS, 0, lp_cuda(be)->stream>>>(out, g, wr, bias, cout, (int)mtiles,
                                                                      (int)(kp / BK), g.cin * g.k * g.k,
                                                                      (flags & LP_CONV_ACCUMULATE) != 0,
                                                                      (flags & LP_CONV_RELU) != 0);
     return lp_cuda_check_launch(be, "conv2d");
+}
+
+/* Copies the c channels of each of the n frames src[i] ([c][plane]) into
+ * frame i of the backend's padding buffer ([n][cpad][plane], grown on
+ * demand), zero channels after them, and points src[i] at the copy. A few channels (RGB frames) padded to a multiple of
+ * GROUP make a grouped convolution, whose gathers are coalesced (the dense
+ * order measured 1 TFLOP/s on TAEHV's 3 -> 64 conv at 832x480, the grouped
+ * one over 100). */
+static lp_status pad_channels(const lp_backend *be, const float **src, int n, int c, int cpad, size_t plane) {
+    lp_cuda_state *st = lp_cuda(be);
+    const size_t frame = (size_t)cpad * plane * sizeof(float), bytes = (size_t)n * frame;
+    lp_cuda_conv *cs = st->conv;
+    if (!cs && !(cs = st->conv = (lp_cuda_conv *)calloc(1, sizeof *st->conv)))
+        return lp_fail(LP_ERR_NOMEM, "conv: out of memory for the CUDA conv state");
+    if (cs->padded_bytes < bytes) {
+        /* the old buffer may still be read by issued kernels */
+        LP_TRY(lp_cuda_check(be, cudaStreamSynchronize(st->stream), "conv: channel padding (wait)"));
+        cudaFree(cs->padded);
+        cs->padded = NULL;
+        cs->padded_bytes = 0;
+        cudaError_t e = cudaMalloc(&cs->padded, bytes);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            return lp_fail(e == cudaErrorMemoryAllocation ? LP_ERR_NOMEM : LP_ERR_IO,
+                           "conv: cannot allocate %zu bytes of device memory: %s", bytes, cudaGetErrorString(e));
+        }
+        cs->padded_bytes = bytes;
+    }
+    for (int i = 0; i < n; i++) {
+        char *dst = (char *)cs->padded + (size_t)i * frame;
+        LP_TRY(lp_cuda_check(be, cudaMemcpyAsync(dst, src[i], (size_t)c * plane * sizeof(float),
+                                                 cudaMemcpyDeviceToDevice, st->stream),
+                             "conv: channel padding (copy)"));
+        LP_TRY(lp_cuda_check(be, cudaMemsetAsync(dst + (size_t)c * plane * sizeof(float), 0,
+                                                 (size_t)(cpad - c) * plane * sizeof(float), st->stream),
+                             "conv: channel padding (zeros)"));
+        src[i] = (const float *)dst;
+    }
+    return LP_OK;
 }
 
 lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
@@ -624,8 +681,9 @@ lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input
     conv_geom g;
     g.a = in->a;
     g.b = in->b;
+    g.c = NULL;
     g.ca = in->ca;
-    g.cin = in->ca + in->cb;
+    g.cin = g.cab = in->ca + in->cb;
     g.h = in->h;
     g.w = in->w;
     g.sh = in->up == 2 ? 1 : 0;
@@ -638,37 +696,48 @@ lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input
     if (b && !(bias = (const float *)lp_cuda_weight(be, b, 0))) return st->sticky;
     if (conv_small_fits(in, cout, g.k, stride)) return conv_small(be, out, in, w, cout, bias, flags);
     if (in->cb == 0 && g.ca % GROUP) {
-        /* a single input of few channels (TAEHV's RGB frames): zero channels
-         * up to a multiple of GROUP make it a grouped convolution, whose
-         * gathers are coalesced (the dense order measured 1 TFLOP/s on the
-         * 3 -> 64 conv at 832x480, the grouped one over 100) */
+        /* a single input of few channels (TAEHV's RGB frames) */
         const int cpad = (g.ca + GROUP - 1) / GROUP * GROUP;
-        const size_t plane = (size_t)g.h * g.w * sizeof(float), bytes = (size_t)cpad * plane;
-        lp_cuda_conv *c = st->conv;
-        if (!c && !(c = st->conv = (lp_cuda_conv *)calloc(1, sizeof *st->conv)))
-            return lp_fail(LP_ERR_NOMEM, "conv2d: out of memory for the CUDA conv state");
-        if (c->padded_bytes < bytes) {
-            cudaFree(c->padded);
-            c->padded = NULL;
-            c->padded_bytes = 0;
-            cudaError_t e = cudaMalloc(&c->padded, bytes);
-            if (e != cudaSuccess) {
-                cudaGetLastError();
-                return lp_fail(e == cudaErrorMemoryAllocation ? LP_ERR_NOMEM : LP_ERR_IO,
-                               "conv2d: cannot allocate %zu bytes of device memory: %s", bytes, cudaGetErrorString(e));
-            }
-            c->padded_bytes = bytes;
-        }
-        LP_TRY(lp_cuda_check(be, cudaMemcpyAsync(c->padded, g.a, (size_t)g.ca * plane, cudaMemcpyDeviceToDevice,
-                                                 st->stream),
-                             "conv2d: channel padding (copy)"));
-        LP_TRY(lp_cuda_check(be, cudaMemsetAsync((char *)c->padded + (size_t)g.ca * plane, 0,
-                                                 (size_t)(cpad - g.ca) * plane, st->stream),
-                             "conv2d: channel padding (zeros)"));
-        g.a = c->padded;
-        g.ca = g.cin = cpad;
+        LP_TRY(pad_channels(be, &g.a, 1, g.ca, cpad, (size_t)g.h * g.w));
+        g.ca = g.cin = g.cab = cpad;
     }
     return conv_mma(be, out, g, w, cout, bias, flags);
+}
+
+/* One implicit GEMM per output frame over its kt input frames (see conv_geom). */
+lp_status lp_cuda_conv3d(const lp_backend *be, float *out, const float *const *in, int n_in, const lp_tensor *w,
+                         const lp_tensor *b, const lp_conv3d_geom *geom) {
+    LP_TRY(lp_conv3d_check(out, in, n_in, w, b, geom));
+    LP_TRY(pending(be, "conv3d"));
+    const int nd = w->ndim, cout = (int)w->shape[0], cin = (int)w->shape[1];
+    const int kt = nd == 5 ? (int)w->shape[2] : 1, k = (int)w->shape[nd - 1];
+    const int n_out = (n_in - kt) / geom->t_stride + 1, cpad = (cin + GROUP - 1) / GROUP * GROUP;
+    const size_t plane = (size_t)geom->h * geom->w, out_frame = (size_t)cout * geom->oh * geom->ow;
+    const float *bias = NULL; /* f32 [cout] */
+    if (b && !(bias = (const float *)lp_cuda_weight(be, b, 0))) return lp_cuda(be)->sticky;
+    for (int j = 0; j < n_out; j++) {
+        const float *fr[3] = {NULL, NULL, NULL};
+        for (int dt = 0; dt < kt; dt++) fr[dt] = in[j * geom->t_stride + dt];
+        if (cin % GROUP) LP_TRY(pad_channels(be, fr, kt, cin, cpad, plane));
+        const int cf = cin % GROUP ? cpad : cin;
+        conv_geom g;
+        g.a = fr[0];
+        g.b = fr[1];
+        g.c = fr[2];
+        g.ca = cf;
+        g.cab = (kt < 2 ? 1 : 2) * cf;
+        g.cin = kt * cf;
+        g.h = geom->h;
+        g.w = geom->w;
+        g.sh = 0;
+        g.k = k;
+        g.stride = geom->stride;
+        g.pad = geom->pad;
+        g.ho = geom->oh;
+        g.wo = geom->ow;
+        LP_TRY(conv_mma(be, out + (size_t)j * out_frame, g, w, cout, bias, 0));
+    }
+    return LP_OK;
 }
 
 void lp_cuda_conv_free(lp_cuda_state *st) {

@@ -16,6 +16,7 @@ extern "C" {
 
 typedef struct lp_cuda_weight_cache lp_cuda_weight_cache;
 typedef struct lp_cuda_conv lp_cuda_conv; /* conv.cu: rearranged conv weights */
+typedef struct lp_cuda_vae lp_cuda_vae;   /* vae.cu: the spatial attention's scratch */
 
 typedef struct {
     int device;
@@ -33,6 +34,7 @@ typedef struct {
     char *ring_host;              /* pinned host staging of the same size */
     size_t ring_bytes, ring_pos;
     lp_cuda_conv *conv;           /* conv2d state, created on first use, freed by lp_cuda_conv_free */
+    lp_cuda_vae *vae;             /* vae.cu state (attention scratch), created on first use */
     lp_status sticky;             /* first asynchronous failure, reported by the next status-returning op */
 } lp_cuda_state;
 
@@ -97,6 +99,16 @@ void lp_cuda_relu(const lp_backend *be, float *x, int64_t n);
 void lp_cuda_tanh_clamp(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cuda_clamp01(const lp_backend *be, float *y, const float *x, int64_t n);
 void lp_cuda_conv_free(lp_cuda_state *st);
+/* The Wan VAE's ops: conv3d in conv.cu, the others in vae.cu
+ * (lp_cuda_vae_free releases st->vae; NULL is a no-op). */
+lp_status lp_cuda_conv3d(const lp_backend *be, float *out, const float *const *in, int n_in, const lp_tensor *w,
+                         const lp_tensor *b, const lp_conv3d_geom *g);
+void lp_cuda_channel_rms_norm(const lp_backend *be, float *y, const float *x, int64_t frames, int c, int64_t n,
+                              const lp_tensor *gamma);
+void lp_cuda_upsample2x(const lp_backend *be, float *out, const float *in, int c, int h, int w);
+lp_status lp_cuda_spatial_attention(const lp_backend *be, float *out, const float *q, const float *k, const float *v,
+                                    int c, int64_t n);
+void lp_cuda_vae_free(lp_cuda_state *st);
 /* pixels.cu: the pixel ops. */
 void lp_cuda_rgb24_to_planar(const lp_backend *be, float *y, const uint8_t *rgb, int64_t frames, int64_t pixels);
 void lp_cuda_planar_to_rgb24(const lp_backend *be, uint8_t *rgb, const float *x, int64_t frames, int64_t pixels);
