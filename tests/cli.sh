@@ -170,6 +170,11 @@ for y in range(24 * h):
     assert r[row:2 * row] == o[row * y:row * (y + 1)], ("edited", y // h, y % h)
 PY
 then ok "side-by-side of rgb24: the input and edited frames, in order"; else bad "side-by-side of rgb24"; fi
+# the demonstration model with its Wan VAE (a narrow one on the small model)
+if "$LIPAR" edit "$T/v.y4m" -p "a red car on the road" -o "$T/wan_demo.mp4" --vae wan $SMALL --max-frames 21 \
+      --stats "$T/wan_demo.json" >"$T/log" 2>&1 && [ "$(probe "$T/wan_demo.mp4")" = "160,96,16/1,21" ] \
+   && grep -q "Wan VAE of dim 8" "$T/wan_demo.json"; then ok "edit with the demonstration model's Wan VAE"
+else bad "edit with the demonstration model's Wan VAE: $(tail -n 1 "$T/log")"; fi
 expect_error "--demo with weight files" "not with --model or --dit" "$LIPAR" edit "$T/v.y4m" -p x -o "$T/e.mp4" \
     --demo full --dit "$T/none.pt" --quiet
 expect_error "--demo of an unknown kind" "small or full" "$LIPAR" edit "$T/v.y4m" -p x -o "$T/e.mp4" --demo big --quiet

@@ -8,6 +8,7 @@
 #include "../base/half.h"
 #include "../io/weights.h"
 #include "../model/taehv_random.h"
+#include "../model/wan_vae_random.h"
 #include "../model/wan_dit_random.h"
 #include "model_bundle.h"
 
@@ -18,8 +19,9 @@ void lipar_model_options_default(lipar_model_options *o) {
     o->vae_kind = "taehv";
 }
 
-/* The embedded demonstration model: the DiT, TAEHV and umT5 topologies at
- * small widths with deterministic random weights. */
+/* The embedded demonstration model: the DiT, TAEHV (or the Wan VAE) and umT5
+ * topologies at small widths, or the published ones (full), with
+ * deterministic random weights. */
 static lp_status load_demo(lipar_model *m, int full) {
     lp_dit_config small = {.dim = 128, .ffn_dim = 256, .num_layers = 2, .in_dim = 16, .out_dim = 16, .text_dim = 64,
                            .freq_dim = 256};
@@ -31,21 +33,34 @@ static lp_status load_demo(lipar_model *m, int full) {
     /* a TAEHV whose encoder averages 8×8×4 pixel blocks (gain 4 gives latents of
      * about the spread of real Wan latents on real clips), so that the
      * keep-mask follows what moves; its decoder is random */
-    lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = full ? 64 : 16,
-                                 .dec_width = {full ? 256 : 64, full ? 128 : 32, full ? 64 : 16},
-                                 .pooling_encoder = 1, .pooling_gain = 4.0f};
-    LP_TRY(lp_taehv_random_weights(&tc, 20260102, &m->vae_file));
-    LP_TRY(lp_taehv_load(m->vae_file, "", m->enc_be, &m->taehv));
-    LP_TRY(lp_taehv_load(m->vae_file, "", m->vae_be, &m->taehv_dec));
+    const char *vae;
+    if (m->vae_kind == LP_VAE_WAN) {
+        /* the published configuration (dim 96), or a narrow one; both
+         * random (the keep-mask then follows the random encoder's features) */
+        lp_wan_vae_config wc = {.dim = full ? 96 : 8, .z_dim = 16, .nstages = 4, .dim_mult = {1, 2, 4, 4},
+                                .num_res_blocks = full ? 2 : 1, .temporal_down = {0, 1, 1}};
+        LP_TRY(lp_wan_vae_random_weights(&wc, 20260103, &m->vae_file));
+        LP_TRY(lp_wan_vae_load(m->vae_file, "", &m->wan));
+        lp_tensor_file_close(m->vae_file); /* the model keeps its own copies */
+        m->vae_file = NULL;
+        vae = full ? "the Wan VAE (dim 96)" : "a Wan VAE of dim 8";
+    } else {
+        lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = full ? 64 : 16,
+                                     .dec_width = {full ? 256 : 64, full ? 128 : 32, full ? 64 : 16},
+                                     .pooling_encoder = 1, .pooling_gain = 4.0f};
+        LP_TRY(lp_taehv_random_weights(&tc, 20260102, &m->vae_file));
+        LP_TRY(lp_taehv_load(m->vae_file, "", m->enc_be, &m->taehv));
+        LP_TRY(lp_taehv_load(m->vae_file, "", m->vae_be, &m->taehv_dec));
+        vae = full ? "TAEHV with a pooling encoder and a 256/128/64 decoder"
+                   : "TAEHV with a pooling encoder and a 16/64/32/16 decoder";
+    }
     LP_TRY(lp_text_open_demo(dc->text_dim, lp_dit_get_config(m->dit)->text_len, m->be->pool, &m->text));
     if (full)
         snprintf(m->description, sizeof m->description,
-                 "random weights at the published sizes (DiT 30x1536, TAEHV with a pooling encoder and a "
-                 "256/128/64 decoder, umT5 2x4096)");
+                 "random weights at the published sizes (DiT 30x1536, %s, umT5 2x4096)", vae);
     else
         snprintf(m->description, sizeof m->description,
-                 "embedded demonstration model (random weights: DiT 2x128, TAEHV with a pooling encoder and a "
-                 "16/64/32/16 decoder, umT5 2x64)");
+                 "embedded demonstration model (random weights: DiT 2x128, %s, umT5 2x64)", vae);
     return LP_OK;
 }
 
@@ -101,8 +116,6 @@ lipar_status lipar_model_load(const lipar_model_options *o, lipar_model **out) {
         m->demo = o->dit_path == NULL;
         if (m->demo && (o->vae_path || o->text_encoder_path || o->prompt_embedding))
             s = lp_fail(LP_ERR_ARG, "VAE or text weights were given without DiT weights");
-        else if (m->demo && m->vae_kind != LP_VAE_TAEHV)
-            s = lp_fail(LP_ERR_ARG, "the demonstration model has a TAEHV only");
         else s = m->demo ? load_demo(m, o->demo_full_size) : load_files(m, o);
     }
     if (s != LP_OK) {
