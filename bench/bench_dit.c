@@ -30,7 +30,7 @@ typedef struct {
     lp_dtype dtype;
     double keeps[8];
     int nkeeps;
-    int profile; /* loop: per-op profile of the timed chunks (op_profile.h) */
+    int profile; /* loop: per-op profile of the timed chunks (op_profile.h): 1 device time, 2 host issue time */
     const char *backend, *keep_file;
 } opts;
 
@@ -81,6 +81,7 @@ static lp_status make_model(const opts *o, lp_prune_strategy strategy, model *m)
     LP_TRY(lp_backend_create(o->backend, 0, &m->be));
     LP_TRY(lp_dit_random_weights(&cfg, o->dtype, 1234, &m->wf));
     if (o->profile) m->profiled = op_profile_wrap(m->be);
+    op_profile_host = o->profile == 2;
     LP_TRY(lp_dit_load(m->wf, "", o->heads, 512, o->profile ? &m->profiled : m->be, &m->dit));
     lp_dit_cache_config cc;
     lp_edit_cache_defaults(strategy, 0, o->h, o->w, 3, &cc);
@@ -341,7 +342,7 @@ int main(int argc, char **argv) {
     if (argc < 2 || (strcmp(argv[1], "forward") && strcmp(argv[1], "prune") && strcmp(argv[1], "loop"))) {
         fprintf(stderr, "usage: bench_dit forward|prune|loop [--dim N --ffn N --heads N --layers N --h N --w N --reps N "
                         "--dtype bf16|f32 --keep a,b,... --backend cpu|cuda --frames N --keep-file GOLDEN_MASK "
-                        "--profile 0|1]\n");
+                        "--profile 0|1|2]\n");
         return 2;
     }
     for (int i = 2; i + 1 < argc; i += 2) {

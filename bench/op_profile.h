@@ -5,6 +5,9 @@
  * (not the row count, which pruning changes from call to call). The waiting
  * removes the overlap of host and device work, so the rows sum to more than
  * an unprofiled run takes; their shares are what the profile is for.
+ * With op_profile_host set, the ops do not wait: the rows are the host's
+ * time to issue each op (argument checks, staging, launches), which sets
+ * the pace where the device work per op is small.
  * Single-threaded use only (static state). */
 #ifndef LP_BENCH_OP_PROFILE_H
 #define LP_BENCH_OP_PROFILE_H
@@ -16,6 +19,7 @@
 #include "../src/base/clock.h"
 
 static const lp_backend *op_profile_real; /* the wrapped backend */
+static int op_profile_host;                /* time the host's issue only (no waits) */
 static struct {
     char key[80];
     double seconds, gflop;
@@ -24,12 +28,12 @@ static struct {
 static int op_profile_n;
 
 static double op_profile_start(void) {
-    op_profile_real->synchronize(op_profile_real);
+    if (!op_profile_host) op_profile_real->synchronize(op_profile_real);
     return lp_seconds();
 }
 
 static void op_profile_account(const char *key, double t0, double gflop) {
-    op_profile_real->synchronize(op_profile_real);
+    if (!op_profile_host) op_profile_real->synchronize(op_profile_real);
     double dt = lp_seconds() - t0;
     int i = 0;
     while (i < op_profile_n && strcmp(op_profile_rows[i].key, key)) i++;
@@ -49,8 +53,9 @@ static void op_profile_reset(void) { op_profile_n = 0; }
 static void op_profile_print(const char *what, const char *unit, double per) {
     double total = 0;
     for (int i = 0; i < op_profile_n; i++) total += op_profile_rows[i].seconds;
-    printf("%s: op profile per %s (ops waited on one by one; %.1f ms per %s in all)\n", what, unit,
-           1e3 * total / per, unit);
+    printf("%s: op profile per %s (%s; %.1f ms per %s in all)\n", what, unit,
+           op_profile_host ? "host issue time, ops not waited on" : "ops waited on one by one", 1e3 * total / per,
+           unit);
     printf("| op | calls | ms | share | TFLOP/s |\n|---|---|---|---|---|\n");
     for (int i = 0; i < op_profile_n; i++)
         printf("| %s | %.1f | %.3f | %.1f%% | %.1f |\n", op_profile_rows[i].key, op_profile_rows[i].calls / per,

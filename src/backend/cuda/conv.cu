@@ -92,12 +92,6 @@ static unsigned grid_1d(int64_t work) {
     return (unsigned)(b < 1 ? 1 : b > MAX_GRID ? MAX_GRID : b);
 }
 
-/* LP_OK, or the sticky error of an earlier op: nothing is issued after a failure. */
-static lp_status pending(const lp_backend *be, const char *op) {
-    lp_status s = lp_cuda(be)->sticky;
-    if (s == LP_OK) return LP_OK;
-    return lp_fail(s, "%s: an earlier CUDA operation failed (%s)", op, lp_status_name(s));
-}
 
 /* The geometry of one convolution over the concatenation of up to three
  * inputs (conv2d's two, or the kt frames of a conv3d, whose time taps then
@@ -675,7 +669,7 @@ lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input
                        in->ca, in->cb, in->w, in->h, in->up, stride);
     if (flags & ~(LP_CONV_ACCUMULATE | LP_CONV_RELU))
         return lp_fail(LP_ERR_ARG, "conv2d '%s': unknown flags 0x%x", name, flags);
-    LP_TRY(pending(be, "conv2d"));
+    LP_TRY(lp_cuda_pending(be, "conv2d"));
     lp_cuda_state *st = lp_cuda(be);
     int cout = (int)w->shape[0];
     conv_geom g;
@@ -708,7 +702,7 @@ lp_status lp_cuda_conv2d(const lp_backend *be, float *out, const lp_conv2d_input
 lp_status lp_cuda_conv3d(const lp_backend *be, float *out, const float *const *in, int n_in, const lp_tensor *w,
                          const lp_tensor *b, const lp_conv3d_geom *geom) {
     LP_TRY(lp_conv3d_check(out, in, n_in, w, b, geom));
-    LP_TRY(pending(be, "conv3d"));
+    LP_TRY(lp_cuda_pending(be, "conv3d"));
     const int nd = w->ndim, cout = (int)w->shape[0], cin = (int)w->shape[1];
     const int kt = nd == 5 ? (int)w->shape[2] : 1, k = (int)w->shape[nd - 1];
     const int n_out = (n_in - kt) / geom->t_stride + 1, cpad = (cin + GROUP - 1) / GROUP * GROUP;

@@ -18,6 +18,8 @@ typedef struct lp_cuda_weight_cache lp_cuda_weight_cache;
 typedef struct lp_cuda_conv lp_cuda_conv; /* conv.cu: rearranged conv weights */
 typedef struct lp_cuda_vae lp_cuda_vae;   /* vae.cu: the spatial attention's scratch */
 
+#define LP_CUDA_STAGED 16 /* staged arrays remembered for reuse */
+
 typedef struct {
     int device;
     int sms, cc;                  /* the device's multiprocessors and compute capability (major·10 + minor) */
@@ -33,12 +35,40 @@ typedef struct {
     char *ring;                   /* device */
     char *ring_host;              /* pinned host staging of the same size */
     size_t ring_bytes, ring_pos;
+    uint64_t ring_wraps;          /* times the ring started again at 0 */
+    /* the last arrays staged (lp_cuda_stage reuses a copy still in the ring
+     * when the same host array comes again with the same bytes) */
+    struct {
+        const void *host;
+        size_t n, pos;
+        uint64_t wraps;           /* ring_wraps when it was staged */
+    } staged[LP_CUDA_STAGED];
+    int staged_next;
     lp_cuda_conv *conv;           /* conv2d state, created on first use, freed by lp_cuda_conv_free */
     lp_cuda_vae *vae;             /* vae.cu state (attention scratch), created on first use */
     lp_status sticky;             /* first asynchronous failure, reported by the next status-returning op */
 } lp_cuda_state;
 
 static inline lp_cuda_state *lp_cuda(const lp_backend *be) { return (lp_cuda_state *)be->impl; }
+
+/* Makes s the sticky error unless one is set already (an argument error of
+ * an op returning void; failures of lp_cuda_stage, lp_cuda_weight and
+ * lp_cuda_check are sticky already). */
+static inline void lp_cuda_set_sticky(const lp_backend *be, lp_status s) {
+    lp_cuda_state *st = lp_cuda(be);
+    if (st->sticky == LP_OK) st->sticky = s;
+}
+
+/* LP_OK, or the sticky error of an earlier op (whose message was recorded
+ * when it happened): status-returning ops issue nothing after a failure. */
+static inline lp_status lp_cuda_pending(const lp_backend *be, const char *op) {
+    lp_status s = lp_cuda(be)->sticky;
+    if (s == LP_OK) return LP_OK;
+    return lp_fail(s, "%s: an earlier CUDA operation failed (%s)", op, lp_status_name(s));
+}
+
+/* Whether p is aligned to `bytes` (a power of two). */
+static inline int lp_cuda_aligned(const void *p, unsigned bytes) { return ((uintptr_t)p & (bytes - 1)) == 0; }
 
 /* Records e (with what) as the sticky error when it is not cudaSuccess;
  * returns the lp_status for it. */
@@ -47,7 +77,10 @@ lp_status lp_cuda_check(const lp_backend *be, cudaError_t e, const char *what);
 lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel);
 /* Copies n bytes of host data into the upload ring and returns its device
  * address (valid for ops issued before the ring wraps around, i.e. for the
- * op that follows); NULL with an error set if n exceeds the ring. */
+ * op that follows); NULL with an error set if n exceeds the ring. The same
+ * host array with the same n bytes as one of the last LP_CUDA_STAGED staged
+ * since the last wrap is not copied again: its copy is returned (the DiT's
+ * 30 layers pass the same index and position arrays). */
 void *lp_cuda_stage(const lp_backend *be, const void *host, size_t n);
 
 /* The device copy of a host weight view: bf16 for matrices (as_bf16 = 1),

@@ -27,23 +27,9 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-/* Makes an argument error of an op returning void the sticky error (a
- * failure of lp_cuda_stage, lp_cuda_weight or lp_cuda_check is sticky already). */
-static void set_sticky(const lp_backend *be, lp_status s) {
-    lp_cuda_state *st = lp_cuda(be);
-    if (st->sticky == LP_OK) st->sticky = s;
-}
 
-/* LP_OK, or the sticky error of an earlier op (whose message was recorded
- * when it happened): status-returning ops issue nothing after a failure. */
-static lp_status pending(const lp_backend *be, const char *op) {
-    lp_status s = lp_cuda(be)->sticky;
-    if (s == LP_OK) return LP_OK;
-    return lp_fail(s, "%s: an earlier CUDA operation failed (%s)", op, lp_status_name(s));
-}
 
-static int aligned(const void *p, unsigned bytes) { return ((uintptr_t)p & (bytes - 1)) == 0; }
-static int aligned16(const void *p) { return aligned(p, 16); }
+static int aligned16(const void *p) { return lp_cuda_aligned(p, 16); }
 
 static unsigned grid_for(int64_t work, int threads) {
     int64_t b = (work + threads - 1) / threads;
@@ -86,8 +72,9 @@ static lp_status check_indices(const int32_t *idx, int64_t n, const char *op, co
 /* The f32 device copy of an affine parameter [dim]; NULL (sticky set) on failure. */
 static const float *param_vec(const lp_backend *be, const lp_tensor *t, int64_t dim, const char *op) {
     if (lp_tensor_numel(t) != dim) {
-        set_sticky(be, lp_fail(LP_ERR_SHAPE, "%s: parameter '%s' has %lld elements, rows have %lld", op, t->name,
-                               (long long)lp_tensor_numel(t), (long long)dim));
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_SHAPE,
+                                      "%s: parameter '%s' has %lld elements, rows have %lld",
+                                      op, t->name, (long long)lp_tensor_numel(t), (long long)dim));
         return NULL;
     }
     return (const float *)lp_cuda_weight(be, t, 0);
@@ -167,7 +154,7 @@ static int64_t segment_rows(const lp_backend *be, const lp_segments *seg, const 
     int ok = seg && seg->n >= 0 && seg->n <= LP_MAX_SEGMENTS && seg->start[0] == 0;
     for (int f = 0; ok && f < seg->n; f++) ok = seg->start[f + 1] >= seg->start[f];
     if (!ok) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid row segments", op));
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid row segments", op));
         return -1;
     }
     return seg->start[seg->n];
@@ -316,8 +303,9 @@ static void norm_modulate_launch(const lp_backend *be, const char *op, void *y, 
     const int64_t rows = segment_rows(be, seg, op);
     if (rows < 0) return;
     if (dim < 0 || dim > (1 << 30) || !shift != !scale || (scale && stride < 0) || (gate && gate_stride < 0)) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid dim %lld or stride %lld, or only one of shift and scale", op,
-                               (long long)dim, (long long)stride));
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG,
+                                      "%s: invalid dim %lld or stride %lld, or only one of shift and scale",
+                                      op, (long long)dim, (long long)stride));
         return;
     }
     if (rows == 0 || dim == 0) return;
@@ -336,7 +324,7 @@ static void norm_modulate_launch(const lp_backend *be, const char *op, void *y, 
     a.seg = *seg;
     if (w && !(a.w = param_vec(be, w, dim, op))) return;
     if (b && !(a.b = param_vec(be, b, dim, op))) return;
-    const int vec = dim % 4 == 0 && aligned16(x) && aligned(y, 8) && (!a.w || aligned16(a.w)) &&
+    const int vec = dim % 4 == 0 && aligned16(x) && lp_cuda_aligned(y, 8) && (!a.w || aligned16(a.w)) &&
                     (!a.b || aligned16(a.b)) && (!scale || (aligned16(shift) && aligned16(scale) && stride % 4 == 0)) &&
                     (!res || aligned16(res)) && (!a.gate || (aligned16(a.gate) && gate_stride % 4 == 0));
     const unsigned grid = grid_for(rows * 32, THREADS);
@@ -438,12 +426,13 @@ void lp_cuda_rms_norm_rope(const lp_backend *be, void *y, int y_act, const float
     const char *op = "rms_norm_rope";
     const int64_t dim = (int64_t)heads * head_dim;
     if (rows < 0 || heads < 0 || head_dim < 0 || dim > (1 << 30) || !w) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid shape rows %lld, heads %d, head_dim %d, or no weight", op,
-                               (long long)rows, heads, head_dim));
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG,
+                                      "%s: invalid shape rows %lld, heads %d, head_dim %d, or no weight",
+                                      op, (long long)rows, heads, head_dim));
         return;
     }
     if (pos && (head_dim % 2 || head_dim > ROPE_MAX_HEAD_DIM)) {
-        set_sticky(be, lp_fail(LP_ERR_UNSUPPORTED, "%s: RoPE needs an even head_dim of at most %d (got %d)", op,
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_UNSUPPORTED, "%s: RoPE needs an even head_dim of at most %d (got %d)", op,
                                ROPE_MAX_HEAD_DIM, head_dim));
         return;
     }
@@ -451,11 +440,11 @@ void lp_cuda_rms_norm_rope(const lp_backend *be, void *y, int y_act, const float
     rr_args a = {y, x, rows, (int)dim, head_dim, NULL, eps, NULL};
     if (!(a.w = param_vec(be, w, dim, op))) return;
     const unsigned ysz = y_act ? 2 : 4;
-    const int V = dim % 4 == 0 && (!pos || head_dim % 4 == 0) && aligned16(x) && aligned(y, 4 * ysz) ? 4
-                  : dim % 2 == 0 && aligned(x, 8) && aligned(y, 2 * ysz)                             ? 2
+    const int V = dim % 4 == 0 && (!pos || head_dim % 4 == 0) && aligned16(x) && lp_cuda_aligned(y, 4 * ysz) ? 4
+                  : dim % 2 == 0 && lp_cuda_aligned(x, 8) && lp_cuda_aligned(y, 2 * ysz)                             ? 2
                                                                                                      : 1;
     if (pos && V == 1) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: rotated rows need x and y aligned to two elements", op));
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG, "%s: rotated rows need x and y aligned to two elements", op));
         return;
     }
     /* with pos, fewer warps per block for long heads keep the shared memory
@@ -532,7 +521,7 @@ void lp_cuda_add(const lp_backend *be, float *y, const float *a, const float *b,
 /* ------------------------------------------- the editing loop's steps */
 
 lp_status lp_cuda_clear(const lp_backend *be, void *p, size_t bytes) {
-    LP_TRY(pending(be, "clear"));
+    LP_TRY(lp_cuda_pending(be, "clear"));
     if (!bytes) return LP_OK;
     return lp_cuda_check(be, cudaMemsetAsync(p, 0, bytes, lp_cuda(be)->stream), "cudaMemsetAsync (clear)");
 }
@@ -578,7 +567,7 @@ __global__ void restore_kernel(float *dst, const float *src, const uint8_t *keep
 
 lp_status lp_cuda_restore_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C,
                                   int H, int W) {
-    LP_TRY(pending(be, "restore_patches"));
+    LP_TRY(lp_cuda_pending(be, "restore_patches"));
     if (C < 1 || H < 2 || W < 2 || H % 2 || W % 2 || !dst || !src || !keep)
         return lp_fail(LP_ERR_ARG, "restore_patches: C %d, %dx%d (positive, even sizes) or a NULL buffer", C, W, H);
     const int64_t n = (int64_t)C * H * (W / 2);
@@ -605,7 +594,7 @@ lp_status lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src,
     if (n <= 0) return LP_OK;
     cudaStream_t s = lp_cuda(be)->stream;
     uint16_t *d = (uint16_t *)dst;
-    if (aligned16(src) && aligned(dst, 8))
+    if (aligned16(src) && lp_cuda_aligned(dst, 8))
         to_bf16_kernel<4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(d, src, n);
     else to_bf16_kernel<1><<<grid_for(n, THREADS), THREADS, 0, s>>>(d, src, n);
     return lp_cuda_check_launch(be, "f32_to_bf16");
@@ -647,7 +636,7 @@ __global__ void bias_act_kernel(T *y, const float *d, int64_t M, int64_t N, cons
 lp_status lp_cuda_bias_act(const lp_backend *be, void *y, int y_bf16, const float *d, int64_t M, int64_t N,
                            const float *bias, int gelu) {
     if (M <= 0 || N <= 0) return LP_OK;
-    const int vec = N % 4 == 0 && aligned16(d) && aligned(y, y_bf16 ? 8 : 16) && (!bias || aligned16(bias));
+    const int vec = N % 4 == 0 && aligned16(d) && lp_cuda_aligned(y, y_bf16 ? 8 : 16) && (!bias || aligned16(bias));
     dim3 grid, block;
     row_launch(vec ? N / 4 : N, M, &grid, &block);
     cudaStream_t s = lp_cuda(be)->stream;
@@ -710,7 +699,7 @@ lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const int32_t
         return lp_fail(LP_ERR_ARG, "kv_store: invalid shape rows %lld, heads %d, head_dim %d", (long long)rows, heads,
                        head_dim);
     const int64_t n = rows * heads * (int64_t)head_dim;
-    if (n == 0) return pending(be, "kv_store");
+    if (n == 0) return lp_cuda_pending(be, "kv_store");
     if (!cache_rows || (!src && !saved)) return lp_fail(LP_ERR_ARG, "kv_store: NULL cache rows or source");
     LP_TRY(check_indices(dst_idx, rows, "kv_store", "dst_idx"));
     for (int64_t i = 0; src_idx && i < rows; i++)
@@ -720,10 +709,10 @@ lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const int32_t
     const int plain = !pos && !dst_idx && !src_idx;
     if (plain && (uintptr_t)dst < (uintptr_t)(src + n) && (uintptr_t)src < (uintptr_t)(dst + n))
         return lp_fail(LP_ERR_ARG, "kv_store: the cache rows overlap the source");
-    if (!plain && (head_dim % 2 || !aligned(dst, 4) || (saved && !aligned(saved, 4))))
+    if (!plain && (head_dim % 2 || !lp_cuda_aligned(dst, 4) || (saved && !lp_cuda_aligned(saved, 4))))
         return lp_fail(LP_ERR_ARG, "kv_store (cuda): rotated, scattered or gathered rows need an even head_dim (got "
                                    "%d) and 4-byte aligned rows", head_dim);
-    LP_TRY(pending(be, "kv_store"));
+    LP_TRY(lp_cuda_pending(be, "kv_store"));
     lp_cuda_state *st = lp_cuda(be);
     if (plain) return lp_cuda_f32_to_bf16(be, dst, src, n);
     const int half = head_dim / 2;
@@ -790,7 +779,7 @@ static lp_status patch_args(const char *op, const int32_t *idx, int64_t n, int C
 /* Shared driver: stages idx in pieces and launches the kernel per piece. */
 static lp_status patch_launch(const lp_backend *be, int unpatch, float *out, const float *in, const int32_t *idx,
                               int64_t n, int C, int H, int W) {
-    LP_TRY(pending(be, unpatch ? "unpatchify" : "patchify"));
+    LP_TRY(lp_cuda_pending(be, unpatch ? "unpatchify" : "patchify"));
     lp_cuda_state *st = lp_cuda(be);
     const int64_t chunk = stage_chunk(be, sizeof(int32_t)), E = 4 * (int64_t)C;
     for (int64_t i0 = 0; i0 < n; i0 += chunk) {

@@ -74,25 +74,13 @@ struct lp_cuda_vae {
 
 /* ------------------------------------------------------------------ helpers */
 
-/* Makes an argument error of an op returning void the sticky error. */
-static void set_sticky(const lp_backend *be, lp_status s) {
-    lp_cuda_state *st = lp_cuda(be);
-    if (st->sticky == LP_OK) st->sticky = s;
-}
 
-/* LP_OK, or the sticky error of an earlier op: nothing is issued after a failure. */
-static lp_status pending(const lp_backend *be, const char *op) {
-    lp_status s = lp_cuda(be)->sticky;
-    if (s == LP_OK) return LP_OK;
-    return lp_fail(s, "%s: an earlier CUDA operation failed (%s)", op, lp_status_name(s));
-}
 
 static unsigned grid_1d(int64_t work) {
     int64_t b = (work + THREADS - 1) / THREADS;
     return (unsigned)(b < 1 ? 1 : b > MAX_GRID ? MAX_GRID : b);
 }
 
-static int aligned(const void *p, unsigned bytes) { return ((uintptr_t)p & (bytes - 1)) == 0; }
 
 /* The largest power of two <= 256 that divides the address. */
 static uint32_t alignment_of(const void *p) {
@@ -155,13 +143,14 @@ void lp_cuda_channel_rms_norm(const lp_backend *be, float *y, const float *x, in
                               const lp_tensor *gamma) {
     const char *op = "channel_rms_norm";
     if (frames < 0 || c < 0 || n < 0 || ((frames && c && n) && (!x || !y || !gamma))) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid arguments (frames %lld, c %d, n %lld, or a NULL pointer)", op,
-                               (long long)frames, c, (long long)n));
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG,
+                                      "%s: invalid arguments (frames %lld, c %d, n %lld, or a NULL pointer)",
+                                      op, (long long)frames, c, (long long)n));
         return;
     }
     if (!frames || !c || !n) return;
     if (gamma->dtype != LP_F32 || lp_tensor_numel(gamma) != c) {
-        set_sticky(be, lp_fail(LP_ERR_SHAPE, "%s: gamma '%s' must be an f32 view of %d elements", op,
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_SHAPE, "%s: gamma '%s' must be an f32 view of %d elements", op,
                                gamma->name ? gamma->name : "?", c));
         return;
     }
@@ -169,7 +158,7 @@ void lp_cuda_channel_rms_norm(const lp_backend *be, float *y, const float *x, in
     if (!g) return;                                               /* sticky already */
     const int64_t blocks = (n + THREADS - 1) / THREADS;
     if (blocks > INT32_MAX) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: %lld pixels a frame are too many", op, (long long)n));
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG, "%s: %lld pixels a frame are too many", op, (long long)n));
         return;
     }
     dim3 grid((unsigned)blocks, (unsigned)(frames < MAX_GRID ? frames : MAX_GRID));
@@ -209,14 +198,15 @@ void lp_cuda_upsample2x(const lp_backend *be, float *out, const float *in, int c
     const char *op = "upsample2x";
     const int64_t n_in = (int64_t)c * h * w;
     if (c < 0 || h < 0 || w < 0 || (n_in && (!in || !out || overlaps(out, 4 * n_in, in, n_in)))) {
-        set_sticky(be, lp_fail(LP_ERR_ARG, "%s: invalid arguments (c %d, %dx%d, a NULL or overlapping buffer)", op, c,
-                               w, h));
+        lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG,
+                                      "%s: invalid arguments (c %d, %dx%d, a NULL or overlapping buffer)",
+                                      op, c, w, h));
         return;
     }
     if (!n_in) return;
     cudaStream_t s = lp_cuda(be)->stream;
     const int64_t rows = (int64_t)c * h;
-    if (w % 2 == 0 && aligned(in, 8) && aligned(out, 16))
+    if (w % 2 == 0 && lp_cuda_aligned(in, 8) && lp_cuda_aligned(out, 16))
         upsample2x_kernel<2><<<grid_1d(n_in / 2), THREADS, 0, s>>>(out, in, rows, w);
     else
         upsample2x_kernel<1><<<grid_1d(n_in), THREADS, 0, s>>>(out, in, rows, w);
@@ -429,7 +419,7 @@ lp_status lp_cuda_spatial_attention(const lp_backend *be, float *out, const floa
         return lp_fail(LP_ERR_ARG, "%s: %d channels of %lld pixels are too many", op, c, (long long)n);
     if (overlaps(out, numel, q, numel) || overlaps(out, numel, k, numel) || overlaps(out, numel, v, numel))
         return lp_fail(LP_ERR_ARG, "%s: out overlaps q, k or v", op);
-    LP_TRY(pending(be, op));
+    LP_TRY(lp_cuda_pending(be, op));
     lp_cuda_vae *vs = vae_state(be);
     if (!vs) return LP_ERR_NOMEM;
     const int64_t rows = attention_block(n);
