@@ -25,22 +25,6 @@
 static lp_backend *cpu, *gpu;
 static int no_gpu; /* what each case returns without the CUDA backend (set by main) */
 
-/* ------------------------------------------------------------------ helpers */
-
-/* A host buffer of n random floats in [−scale, scale) that lives until the
- * end of the program (see above); NULL when out of memory. */
-static float *kept_floats(size_t n, uint32_t seed, float scale) {
-    float *p = lp_test_keep(n * sizeof *p);
-    if (p) lp_test_fill(p, n, seed, scale);
-    return p;
-}
-
-static float *random_floats(size_t n, uint32_t seed, float scale) {
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    if (x) lp_test_fill(x, n, seed, scale);
-    return x;
-}
-
 /* ------------------------------------------------------------------ conv2d */
 
 /* off: the output starts that many floats into its buffer (1: rows not on
@@ -63,9 +47,9 @@ static int conv_case_run(const conv_case *cc, uint32_t seed) {
              cc->stride, cc->up, cc->w, cc->h, cc->bias ? " bias" : "",
              cc->flags & LP_CONV_ACCUMULATE ? " accumulate" : "", cc->flags & LP_CONV_RELU ? " relu" : "",
              off ? " offset" : "");
-    float *a = random_floats(na, seed, 1.0f), *b = random_floats(nb, seed + 1, 1.0f);
-    float *wt = kept_floats(nw, seed + 2, 1.0f / sqrtf((float)(cin * cc->k * cc->k))), *bias = kept_floats((size_t)cc->cout, seed + 3, 0.5f);
-    float *buf = random_floats(no + off, seed + 4, 1.0f), *out = buf ? buf + off : NULL;
+    float *a = lp_test_random_floats(na, seed, 1.0f), *b = lp_test_random_floats(nb, seed + 1, 1.0f);
+    float *wt = lp_test_kept_floats(nw, seed + 2, 1.0f / sqrtf((float)(cin * cc->k * cc->k))), *bias = lp_test_kept_floats((size_t)cc->cout, seed + 3, 0.5f);
+    float *buf = lp_test_random_floats(no + off, seed + 4, 1.0f), *out = buf ? buf + off : NULL;
     CHECK(a && b && wt && bias && buf, "out of memory");
     lp_tensor W = {.name = "conv.weight", .dtype = LP_F32, .ndim = 4, .shape = {cc->cout, cin, cc->k, cc->k},
                    .data = wt, .nbytes = nw * sizeof *wt};
@@ -162,7 +146,7 @@ static int test_conv2d(void) {
 /* Argument errors are returned (not sticky): a valid op afterwards works. */
 static int test_conv2d_errors(void) {
     if (!gpu) return no_gpu;
-    float *wt = kept_floats(6 * 4 * 9, 7, 0.3f);
+    float *wt = lp_test_kept_floats(6 * 4 * 9, 7, 0.3f);
     float *d = gpu->alloc(gpu, 4096 * sizeof(float));
     CHECK(wt && d, "alloc: %s", lp_last_error());
     lp_tensor W = {.name = "w", .dtype = LP_F32, .ndim = 4, .shape = {6, 4, 3, 3}, .data = wt, .nbytes = 6 * 4 * 9 * 4};
@@ -201,7 +185,7 @@ static int ew_case(int64_t n, int offset, uint32_t seed) {
             char name[96];
             snprintf(name, sizeof name, "%s n=%lld offset=%d%s", ops[op], (long long)n, offset,
                      inplace ? " in place" : "");
-            float *x = random_floats(m, seed + (uint32_t)op, 4.0f), *want = malloc(m * sizeof *want);
+            float *x = lp_test_random_floats(m, seed + (uint32_t)op, 4.0f), *want = malloc(m * sizeof *want);
             CHECK(x && want, "out of memory");
             memcpy(want, x, m * sizeof *want);
             float *dx = lp_test_dev_copy(gpu, x, m), *dy = inplace ? dx : lp_test_dev_poison(gpu, m);
@@ -247,7 +231,7 @@ static int pixel_case(int frames, int64_t pixels, uint32_t seed) {
     char name[96];
     int fails = 0;
     uint8_t *rgb = malloc(n), *want_rgb = malloc(n), *got_rgb = malloc(n);
-    float *x = random_floats(n, seed, 1.0f), *want = malloc(n * sizeof *want);
+    float *x = lp_test_random_floats(n, seed, 1.0f), *want = malloc(n * sizeof *want);
     CHECK(rgb && want_rgb && got_rgb && x && want, "out of memory");
     uint32_t r = seed * 2654435761u + 1;
     for (size_t i = 0; i < n; i++) {
@@ -393,8 +377,8 @@ static int time_conv(int cin, int cout, int h, int w) {
     size_t ni = (size_t)cin * h * w, no = (size_t)cout * h * w, nw = (size_t)cout * cin * 9;
     char name[96];
     snprintf(name, sizeof name, "conv2d %d->%d 3x3 %dx%d (timed)", cin, cout, w, h);
-    float *x = random_floats(ni, 500, 1.0f), *want = malloc(no * sizeof *want);
-    float *wt = kept_floats(nw, 501, 1.0f / sqrtf((float)(cin * 9))), *bias = kept_floats((size_t)cout, 502, 0.5f);
+    float *x = lp_test_random_floats(ni, 500, 1.0f), *want = malloc(no * sizeof *want);
+    float *wt = lp_test_kept_floats(nw, 501, 1.0f / sqrtf((float)(cin * 9))), *bias = lp_test_kept_floats((size_t)cout, 502, 0.5f);
     CHECK(x && want && wt && bias, "out of memory");
     lp_tensor W = {.name = "timed.weight", .dtype = LP_F32, .ndim = 4, .shape = {cout, cin, 3, 3}, .data = wt,
                    .nbytes = nw * sizeof *wt};

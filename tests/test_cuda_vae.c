@@ -29,21 +29,6 @@ static int no_gpu; /* what each case returns without the CUDA backend (set by ma
 
 /* ------------------------------------------------------------------ helpers */
 
-/* n random floats in [−scale, scale) (malloc'd). */
-static float *random_floats(size_t n, uint32_t seed, float scale) {
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    if (x) lp_test_fill(x, n, seed, scale);
-    return x;
-}
-
-/* A host buffer of n random floats in [−scale, scale) that lives until the
- * end of the program (see above); NULL when out of memory. */
-static float *kept_floats(size_t n, uint32_t seed, float scale) {
-    float *p = lp_test_keep(n * sizeof *p);
-    if (p) lp_test_fill(p, n, seed, scale);
-    return p;
-}
-
 /* A kept copy of the string (tensor names outlive the case that made them). */
 static const char *kept_name(const char *s) {
     char *p = lp_test_keep(strlen(s) + 1);
@@ -89,9 +74,9 @@ static int c3_case_run(const c3_case *cc, uint32_t seed) {
     snprintf(name, sizeof name, "conv3d %s: %d->%d kt%d k%d s%d p%d ts%d %d->%d frames %dx%d%s", cc->what, cc->cin,
              cc->cout, kt, cc->k, cc->stride, cc->pad, cc->t_stride, cc->n_in, n_out, cc->w, cc->h,
              cc->bias ? " bias" : "");
-    float *x = random_floats(nx, seed, 1.0f), *want = malloc((no ? no : 1) * sizeof *want);
-    float *wt = kept_floats(nw, seed + 1, 1.0f / sqrtf((float)(cc->cin * kt * cc->k * cc->k)));
-    float *bias = kept_floats((size_t)cc->cout, seed + 2, 0.5f);
+    float *x = lp_test_random_floats(nx, seed, 1.0f), *want = malloc((no ? no : 1) * sizeof *want);
+    float *wt = lp_test_kept_floats(nw, seed + 1, 1.0f / sqrtf((float)(cc->cin * kt * cc->k * cc->k)));
+    float *bias = lp_test_kept_floats((size_t)cc->cout, seed + 2, 0.5f);
     CHECK(x && want && wt && bias, "out of memory");
     char tname[96];
     snprintf(tname, sizeof tname, "vae.conv3d.%u.weight", (unsigned)seed);
@@ -166,9 +151,9 @@ static int test_conv3d_errors(void) {
     if (!gpu) return no_gpu;
     enum { C = 4, CO = 8, H = 5, WD = 6 };
     size_t frame = (size_t)C * H * WD, nout = (size_t)5 * CO * H * WD;
-    float *w4 = kept_floats((size_t)CO * C * 4 * 9, 11, 0.2f), *w3 = kept_floats((size_t)CO * C * 3 * 9, 12, 0.2f);
-    float *w5 = kept_floats((size_t)CO * C * 3 * 25, 13, 0.1f), *b = kept_floats(CO + 1, 14, 0.5f);
-    float *x = random_floats(5 * frame, 15, 1.0f), *want = malloc(nout * sizeof *want);
+    float *w4 = lp_test_kept_floats((size_t)CO * C * 4 * 9, 11, 0.2f), *w3 = lp_test_kept_floats((size_t)CO * C * 3 * 9, 12, 0.2f);
+    float *w5 = lp_test_kept_floats((size_t)CO * C * 3 * 25, 13, 0.1f), *b = lp_test_kept_floats(CO + 1, 14, 0.5f);
+    float *x = lp_test_random_floats(5 * frame, 15, 1.0f), *want = malloc(nout * sizeof *want);
     CHECK(w4 && w3 && w5 && b && x && want, "out of memory");
     lp_tensor Wkt4 = {.name = "vae.err.kt4.weight", .dtype = LP_F32, .ndim = 5, .shape = {CO, C, 4, 3, 3}, .data = w4,
                       .nbytes = (size_t)CO * C * 4 * 9 * sizeof(float)};
@@ -237,8 +222,8 @@ static int test_conv3d_errors(void) {
  * off: floats the data starts into the buffers. */
 static int rms_case(int64_t frames, int c, int64_t n, int off, uint32_t seed) {
     size_t m = (size_t)(frames * c * n), mo = m + (size_t)off;
-    float *x = random_floats(mo, seed, 2.0f), *want = malloc(mo * sizeof *want);
-    float *gamma = kept_floats((size_t)c, seed + 1, 1.0f);
+    float *x = lp_test_random_floats(mo, seed, 2.0f), *want = malloc(mo * sizeof *want);
+    float *gamma = lp_test_kept_floats((size_t)c, seed + 1, 1.0f);
     CHECK(x && want && gamma, "out of memory");
     for (int ch = 0; ch < c; ch++) gamma[ch] += 1.0f; /* around 1, as trained */
     for (int ch = 0; ch < c; ch++) x[off + (size_t)ch * (size_t)n] = 0.0f; /* a zero pixel: the 1e-12 floor */
@@ -284,7 +269,7 @@ static int up_case(int c, int h, int w, int off, uint32_t seed) {
     size_t ni = (size_t)c * h * w, no = 4 * ni;
     char name[128];
     snprintf(name, sizeof name, "upsample2x %d ch %dx%d%s", c, w, h, off ? " offset output" : "");
-    float *x = random_floats(ni, seed, 1.0f), *want = malloc(no * sizeof *want);
+    float *x = lp_test_random_floats(ni, seed, 1.0f), *want = malloc(no * sizeof *want);
     CHECK(x && want, "out of memory");
     cpu->upsample2x(cpu, want, x, c, h, w);
     float *dx = lp_test_dev_copy(gpu, x, ni), *dbuf = lp_test_dev_poison(gpu, no + (size_t)off);
@@ -320,8 +305,8 @@ static int att_case(int c, int64_t n, int off, uint32_t seed) {
     size_t m = (size_t)c * (size_t)n, mo = m + (size_t)off;
     char name[128];
     snprintf(name, sizeof name, "spatial_attention c %d n %lld%s", c, (long long)n, off ? " offset" : "");
-    float *q = random_floats(mo, seed, 2.0f), *k = random_floats(mo, seed + 1, 2.0f);
-    float *v = random_floats(mo, seed + 2, 1.0f), *want = malloc(m * sizeof *want);
+    float *q = lp_test_random_floats(mo, seed, 2.0f), *k = lp_test_random_floats(mo, seed + 1, 2.0f);
+    float *v = lp_test_random_floats(mo, seed + 2, 1.0f), *want = malloc(m * sizeof *want);
     CHECK(q && k && v && want, "out of memory");
     lp_status s = cpu->spatial_attention(cpu, want, q + off, k + off, v + off, c, n);
     CHECK(s == LP_OK, "CPU: %s", lp_last_error());
@@ -360,7 +345,7 @@ static int test_spatial_attention(void) {
 static int test_spatial_attention_errors(void) {
     if (!gpu) return no_gpu;
     enum { C = 8, N = 40 };
-    float *h = random_floats(4 * C * N, 500, 1.0f), *want = malloc(C * N * sizeof *want);
+    float *h = lp_test_random_floats(4 * C * N, 500, 1.0f), *want = malloc(C * N * sizeof *want);
     CHECK(h && want, "out of memory");
     float *d = lp_test_dev_copy(gpu, h, 4 * C * N);
     CHECK(d, "device buffer");

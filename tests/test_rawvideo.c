@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../src/io/rawvideo.h"
+#include "resample_cases.h"
 #include "test_util.h"
 
 static bool have_tool(const char *name) {
@@ -244,12 +245,11 @@ static int resample_raw(double src_fps, int frames, const int *want_src, int wan
 }
 
 static int test_resample(void) {
-    static const int up[] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4}; /* 5 frames @ 8 fps -> 10 */
-    static const int down[] = {0, 2, 5, 7};                 /* 10 @ 40 fps -> ceil(4) */
-    static const int odd[] = {0, 2, 4, 6, 7, 9, 11, 13};    /* 15 @ 30 -> 8; 7.5 -> 7 */
-    if (resample_raw(8, 5, up, 10)) return 1;
-    if (resample_raw(40, 10, down, 4)) return 1;
-    return resample_raw(30, 15, odd, 8);
+    for (size_t i = 0; i < sizeof resample_cases / sizeof *resample_cases; i++) {
+        const resample_case *c = &resample_cases[i];
+        if (resample_raw(c->src_fps, c->frames, c->want, c->want_n)) return 1;
+    }
+    return 0;
 }
 
 /* Synthetic frames through the y4m writer and reader: 4:2:0 of smooth content. */

@@ -172,6 +172,18 @@ void *lp_test_keep(size_t bytes) {
     return p;
 }
 
+float *lp_test_random_floats(size_t n, uint32_t seed, float scale) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    if (x) lp_test_fill(x, n, seed, scale);
+    return x;
+}
+
+float *lp_test_kept_floats(size_t n, uint32_t seed, float scale) {
+    float *p = lp_test_keep(n * sizeof *p);
+    if (p) lp_test_fill(p, n, seed, scale);
+    return p;
+}
+
 void lp_test_kept_free(void) {
     for (size_t i = 0; i < nkept; i++) free(kept[i]);
     free(kept);

@@ -58,6 +58,11 @@ int lp_test_cuda_backends(lp_backend **gpu, lp_backend **cpu);
 void *lp_test_keep(size_t bytes);
 /* Frees every lp_test_keep buffer (after the backends are destroyed). */
 void lp_test_kept_free(void);
+/* n random floats in [−scale, scale) (lp_test_fill): malloc'd
+ * (lp_test_random_floats) or kept (lp_test_kept_floats); NULL when out of
+ * memory. */
+float *lp_test_random_floats(size_t n, uint32_t seed, float scale);
+float *lp_test_kept_floats(size_t n, uint32_t seed, float scale);
 
 /* Buffers of a device backend (CPU-vs-device parity tests). Result lines are
  * "    <name, padded to LP_TEST_NAME_WIDTH> ..." so that they line up. */
