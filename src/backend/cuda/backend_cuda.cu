@@ -49,8 +49,6 @@ typedef struct {
     cublasLtMatmulAlgo_t algo;
 } lp_cuda_gemm;
 
-/* LP_OK, or the error "<who>: cuBLASLt: <what> failed: <reason>" for s. */
-static lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what);
 /* Creates g->op: fp32 compute and scale, A transposed when trans_a, B not. */
 static lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who);
 /* Sets g->algo to cuBLASLt's first heuristic choice for g's descriptors
@@ -191,7 +189,7 @@ lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel) {
     return lp_cuda_check(be, cudaGetLastError(), kernel);
 }
 
-static lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what) {
+lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what) {
     if (s == CUBLAS_STATUS_SUCCESS) return LP_OK;
     lp_status code = s == CUBLAS_STATUS_ALLOC_FAILED     ? LP_ERR_NOMEM
                      : s == CUBLAS_STATUS_NOT_SUPPORTED ? LP_ERR_UNSUPPORTED
@@ -427,8 +425,6 @@ void *lp_cuda_stage(const lp_backend *be, const void *host, size_t n) {
         st->staged[st->staged_next].pos = pos;
         st->staged[st->staged_next].wraps = st->ring_wraps;
         st->staged_next = (st->staged_next + 1) % LP_CUDA_STAGED;
-    }
-    if (n) {
         memcpy(st->ring_host + pos, host, n);
         cudaError_t e = cudaMemcpyAsync(st->ring + pos, st->ring_host + pos, n, cudaMemcpyHostToDevice, st->stream);
         if (lp_cuda_check(be, e, "cudaMemcpyAsync (upload ring)") != LP_OK)

@@ -73,6 +73,9 @@ static inline int lp_cuda_aligned(const void *p, unsigned bytes) { return ((uint
 /* Records e (with what) as the sticky error when it is not cudaSuccess;
  * returns the lp_status for it. */
 lp_status lp_cuda_check(const lp_backend *be, cudaError_t e, const char *what);
+/* LP_OK, or the error "<who>: cuBLASLt: <what> failed: <reason>" for s
+ * (not sticky). */
+lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what);
 /* Checks the last launch (cudaGetLastError) after a kernel launch. */
 lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel);
 /* Copies n bytes of host data into the upload ring and returns its device

@@ -46,11 +46,11 @@
 #include "cuda_internal.h"
 
 #define THREADS 256
-#define MAX_GRID 65535                     /* grid-stride loops cover the rest */
-#define SOFTMAX_THREADS 256                /* one CTA per score row */
-#define SCORE_BUDGET ((size_t)16 << 20)    /* floats of the score block (64 MiB) */
-#define BLOCK_ALIGN 64                     /* query rows of a block: a multiple of this (256 bytes) */
-#define GEMM_SLOTS 16                      /* cached GEMM plans, replaced round robin */
+#define MAX_GRID 65535                  /* grid-stride loops cover the rest */
+#define SOFTMAX_THREADS 256             /* one CTA per score row */
+#define SCORE_BUDGET ((size_t)16 << 20) /* floats of the score block (64 MiB) */
+#define BLOCK_ALIGN 64                  /* query rows of a block: a multiple of this (256 bytes) */
+#define GEMM_SLOTS 16                   /* cached GEMM plans, replaced round robin */
 
 /* One fp32 GEMM D = alpha · op(A) · op(B) (beta 0) as cuBLASLt runs it:
  * column-major, D m×n with leading dimension ldd, op(A) m×k, op(B) k×n;
@@ -74,18 +74,16 @@ struct lp_cuda_vae {
 
 /* ------------------------------------------------------------------ helpers */
 
-
-
 static unsigned grid_1d(int64_t work) {
     int64_t b = (work + THREADS - 1) / THREADS;
     return (unsigned)(b < 1 ? 1 : b > MAX_GRID ? MAX_GRID : b);
 }
 
-
 /* The largest power of two <= 256 that divides the address. */
 static uint32_t alignment_of(const void *p) {
     uint32_t a = 256;
-    while (a > 1 && (uintptr_t)p % a) a >>= 1;
+    while (a > 1 && (uintptr_t)p % a)
+        a >>= 1;
     return a;
 }
 
@@ -94,14 +92,6 @@ static int overlaps(const float *a, int64_t na, const float *b, int64_t nb) {
     uintptr_t a0 = (uintptr_t)a, a1 = a0 + (uintptr_t)na * sizeof(float);
     uintptr_t b0 = (uintptr_t)b, b1 = b0 + (uintptr_t)nb * sizeof(float);
     return a0 < b1 && b0 < a1;
-}
-
-static lp_status lt_check(cublasStatus_t s, const char *who, const char *what) {
-    if (s == CUBLAS_STATUS_SUCCESS) return LP_OK;
-    lp_status code = s == CUBLAS_STATUS_ALLOC_FAILED     ? LP_ERR_NOMEM
-                     : s == CUBLAS_STATUS_NOT_SUPPORTED ? LP_ERR_UNSUPPORTED
-                                                        : LP_ERR_IO;
-    return lp_fail(code, "%s: cuBLASLt: %s failed: %s", who, what, cublasLtGetStatusString(s));
 }
 
 /* st->vae, created on first use; NULL (error set) when out of memory. */
@@ -143,15 +133,15 @@ void lp_cuda_channel_rms_norm(const lp_backend *be, float *y, const float *x, in
                               const lp_tensor *gamma) {
     const char *op = "channel_rms_norm";
     if (frames < 0 || c < 0 || n < 0 || ((frames && c && n) && (!x || !y || !gamma))) {
-        lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG,
-                                      "%s: invalid arguments (frames %lld, c %d, n %lld, or a NULL pointer)",
-                                      op, (long long)frames, c, (long long)n));
+        lp_cuda_set_sticky(be,
+                           lp_fail(LP_ERR_ARG, "%s: invalid arguments (frames %lld, c %d, n %lld, or a NULL pointer)",
+                                   op, (long long)frames, c, (long long)n));
         return;
     }
     if (!frames || !c || !n) return;
     if (gamma->dtype != LP_F32 || lp_tensor_numel(gamma) != c) {
         lp_cuda_set_sticky(be, lp_fail(LP_ERR_SHAPE, "%s: gamma '%s' must be an f32 view of %d elements", op,
-                               gamma->name ? gamma->name : "?", c));
+                                       gamma->name ? gamma->name : "?", c));
         return;
     }
     const float *g = (const float *)lp_cuda_weight(be, gamma, 0); /* f32 [c] */
@@ -198,9 +188,8 @@ void lp_cuda_upsample2x(const lp_backend *be, float *out, const float *in, int c
     const char *op = "upsample2x";
     const int64_t n_in = (int64_t)c * h * w;
     if (c < 0 || h < 0 || w < 0 || (n_in && (!in || !out || overlaps(out, 4 * n_in, in, n_in)))) {
-        lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG,
-                                      "%s: invalid arguments (c %d, %dx%d, a NULL or overlapping buffer)",
-                                      op, c, w, h));
+        lp_cuda_set_sticky(
+            be, lp_fail(LP_ERR_ARG, "%s: invalid arguments (c %d, %dx%d, a NULL or overlapping buffer)", op, c, w, h));
         return;
     }
     if (!n_in) return;
@@ -228,7 +217,8 @@ __device__ __forceinline__ float block_max(float v, float *red) {
     if (lane == 0) red[warp] = v;
     __syncthreads();
     v = red[0];
-    for (int i = 1; i < SOFTMAX_THREADS / 32; i++) v = red[i] > v ? red[i] : v;
+    for (int i = 1; i < SOFTMAX_THREADS / 32; i++)
+        v = red[i] > v ? red[i] : v;
     return v;
 }
 
@@ -236,12 +226,14 @@ __device__ __forceinline__ float block_max(float v, float *red) {
 __device__ __forceinline__ double block_sum(double v, double *red) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
     __syncthreads();
     if (lane == 0) red[warp] = v;
     __syncthreads();
     v = 0.0;
-    for (int i = 0; i < SOFTMAX_THREADS / 32; i++) v += red[i];
+    for (int i = 0; i < SOFTMAX_THREADS / 32; i++)
+        v += red[i];
     return v;
 }
 
@@ -266,7 +258,8 @@ static __global__ void __launch_bounds__(SOFTMAX_THREADS) softmax_rows_kernel(fl
             sum += e;
         }
         const float inv = (float)(1.0 / block_sum(sum, red_d));
-        for (int64_t j = threadIdx.x; j < cols; j += SOFTMAX_THREADS) row[j] = __fmul_rn(row[j], inv);
+        for (int64_t j = threadIdx.x; j < cols; j += SOFTMAX_THREADS)
+            row[j] = __fmul_rn(row[j], inv);
     }
 }
 
@@ -284,25 +277,30 @@ static void gemm_clear(vae_gemm *g) {
 static lp_status gemm_build(const lp_backend *be, vae_gemm *g, const char *who) {
     lp_cuda_state *st = lp_cuda(be);
     const cublasOperation_t ta = g->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    lp_status s = lt_check(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), who, "matmul descriptor");
+    lp_status s =
+        lp_cuda_lt_check(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), who, "matmul descriptor");
     if (s == LP_OK)
-        s = lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), who, "transA");
+        s = lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), who,
+                             "transA");
     if (s == LP_OK)
-        s = lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), who, "transB");
+        s = lp_cuda_lt_check(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), who,
+                             "transB");
     /* stored shapes: A is k×m when transposed, else m×k; B n×k or k×n */
     if (s == LP_OK)
-        s = lt_check(cublasLtMatrixLayoutCreate(&g->a, CUDA_R_32F, g->ta ? g->k : g->m, g->ta ? g->m : g->k, g->lda),
-                     who, "layout of A");
+        s = lp_cuda_lt_check(
+            cublasLtMatrixLayoutCreate(&g->a, CUDA_R_32F, g->ta ? g->k : g->m, g->ta ? g->m : g->k, g->lda), who,
+            "layout of A");
     if (s == LP_OK)
-        s = lt_check(cublasLtMatrixLayoutCreate(&g->b, CUDA_R_32F, g->tb ? g->n : g->k, g->tb ? g->k : g->n, g->ldb),
-                     who, "layout of B");
+        s = lp_cuda_lt_check(
+            cublasLtMatrixLayoutCreate(&g->b, CUDA_R_32F, g->tb ? g->n : g->k, g->tb ? g->k : g->n, g->ldb), who,
+            "layout of B");
     if (s == LP_OK)
-        s = lt_check(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, g->m, g->n, g->ldd), who, "layout of D");
+        s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, g->m, g->n, g->ldd), who, "layout of D");
     cublasLtMatmulPreference_t pref = NULL;
-    if (s == LP_OK) s = lt_check(cublasLtMatmulPreferenceCreate(&pref), who, "matmul preference");
+    if (s == LP_OK) s = lp_cuda_lt_check(cublasLtMatmulPreferenceCreate(&pref), who, "matmul preference");
     const uint64_t ws = st->workspace_bytes;
     if (s == LP_OK)
-        s = lt_check(
+        s = lp_cuda_lt_check(
             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), who,
             "workspace preference");
     const cublasLtMatmulPreferenceAttributes_t attr[4] = {
@@ -310,14 +308,14 @@ static lp_status gemm_build(const lp_backend *be, vae_gemm *g, const char *who) 
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
     const uint32_t align[4] = {g->align_a, g->align_b, g->align_d, g->align_d};
     for (int i = 0; i < 4 && s == LP_OK; i++)
-        s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, attr[i], &align[i], sizeof align[i]), who,
-                     "alignment preference");
+        s = lp_cuda_lt_check(cublasLtMatmulPreferenceSetAttribute(pref, attr[i], &align[i], sizeof align[i]), who,
+                             "alignment preference");
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     if (s == LP_OK)
-        s = lt_check(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)st->cublaslt, g->op, g->a, g->b, g->d, g->d,
-                                                    pref, 1, &res, &found),
-                     who, "algorithm heuristic");
+        s = lp_cuda_lt_check(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)st->cublaslt, g->op, g->a, g->b, g->d,
+                                                            g->d, pref, 1, &res, &found),
+                             who, "algorithm heuristic");
     if (s == LP_OK && (found < 1 || res.state != CUBLAS_STATUS_SUCCESS))
         s = lp_fail(LP_ERR_UNSUPPORTED, "%s: cuBLASLt has no fp32 GEMM algorithm for it", who);
     if (s == LP_OK) g->algo = res.algo;
@@ -365,9 +363,9 @@ static lp_status gemm_run(const lp_backend *be, lp_cuda_vae *vs, int ta, int tb,
     }
     lp_cuda_state *st = lp_cuda(be);
     const float beta = 0.0f; /* D is not read (it may hold anything, NaN included) */
-    return lt_check(cublasLtMatmul((cublasLtHandle_t)st->cublaslt, g->op, &alpha, A, g->a, B, g->b, &beta, D, g->d, D,
-                                   g->d, &g->algo, st->workspace, st->workspace_bytes, st->stream),
-                    who, "matmul");
+    return lp_cuda_lt_check(cublasLtMatmul((cublasLtHandle_t)st->cublaslt, g->op, &alpha, A, g->a, B, g->b, &beta, D,
+                                           g->d, D, g->d, &g->algo, st->workspace, st->workspace_bytes, st->stream),
+                            who, "matmul");
 }
 
 /* Makes vs->scores hold at least n floats. The old block may still be read
@@ -445,7 +443,8 @@ lp_status lp_cuda_spatial_attention(const lp_backend *be, float *out, const floa
 void lp_cuda_vae_free(lp_cuda_state *st) {
     lp_cuda_vae *vs = st->vae;
     if (!vs) return;
-    for (int i = 0; i < GEMM_SLOTS; i++) gemm_clear(&vs->gemm[i]);
+    for (int i = 0; i < GEMM_SLOTS; i++)
+        gemm_clear(&vs->gemm[i]);
     cudaFree(vs->scores);
     free(vs);
     st->vae = NULL;
