@@ -264,7 +264,7 @@ lp_status lp_linear_batch_loop(const lp_backend *be, void *y, int64_t y_stride, 
                                const lp_tensor *const *W, const lp_tensor *const *b, int count, unsigned flags);
 lp_status lp_linear_batch_serial(const lp_backend *be, void *y, int64_t y_stride, const void *x, int64_t M,
                                  const lp_tensor *const *W, const lp_tensor *const *b, int count, unsigned flags);
-/* conv3d's argument checks, shared by the backends (cpu/vae_ops.c). */
+/* conv3d's argument checks, shared by the backends (conv3d_check.c). */
 lp_status lp_conv3d_check(const float *out, const float *const *in, int n_in, const lp_tensor *w, const lp_tensor *b,
                           const lp_conv3d_geom *g);
 /* "cpu" or "cuda", priority 0. */

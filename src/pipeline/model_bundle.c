@@ -30,9 +30,6 @@ static lp_status load_demo(lipar_model *m, int full) {
     const lp_dit_config *dc = full ? &real : &small;
     LP_TRY(lp_dit_random_weights(dc, full ? LP_BF16 : LP_F32, 20260101, &m->dit_file));
     LP_TRY(lp_dit_load(m->dit_file, "", full ? 12 : 2, full ? 512 : 64, m->be, &m->dit));
-    /* a TAEHV whose encoder averages 8×8×4 pixel blocks (gain 4 gives latents of
-     * about the spread of real Wan latents on real clips), so that the
-     * keep-mask follows what moves; its decoder is random */
     const char *vae;
     if (m->vae_kind == LP_VAE_WAN) {
         /* the published configuration (dim 96), or a narrow one; both
@@ -45,6 +42,9 @@ static lp_status load_demo(lipar_model *m, int full) {
         m->vae_file = NULL;
         vae = full ? "the Wan VAE (dim 96)" : "a Wan VAE of dim 8";
     } else {
+        /* a TAEHV whose encoder averages 8×8×4 pixel blocks (gain 4 gives
+         * latents of about the spread of real Wan latents on real clips), so
+         * that the keep-mask follows what moves; its decoder is random */
         lp_taehv_random_config tc = {.latent_channels = 16, .enc_width = full ? 64 : 16,
                                      .dec_width = {full ? 256 : 64, full ? 128 : 32, full ? 64 : 16},
                                      .pooling_encoder = 1, .pooling_gain = 4.0f};
