@@ -51,13 +51,6 @@ typedef struct {
 
 /* Creates g->op: fp32 compute and scale, A transposed when trans_a, B not. */
 static lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char *who);
-/* Sets g->algo to cuBLASLt's first heuristic choice for g's descriptors
- * within the backend's workspace, for C/D pointers aligned to align_d bytes
- * and a B pointer aligned to align_b bytes (A and any bias pointer set on
- * g->op must start on 256 bytes, as cudaMalloc'd memory does);
- * LP_ERR_UNSUPPORTED when there is none. */
-static lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_b,
-                                            uint32_t align_d, const char *who);
 /* Issues D = A·B + beta·D (alpha 1, op(A) per g) on the backend's stream. */
 static lp_status lp_cuda_gemm_run(const lp_backend *be, const lp_cuda_gemm *g, const void *A, const void *B,
                                   float beta, void *D, const char *who);
@@ -564,8 +557,9 @@ static lp_status lp_cuda_gemm_create_op(lp_cuda_gemm *g, int trans_a, const char
                             "transB");
 }
 
-static lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *g, uint32_t align_b, uint32_t align_d,
-                                     const char *who) {
+lp_status lp_cuda_choose_algo(const lp_backend *be, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a,
+                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d, const uint32_t align[4],
+                              const char *who, const char *kind, cublasLtMatmulAlgo_t *algo) {
     lp_cuda_state *st = lp_cuda(be);
     cublasLtMatmulPreference_t pref = NULL;
     lp_status s = lp_cuda_lt_check(cublasLtMatmulPreferenceCreate(&pref), who, "matmul preference");
@@ -574,22 +568,22 @@ static lp_status lp_cuda_gemm_choose_algo_b(const lp_backend *be, lp_cuda_gemm *
         s = lp_cuda_lt_check(
             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), who,
             "workspace preference");
-    const cublasLtMatmulPreferenceAttributes_t align_attr[3] = {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                                CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                                CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    const uint32_t align[3] = {align_b, align_d, align_d};
-    for (int i = 0; i < 3 && s == LP_OK; i++)
-        s = lp_cuda_lt_check(cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &align[i], sizeof align[i]),
-                             who, "alignment preference");
+    const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4 && s == LP_OK; i++)
+        if (align[i])
+            s = lp_cuda_lt_check(cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &align[i], sizeof align[i]),
+                                 who, "alignment preference");
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     if (s == LP_OK)
-        s = lp_cuda_lt_check(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)st->cublaslt, g->op, g->a, g->b, g->d,
-                                                            g->d, pref, 1, &res, &found),
+        s = lp_cuda_lt_check(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)st->cublaslt, op, a, b, d, d, pref, 1,
+                                                            &res, &found),
                              who, "algorithm heuristic");
     if (s == LP_OK && (found < 1 || res.state != CUBLAS_STATUS_SUCCESS))
-        s = lp_fail(LP_ERR_UNSUPPORTED, "%s: cuBLASLt has no bf16 GEMM algorithm for it", who);
-    if (s == LP_OK) g->algo = res.algo;
+        s = lp_fail(LP_ERR_UNSUPPORTED, "%s: cuBLASLt has no %s GEMM algorithm for it", who, kind);
+    if (s == LP_OK) *algo = res.algo;
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     return s;
 }
@@ -693,7 +687,9 @@ static lp_status plan_build_epi(const lp_backend *be, gemm_plan *p, int epi, con
     }
     /* an EPI_KERNEL plan with a bf16 y writes the 256-byte aligned scratch */
     uint32_t align_d = !fused && y_bf16 ? 256 : p->align_y;
-    if (s == LP_OK) s = lp_cuda_gemm_choose_algo_b(be, g, p->align_x, align_d, who);
+    /* A (the weight) is cudaMalloc'd: its alignment is left to cuBLASLt */
+    const uint32_t align[4] = {0, p->align_x, align_d, align_d};
+    if (s == LP_OK) s = lp_cuda_choose_algo(be, g->op, g->a, g->b, g->d, align, who, "bf16", &g->algo);
     if (s != LP_OK) lp_cuda_gemm_clear(g);
     return s;
 }

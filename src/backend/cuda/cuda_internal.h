@@ -76,6 +76,15 @@ lp_status lp_cuda_check(const lp_backend *be, cudaError_t e, const char *what);
 /* LP_OK, or the error "<who>: cuBLASLt: <what> failed: <reason>" for s
  * (not sticky). */
 lp_status lp_cuda_lt_check(cublasStatus_t s, const char *who, const char *what);
+/* *algo = cuBLASLt's first heuristic choice for the GEMM of op and layouts
+ * a, b, d (D is also C) within the backend's workspace, for A, B, C, D
+ * pointers aligned to align[0..3] bytes (0: not given, for memory that
+ * cudaMalloc'd: 256; so must any bias pointer set on op be);
+ * LP_ERR_UNSUPPORTED ("<who>: cuBLASLt has no <kind> GEMM algorithm ...")
+ * when there is none. */
+lp_status lp_cuda_choose_algo(const lp_backend *be, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a,
+                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d, const uint32_t align[4],
+                              const char *who, const char *kind, cublasLtMatmulAlgo_t *algo);
 /* Checks the last launch (cudaGetLastError) after a kernel launch. */
 lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel);
 /* Copies n bytes of host data into the upload ring and returns its device

@@ -275,7 +275,6 @@ static void gemm_clear(vae_gemm *g) {
  * its algorithm (the heuristic's first choice within the backend's
  * workspace, for the key's pointer alignments). */
 static lp_status gemm_build(const lp_backend *be, vae_gemm *g, const char *who) {
-    lp_cuda_state *st = lp_cuda(be);
     const cublasOperation_t ta = g->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     lp_status s =
         lp_cuda_lt_check(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), who, "matmul descriptor");
@@ -296,30 +295,8 @@ static lp_status gemm_build(const lp_backend *be, vae_gemm *g, const char *who) 
             "layout of B");
     if (s == LP_OK)
         s = lp_cuda_lt_check(cublasLtMatrixLayoutCreate(&g->d, CUDA_R_32F, g->m, g->n, g->ldd), who, "layout of D");
-    cublasLtMatmulPreference_t pref = NULL;
-    if (s == LP_OK) s = lp_cuda_lt_check(cublasLtMatmulPreferenceCreate(&pref), who, "matmul preference");
-    const uint64_t ws = st->workspace_bytes;
-    if (s == LP_OK)
-        s = lp_cuda_lt_check(
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), who,
-            "workspace preference");
-    const cublasLtMatmulPreferenceAttributes_t attr[4] = {
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
     const uint32_t align[4] = {g->align_a, g->align_b, g->align_d, g->align_d};
-    for (int i = 0; i < 4 && s == LP_OK; i++)
-        s = lp_cuda_lt_check(cublasLtMatmulPreferenceSetAttribute(pref, attr[i], &align[i], sizeof align[i]), who,
-                             "alignment preference");
-    cublasLtMatmulHeuristicResult_t res;
-    int found = 0;
-    if (s == LP_OK)
-        s = lp_cuda_lt_check(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)st->cublaslt, g->op, g->a, g->b, g->d,
-                                                            g->d, pref, 1, &res, &found),
-                             who, "algorithm heuristic");
-    if (s == LP_OK && (found < 1 || res.state != CUBLAS_STATUS_SUCCESS))
-        s = lp_fail(LP_ERR_UNSUPPORTED, "%s: cuBLASLt has no fp32 GEMM algorithm for it", who);
-    if (s == LP_OK) g->algo = res.algo;
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (s == LP_OK) s = lp_cuda_choose_algo(be, g->op, g->a, g->b, g->d, align, who, "fp32", &g->algo);
     return s;
 }
 
