@@ -571,10 +571,6 @@ static lp_status launch(const lp_backend *be, const kv_params *kv, att_params *p
 
 static int misaligned16(const void *ptr) { return ((uintptr_t)ptr & 15u) != 0; }
 
-/* Whether the byte ranges [a, a + na) and [b, b + nb) share a byte. */
-static int overlap(const void *a, int64_t na, const void *b, int64_t nb) {
-    return (uintptr_t)a < (uintptr_t)b + (uintptr_t)nb && (uintptr_t)b < (uintptr_t)a + (uintptr_t)na;
-}
 
 /* Whether the wgmma kernel can run head_dim on be's device with scale (it
  * takes the row maxima of the unscaled logits, so the scale must be positive;
@@ -681,12 +677,12 @@ lp_status lp_cuda_attention_with(const lp_backend *be, lp_cuda_att_kernel kernel
     if (!q || !out || misaligned16(q) || misaligned16(out))
         return lp_fail(LP_ERR_ARG, "attention (cuda): q and out must be non-NULL and 16-byte aligned");
     const int64_t qbytes = Lq * width * (int64_t)sizeof(__nv_bfloat16);
-    if (out != q && overlap(out, qbytes, q, qbytes))
+    if (out != q && lp_cuda_overlap(out, qbytes, q, qbytes))
         return lp_fail(LP_ERR_ARG, "attention (cuda): out partially overlaps q");
     for (int i = 0; i < nranges; i++) {
         const lp_kv_range *R = &ranges[i];
         const int64_t span = R->n ? ((R->n - 1) * R->ld + width) * (R->bf16 ? 2 : 4) : 0; /* bytes */
-        if (R->n && (overlap(out, qbytes, R->k, span) || overlap(out, qbytes, R->v, span)))
+        if (R->n && (lp_cuda_overlap(out, qbytes, R->k, span) || lp_cuda_overlap(out, qbytes, R->v, span)))
             return lp_fail(LP_ERR_ARG, "attention (cuda): out overlaps the keys/values of range %d", i);
     }
     const int tiles = (int)((Lk + bk - 1) / bk);

@@ -608,12 +608,6 @@ static void lp_cuda_gemm_clear(lp_cuda_gemm *g) {
 /* ---------------------------------------------------------------------------
  * Linear layer */
 
-/* The largest power of two <= 256 that divides the address. */
-static uint32_t alignment_of(const void *p) {
-    uint32_t a = 256;
-    while (a > 1 && (uintptr_t)p % a) a >>= 1;
-    return a;
-}
 
 static void plan_clear(gemm_plan *p) {
     lp_cuda_gemm_clear(&p->g);
@@ -853,11 +847,11 @@ lp_status lp_cuda_linear(const lp_backend *be, void *y, const void *x, int64_t M
     }
     const unsigned out_flags = flags & (LP_LINEAR_Y_ACT | LP_LINEAR_GELU);
     gemm_plan *p;
-    LP_TRY(plan_get(be, M, N, K, 1, 0, out_flags, bias, alignment_of(xb), alignment_of(y), &p));
+    LP_TRY(plan_get(be, M, N, K, 1, 0, out_flags, bias, lp_cuda_alignment_of(xb), lp_cuda_alignment_of(y), &p));
     lp_status s = linear_run(be, p, b, bias, w, xb, y);
     if (s == LP_OK || p->algo_M == M) return s;
     /* the algorithm of another row count of the bucket: choose one for M */
-    LP_TRY(plan_make(be, p, M, N, K, 1, 0, out_flags, bias, alignment_of(xb), alignment_of(y)));
+    LP_TRY(plan_make(be, p, M, N, K, 1, 0, out_flags, bias, lp_cuda_alignment_of(xb), lp_cuda_alignment_of(y)));
     return linear_run(be, p, b, bias, w, xb, y);
 }
 
@@ -957,10 +951,10 @@ static lp_status lp_cuda_linear_batch(const lp_backend *be, void *y, int64_t y_s
     LP_TRY(fused_get(be, W, b, count, &f));
     int64_t N = W[0]->shape[0], K = W[0]->shape[1];
     gemm_plan *p = NULL;
-    lp_status s = plan_get(be, M, N, K, count, y_stride, 0, f->b, alignment_of(x), alignment_of(y), &p);
+    lp_status s = plan_get(be, M, N, K, count, y_stride, 0, f->b, lp_cuda_alignment_of(x), lp_cuda_alignment_of(y), &p);
     if (s == LP_OK) s = batch_run(be, p, f, x, y, y_stride);
     if (s != LP_OK && p && p->g.op && p->algo_M != M) { /* the bucket's algorithm refused for M */
-        s = plan_make(be, p, M, N, K, count, y_stride, 0, f->b, alignment_of(x), alignment_of(y));
+        s = plan_make(be, p, M, N, K, count, y_stride, 0, f->b, lp_cuda_alignment_of(x), lp_cuda_alignment_of(y));
         if (s == LP_OK) s = batch_run(be, p, f, x, y, y_stride);
     }
     if (s == LP_ERR_UNSUPPORTED) { /* no batched algorithm: single products from now on */

@@ -55,7 +55,6 @@
 #include "cuda_internal.h"
 
 #define THREADS 256
-#define MAX_GRID 65535      /* grid-stride loops cover the rest */
 #define MAX_SIDE (1 << 20)  /* largest up·h and up·w */
 
 /* The implicit GEMM's tiling (see the top of the file). */
@@ -82,16 +81,6 @@ struct lp_cuda_conv {
     float *padded;      /* inputs with their channels padded to a multiple of GROUP */
     size_t padded_bytes;
 };
-
-/* ------------------------------------------------------------------ helpers */
-
-static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
-static unsigned grid_1d(int64_t work) {
-    int64_t b = (work + THREADS - 1) / THREADS;
-    return (unsigned)(b < 1 ? 1 : b > MAX_GRID ? MAX_GRID : b);
-}
-
 
 /* The geometry of one convolution over the concatenation of up to three
  * inputs (conv2d's two, or the kt frames of a conv3d, whose time taps then
@@ -406,7 +395,8 @@ __global__ void __launch_bounds__(DC_TX *DC_TY)
         for (int i = tid; i < DC_CC * tile; i += DC_TX * DC_TY) {
             int c = i / tile, r = i - c * tile, gy = y0 - 1 + r / SW, gx = x0 - 1 + r % SW;
             float v = 0.0f;
-            if (c0 + c < C && gy >= 0 && gy < H && gx >= 0 && gx < W) v = in[(size_t)(c0 + c) * plane + (size_t)gy * W + gx];
+            if (c0 + c < C && gy >= 0 && gy < H && gx >= 0 && gx < W)
+                v = in[(size_t)(c0 + c) * plane + (size_t)gy * W + gx];
             st[i] = v;
         }
         __syncthreads();
@@ -499,8 +489,9 @@ template <int OP, int V> __global__ void __launch_bounds__(THREADS) ew_kernel(fl
 template <int OP> static void launch_ew(const lp_backend *be, float *y, const float *x, int64_t n, const char *what) {
     if (n <= 0) return;
     cudaStream_t s = lp_cuda(be)->stream;
-    if (aligned16(y) && aligned16(x)) ew_kernel<OP, 4><<<grid_1d(n / 4 + 1), THREADS, 0, s>>>(y, x, n);
-    else ew_kernel<OP, 1><<<grid_1d(n), THREADS, 0, s>>>(y, x, n);
+    if (lp_cuda_aligned(y, 16) && lp_cuda_aligned(x, 16))
+        ew_kernel<OP, 4><<<lp_cuda_grid(n / 4 + 1, THREADS), THREADS, 0, s>>>(y, x, n);
+    else ew_kernel<OP, 1><<<lp_cuda_grid(n, THREADS), THREADS, 0, s>>>(y, x, n);
     lp_cuda_check_launch(be, what);
 }
 
@@ -557,7 +548,7 @@ static lp_status conv_weight_get(const lp_backend *be, const lp_tensor *w, int g
                        "conv2d: cannot allocate %lld bytes of device memory for weight '%s': %s",
                        (long long)(rows * kp * 2), w->name ? w->name : "?", cudaGetErrorString(e));
     }
-    rearrange_weight_kernel<<<grid_1d(rows * kp), THREADS, 0, st->stream>>>(
+    rearrange_weight_kernel<<<lp_cuda_grid(rows * kp, THREADS), THREADS, 0, st->stream>>>(
         dev, wd, (int)cout, (int)rows, (int)(kt * cin_pad), (int)cin_pad, (int)cin, (int)kt, (int)(k * k), (int)kp,
         grouped);
     lp_status s = lp_cuda_check_launch(be, "conv2d weight rearrangement");

@@ -70,6 +70,27 @@ static inline lp_status lp_cuda_pending(const lp_backend *be, const char *op) {
 /* Whether p is aligned to `bytes` (a power of two). */
 static inline int lp_cuda_aligned(const void *p, unsigned bytes) { return ((uintptr_t)p & (bytes - 1)) == 0; }
 
+/* The largest power of two <= 256 that divides the address. */
+static inline uint32_t lp_cuda_alignment_of(const void *p) {
+    uint32_t a = 256;
+    while (a > 1 && (uintptr_t)p % a) a >>= 1;
+    return a;
+}
+
+/* Whether the byte ranges [a, a + na) and [b, b + nb) share a byte. */
+static inline int lp_cuda_overlap(const void *a, int64_t na, const void *b, int64_t nb) {
+    return (uintptr_t)a < (uintptr_t)b + (uintptr_t)nb && (uintptr_t)b < (uintptr_t)a + (uintptr_t)na;
+}
+
+/* The blocks of `threads` threads a 1-D grid-stride kernel over `work`
+ * items gets: enough for one item each, at least 1, at most
+ * LP_CUDA_MAX_GRID (the loop covers the rest). */
+#define LP_CUDA_MAX_GRID 65535
+static inline unsigned lp_cuda_grid(int64_t work, int threads) {
+    int64_t b = (work + threads - 1) / threads;
+    return (unsigned)(b < 1 ? 1 : b > LP_CUDA_MAX_GRID ? LP_CUDA_MAX_GRID : b);
+}
+
 /* Records e (with what) as the sticky error when it is not cudaSuccess;
  * returns the lp_status for it. */
 lp_status lp_cuda_check(const lp_backend *be, cudaError_t e, const char *what);

@@ -21,7 +21,6 @@
 
 #define THREADS 256     /* flat and per-row (warp per row) kernels */
 #define ROW_THREADS 128 /* 2-D kernels: threads along a row */
-#define MAX_GRID 65535  /* grid-stride loops cover work beyond this many blocks */
 #define ROW_CACHE 16    /* float4 per lane kept in registers: rows up to 2048 floats */
 #define ROPE_MAX_HEAD_DIM 1024 /* as the CPU's RoPE */
 
@@ -31,11 +30,6 @@
 
 static int aligned16(const void *p) { return lp_cuda_aligned(p, 16); }
 
-static unsigned grid_for(int64_t work, int threads) {
-    int64_t b = (work + threads - 1) / threads;
-    return (unsigned)(b < 1 ? 1 : b > MAX_GRID ? MAX_GRID : b);
-}
-
 /* A 2-D launch: x covers the `groups` vector groups of a row (every one, up
  * to 2^31 − 1 blocks), y goes over `rows` (grid-stride beyond 65535). */
 static void row_launch(int64_t groups, int64_t rows, dim3 *grid, dim3 *block) {
@@ -43,7 +37,7 @@ static void row_launch(int64_t groups, int64_t rows, dim3 *grid, dim3 *block) {
     block->x = (unsigned)(t > ROW_THREADS ? ROW_THREADS : t);
     int64_t b = (groups + block->x - 1) / block->x;
     grid->x = (unsigned)(b > INT32_MAX ? INT32_MAX : b);
-    grid->y = (unsigned)(rows > MAX_GRID ? MAX_GRID : rows);
+    grid->y = (unsigned)(rows > LP_CUDA_MAX_GRID ? LP_CUDA_MAX_GRID : rows);
 }
 
 /* Rows of `item_bytes` of host index data staged per launch: a quarter of
@@ -327,7 +321,7 @@ static void norm_modulate_launch(const lp_backend *be, const char *op, void *y, 
     const int vec = dim % 4 == 0 && aligned16(x) && lp_cuda_aligned(y, 8) && (!a.w || aligned16(a.w)) &&
                     (!a.b || aligned16(a.b)) && (!scale || (aligned16(shift) && aligned16(scale) && stride % 4 == 0)) &&
                     (!res || aligned16(res)) && (!a.gate || (aligned16(a.gate) && gate_stride % 4 == 0));
-    const unsigned grid = grid_for(rows * 32, THREADS);
+    const unsigned grid = lp_cuda_grid(rows * 32, THREADS);
     cudaStream_t s = lp_cuda(be)->stream;
     if (vec && dim <= 128 * ROW_CACHE) norm_modulate_kernel<4, ROW_CACHE><<<grid, THREADS, 0, s>>>(a);
     else if (vec) norm_modulate_kernel<4, 0><<<grid, THREADS, 0, s>>>(a);
@@ -460,7 +454,7 @@ void lp_cuda_rms_norm_rope(const lp_backend *be, void *y, int y_act, const float
         c.y = (char *)y + r0 * dim * ysz;
         if (pos && !(c.pos = (const int32_t *)lp_cuda_stage(be, pos + r0 * 3, (size_t)c.rows * 3 * sizeof *pos)))
             return; /* sticky: the stage failed */
-        const unsigned grid = grid_for(c.rows, wpb);
+        const unsigned grid = lp_cuda_grid(c.rows, wpb);
         if (y_act) launch_rms_norm_rope<uint16_t>(c, V, grid, 32 * wpb, smem, st->stream);
         else launch_rms_norm_rope<float>(c, V, grid, 32 * wpb, smem, st->stream);
         if (lp_cuda_check_launch(be, op) != LP_OK) return;
@@ -487,8 +481,8 @@ template <int V> __global__ void silu_kernel(float *x, int64_t n) {
 void lp_cuda_silu(const lp_backend *be, float *x, int64_t n) {
     if (n <= 0) return;
     cudaStream_t s = lp_cuda(be)->stream;
-    if (aligned16(x)) silu_kernel<4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(x, n);
-    else silu_kernel<1><<<grid_for(n, THREADS), THREADS, 0, s>>>(x, n);
+    if (aligned16(x)) silu_kernel<4><<<lp_cuda_grid(n / 4 + 1, THREADS), THREADS, 0, s>>>(x, n);
+    else silu_kernel<1><<<lp_cuda_grid(n, THREADS), THREADS, 0, s>>>(x, n);
     lp_cuda_check_launch(be, "silu");
 }
 
@@ -513,8 +507,8 @@ void lp_cuda_add(const lp_backend *be, float *y, const float *a, const float *b,
     if (n <= 0) return;
     cudaStream_t s = lp_cuda(be)->stream;
     if (aligned16(y) && aligned16(a) && aligned16(b))
-        add_kernel<4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(y, a, b, n);
-    else add_kernel<1><<<grid_for(n, THREADS), THREADS, 0, s>>>(y, a, b, n);
+        add_kernel<4><<<lp_cuda_grid(n / 4 + 1, THREADS), THREADS, 0, s>>>(y, a, b, n);
+    else add_kernel<1><<<lp_cuda_grid(n, THREADS), THREADS, 0, s>>>(y, a, b, n);
     lp_cuda_check_launch(be, "add");
 }
 
@@ -540,14 +534,14 @@ __global__ void flow_renoise_kernel(float *x, const float *x0, const float *eps,
 
 void lp_cuda_flow_x0(const lp_backend *be, float *x0, const float *xt, const float *v, float sigma, int64_t n) {
     if (n <= 0) return;
-    flow_x0_kernel<<<grid_for(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(x0, xt, v, (double)sigma, n);
+    flow_x0_kernel<<<lp_cuda_grid(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(x0, xt, v, (double)sigma, n);
     lp_cuda_check_launch(be, "flow_x0");
 }
 
 void lp_cuda_flow_renoise(const lp_backend *be, float *x, const float *x0, const float *eps, float sigma, int64_t n) {
     if (n <= 0) return;
-    flow_renoise_kernel<<<grid_for(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(x, x0, eps, 1.0f - sigma, sigma,
-                                                                                  n);
+    flow_renoise_kernel<<<lp_cuda_grid(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(x, x0, eps, 1.0f - sigma,
+                                                                                      sigma, n);
     lp_cuda_check_launch(be, "flow_renoise");
 }
 
@@ -571,7 +565,7 @@ lp_status lp_cuda_restore_patches(const lp_backend *be, float *dst, const float 
     if (C < 1 || H < 2 || W < 2 || H % 2 || W % 2 || !dst || !src || !keep)
         return lp_fail(LP_ERR_ARG, "restore_patches: C %d, %dx%d (positive, even sizes) or a NULL buffer", C, W, H);
     const int64_t n = (int64_t)C * H * (W / 2);
-    restore_kernel<<<grid_for(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(dst, src, keep, C, H, W);
+    restore_kernel<<<lp_cuda_grid(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(dst, src, keep, C, H, W);
     return lp_cuda_check_launch(be, "restore_patches");
 }
 
@@ -595,8 +589,8 @@ lp_status lp_cuda_f32_to_bf16(const lp_backend *be, void *dst, const float *src,
     cudaStream_t s = lp_cuda(be)->stream;
     uint16_t *d = (uint16_t *)dst;
     if (aligned16(src) && lp_cuda_aligned(dst, 8))
-        to_bf16_kernel<4><<<grid_for(n / 4 + 1, THREADS), THREADS, 0, s>>>(d, src, n);
-    else to_bf16_kernel<1><<<grid_for(n, THREADS), THREADS, 0, s>>>(d, src, n);
+        to_bf16_kernel<4><<<lp_cuda_grid(n / 4 + 1, THREADS), THREADS, 0, s>>>(d, src, n);
+    else to_bf16_kernel<1><<<lp_cuda_grid(n, THREADS), THREADS, 0, s>>>(d, src, n);
     return lp_cuda_check_launch(be, "f32_to_bf16");
 }
 
@@ -725,9 +719,9 @@ lp_status lp_cuda_kv_store(const lp_backend *be, void *cache_rows, const int32_t
         const int32_t *dsi = stage_i32(be, src_idx ? src_idx + r0 : NULL, m, &ok);
         if (!ok) return st->sticky != LP_OK ? st->sticky : LP_ERR_NOMEM; /* sticky: the stage failed */
         /* without index arrays, piece r0 reads and writes rows from r0 on */
-        kv_store_kernel<<<grid_for(m * half, THREADS), THREADS, pos ? (size_t)half * sizeof(double) : 0, st->stream>>>(
-            ddi ? dst : dst + r0 * ld, ddi, dsi || !src ? src : src + r0 * ld, (const uint16_t *)saved, dsi, m, heads,
-            head_dim, dpos);
+        kv_store_kernel<<<lp_cuda_grid(m * half, THREADS), THREADS, pos ? (size_t)half * sizeof(double) : 0,
+                          st->stream>>>(ddi ? dst : dst + r0 * ld, ddi, dsi || !src ? src : src + r0 * ld,
+                                        (const uint16_t *)saved, dsi, m, heads, head_dim, dpos);
         LP_TRY(lp_cuda_check_launch(be, "kv_store"));
     }
     return LP_OK;

@@ -9,12 +9,6 @@
 #include "cuda_internal.h"
 
 #define THREADS 256
-#define MAX_GRID 65535 /* grid-stride loops cover work beyond this many blocks */
-
-static unsigned grid_for(int64_t work) {
-    int64_t b = (work + THREADS - 1) / THREADS;
-    return (unsigned)(b < 1 ? 1 : b > MAX_GRID ? MAX_GRID : b);
-}
 
 __device__ static float byte_to_unit(uint8_t b) { return __fdiv_rn((float)b, 255.0f); }
 
@@ -43,13 +37,15 @@ __global__ static void to_rgb24_kernel(uint8_t *rgb, const float *x, int64_t n, 
 extern "C" void lp_cuda_rgb24_to_planar(const lp_backend *be, float *y, const uint8_t *rgb, int64_t frames,
                                         int64_t pixels) {
     if (frames <= 0 || pixels <= 0) return;
-    to_planar_kernel<<<grid_for(frames * pixels), THREADS, 0, lp_cuda(be)->stream>>>(y, rgb, frames * pixels, pixels);
+    to_planar_kernel<<<lp_cuda_grid(frames * pixels, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(
+        y, rgb, frames * pixels, pixels);
     lp_cuda_check_launch(be, "rgb24_to_planar");
 }
 
 extern "C" void lp_cuda_planar_to_rgb24(const lp_backend *be, uint8_t *rgb, const float *x, int64_t frames,
                                         int64_t pixels) {
     if (frames <= 0 || pixels <= 0) return;
-    to_rgb24_kernel<<<grid_for(frames * pixels), THREADS, 0, lp_cuda(be)->stream>>>(rgb, x, frames * pixels, pixels);
+    to_rgb24_kernel<<<lp_cuda_grid(frames * pixels, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(
+        rgb, x, frames * pixels, pixels);
     lp_cuda_check_launch(be, "planar_to_rgb24");
 }

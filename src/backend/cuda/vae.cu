@@ -46,7 +46,6 @@
 #include "cuda_internal.h"
 
 #define THREADS 256
-#define MAX_GRID 65535                  /* grid-stride loops cover the rest */
 #define SOFTMAX_THREADS 256             /* one CTA per score row */
 #define SCORE_BUDGET ((size_t)16 << 20) /* floats of the score block (64 MiB) */
 #define BLOCK_ALIGN 64                  /* query rows of a block: a multiple of this (256 bytes) */
@@ -74,26 +73,6 @@ struct lp_cuda_vae {
 
 /* ------------------------------------------------------------------ helpers */
 
-static unsigned grid_1d(int64_t work) {
-    int64_t b = (work + THREADS - 1) / THREADS;
-    return (unsigned)(b < 1 ? 1 : b > MAX_GRID ? MAX_GRID : b);
-}
-
-/* The largest power of two <= 256 that divides the address. */
-static uint32_t alignment_of(const void *p) {
-    uint32_t a = 256;
-    while (a > 1 && (uintptr_t)p % a)
-        a >>= 1;
-    return a;
-}
-
-/* Whether the float ranges [a, a + na) and [b, b + nb) overlap. */
-static int overlaps(const float *a, int64_t na, const float *b, int64_t nb) {
-    uintptr_t a0 = (uintptr_t)a, a1 = a0 + (uintptr_t)na * sizeof(float);
-    uintptr_t b0 = (uintptr_t)b, b1 = b0 + (uintptr_t)nb * sizeof(float);
-    return a0 < b1 && b0 < a1;
-}
-
 /* st->vae, created on first use; NULL (error set) when out of memory. */
 static lp_cuda_vae *vae_state(const lp_backend *be) {
     lp_cuda_state *st = lp_cuda(be);
@@ -106,7 +85,7 @@ static lp_cuda_vae *vae_state(const lp_backend *be) {
 
 /* y[f][ch][p] = x[f][ch][p] / max(‖x[f][:][p]‖₂, 1e-12) · scale · gamma[ch]
  * (see the top of the file). Blocks: x over pixels, y over frames
- * (grid-stride beyond MAX_GRID). */
+ * (grid-stride beyond LP_CUDA_MAX_GRID). */
 static __global__ void __launch_bounds__(THREADS)
     channel_rms_norm_kernel(float *y, const float *x, int64_t frames, int c, int64_t n, const float *__restrict__ gamma,
                             float scale) {
@@ -151,7 +130,7 @@ void lp_cuda_channel_rms_norm(const lp_backend *be, float *y, const float *x, in
         lp_cuda_set_sticky(be, lp_fail(LP_ERR_ARG, "%s: %lld pixels a frame are too many", op, (long long)n));
         return;
     }
-    dim3 grid((unsigned)blocks, (unsigned)(frames < MAX_GRID ? frames : MAX_GRID));
+    dim3 grid((unsigned)blocks, (unsigned)(frames < LP_CUDA_MAX_GRID ? frames : LP_CUDA_MAX_GRID));
     channel_rms_norm_kernel<<<grid, THREADS, 0, lp_cuda(be)->stream>>>(y, x, frames, c, n, g, sqrtf((float)c));
     lp_cuda_check_launch(be, op);
 }
@@ -186,8 +165,8 @@ static __global__ void __launch_bounds__(THREADS)
 
 void lp_cuda_upsample2x(const lp_backend *be, float *out, const float *in, int c, int h, int w) {
     const char *op = "upsample2x";
-    const int64_t n_in = (int64_t)c * h * w;
-    if (c < 0 || h < 0 || w < 0 || (n_in && (!in || !out || overlaps(out, 4 * n_in, in, n_in)))) {
+    const int64_t n_in = (int64_t)c * h * w, in_bytes = n_in * (int64_t)sizeof(float);
+    if (c < 0 || h < 0 || w < 0 || (n_in && (!in || !out || lp_cuda_overlap(out, 4 * in_bytes, in, in_bytes)))) {
         lp_cuda_set_sticky(
             be, lp_fail(LP_ERR_ARG, "%s: invalid arguments (c %d, %dx%d, a NULL or overlapping buffer)", op, c, w, h));
         return;
@@ -196,9 +175,9 @@ void lp_cuda_upsample2x(const lp_backend *be, float *out, const float *in, int c
     cudaStream_t s = lp_cuda(be)->stream;
     const int64_t rows = (int64_t)c * h;
     if (w % 2 == 0 && lp_cuda_aligned(in, 8) && lp_cuda_aligned(out, 16))
-        upsample2x_kernel<2><<<grid_1d(n_in / 2), THREADS, 0, s>>>(out, in, rows, w);
+        upsample2x_kernel<2><<<lp_cuda_grid(n_in / 2, THREADS), THREADS, 0, s>>>(out, in, rows, w);
     else
-        upsample2x_kernel<1><<<grid_1d(n_in), THREADS, 0, s>>>(out, in, rows, w);
+        upsample2x_kernel<1><<<lp_cuda_grid(n_in, THREADS), THREADS, 0, s>>>(out, in, rows, w);
     lp_cuda_check_launch(be, op);
 }
 
@@ -316,9 +295,9 @@ static lp_status gemm_run(const lp_backend *be, lp_cuda_vae *vs, int ta, int tb,
     key.lda = lda;
     key.ldb = ldb;
     key.ldd = ldd;
-    key.align_a = alignment_of(A);
-    key.align_b = alignment_of(B);
-    key.align_d = alignment_of(D);
+    key.align_a = lp_cuda_alignment_of(A);
+    key.align_b = lp_cuda_alignment_of(B);
+    key.align_d = lp_cuda_alignment_of(D);
     vae_gemm *g = NULL;
     for (int i = 0; i < GEMM_SLOTS && !g; i++) {
         vae_gemm *e = &vs->gemm[i];
@@ -392,7 +371,9 @@ lp_status lp_cuda_spatial_attention(const lp_backend *be, float *out, const floa
     const int64_t numel = (int64_t)c * n;
     if (n > INT64_MAX / c / (int64_t)sizeof(float))
         return lp_fail(LP_ERR_ARG, "%s: %d channels of %lld pixels are too many", op, c, (long long)n);
-    if (overlaps(out, numel, q, numel) || overlaps(out, numel, k, numel) || overlaps(out, numel, v, numel))
+    const int64_t bytes = numel * (int64_t)sizeof(float);
+    if (lp_cuda_overlap(out, bytes, q, bytes) || lp_cuda_overlap(out, bytes, k, bytes) ||
+        lp_cuda_overlap(out, bytes, v, bytes))
         return lp_fail(LP_ERR_ARG, "%s: out overlaps q, k or v", op);
     LP_TRY(lp_cuda_pending(be, op));
     lp_cuda_vae *vs = vae_state(be);
@@ -408,7 +389,8 @@ lp_status lp_cuda_spatial_attention(const lp_backend *be, float *out, const floa
         /* S (column-major n×b, ld n: row-major [b][n]) = scale · K (n×c) · Q_blockᵀ */
         snprintf(who, sizeof who, "%s scores c=%d n=%lld rows=%lld", op, c, (long long)n, (long long)b);
         LP_TRY(gemm_run(be, vs, 0, 1, n, b, c, scale, k, n, q + i0, n, S, n, who));
-        softmax_rows_kernel<<<(unsigned)(b < MAX_GRID ? b : MAX_GRID), SOFTMAX_THREADS, 0, stream>>>(S, b, n);
+        softmax_rows_kernel<<<(unsigned)(b < LP_CUDA_MAX_GRID ? b : LP_CUDA_MAX_GRID), SOFTMAX_THREADS, 0, stream>>>(
+            S, b, n);
         LP_TRY(lp_cuda_check_launch(be, "spatial_attention softmax"));
         /* out[:, i0..] (column-major b×c, ld n) = Pᵀ (b×n) · V (n×c) */
         snprintf(who, sizeof who, "%s output c=%d n=%lld rows=%lld", op, c, (long long)n, (long long)b);
