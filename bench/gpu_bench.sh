@@ -3,10 +3,10 @@
 # build machine (nvcc there; FFmpeg is not needed: this build's `lipar edit`
 # reads and writes y4m and raw rgb24 only):
 #   make BUILD=build-gpu VIDEO=0 -j2 build-gpu/lipar build-gpu/tests/test_cuda_ops build-gpu/tests/test_cuda_conv \
-#        build-gpu/tests/test_cuda_vae build-gpu/tests/test_cuda_attention build-gpu/bench/bench_dit build-gpu/bench/bench_taehv build-gpu/bench/bench_e2e \
-#        build-gpu/bench/bench_wan_vae
+#        build-gpu/tests/test_cuda_vae build-gpu/tests/test_cuda_attention build-gpu/tests/test_cuda_mask \
+#        build-gpu/bench/bench_dit build-gpu/bench/bench_taehv build-gpu/bench/bench_e2e build-gpu/bench/bench_wan_vae
 # and run from the repository root on the GPU machine, carrying build-gpu/ (or,
-# to fit the 64 MiB transfer limit, a folder of the nine binaries compressed with
+# to fit the 64 MiB transfer limit, a folder of the ten binaries compressed with
 # xz, keeping their relative paths, e.g. gpu-bin/bench/bench_dit.xz, run with
 # B=gpu-bin: any *.xz under $B, gpu-libs/ and gpu-data/ is unpacked first),
 #   gpu-libs/  the CPU libraries the binaries need (libopenblas.so.0.xz, libgfortran, libquadmath)
@@ -19,12 +19,14 @@
 # parts of gpu-data/ (e.g. the golden files and masks with STEPS="ops attention
 # golden dit dit_profile torch peak", then taehv_w21 and the clips with
 # STEPS="conv taehv e2e edit").
-# Prints: the card, the CUDA-vs-CPU op parity tables (ops, attention with its
-# timing, convolutions, the Wan VAE's ops), the golden checks on the
-# CUDA backend, the DiT loop (96 frames, 832x480, 30 layers of width 1536,
-# steps 400/300/250, sink 1 + window 6) without pruning and with LIPAR masks
-# (the golden static mask, the masks of the real static and moving clips, and
-# random ones) and its op profile, TAEHV alone and its op profile, the
+# Prints: the card, the CUDA-vs-CPU op parity tables (ops and graphs, the
+# keep-mask's ops and stream, attention with its timing, convolutions, the
+# Wan VAE's ops), the golden checks on the CUDA backend (the DiT and LIPAR
+# ones also with CUDA graphs), the DiT loop (96 frames, 832x480, 30 layers of
+# width 1536, steps 400/300/250, sink 1 + window 6) without pruning and with
+# LIPAR masks (the golden static mask, the masks of the real static and
+# moving clips, these two also with CUDA graphs, and random ones) and its op
+# profile, TAEHV alone and its op profile, the
 # end-to-end session on procedural clips, then
 # `lipar edit` end to end on the real clips (random weights at the published
 # sizes: FPS over all frames and after the first chunk, stage times, peak
@@ -44,9 +46,9 @@ for f in "$B"/*.xz "$B"/*/*.xz gpu-libs/*.xz gpu-data/*.xz; do
 done
 export LD_LIBRARY_PATH=$PWD/gpu-libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-# STEPS selects steps by name (default: all of them): ops attention conv vae golden
-# dit dit_profile taehv wan_vae e2e edit torch peak.
-STEPS=${STEPS:-ops attention conv vae golden dit dit_profile taehv wan_vae e2e edit torch peak}
+# STEPS selects steps by name (default: all of them): ops mask attention conv vae
+# golden dit dit_profile taehv wan_vae e2e edit torch peak.
+STEPS=${STEPS:-ops mask attention conv vae golden dit dit_profile taehv wan_vae e2e edit torch peak}
 step() { # name title: prints the title and succeeds when the step is selected
     case " $STEPS " in *" $1 "*) ;; *) return 1;; esac
     echo; echo "== $2"
@@ -54,6 +56,10 @@ step() { # name title: prints the title and succeeds when the step is selected
 
 if step ops "CUDA op parity against the CPU backend"; then
     timeout 240 "$B/tests/test_cuda_ops" 2>&1 | tee "$OUT/parity.log"
+fi
+
+if step mask "CUDA keep-mask parity (ops and the streaming mask, bit for bit)"; then
+    timeout 240 "$B/tests/test_cuda_mask" 2>&1 | tee "$OUT/mask.log" | grep -E "FAIL|passed|  ok|  skip"
 fi
 
 if step attention "CUDA attention parity (mma.sync, wgmma kernels 1 and 2) and timing"; then
@@ -74,6 +80,10 @@ if step golden "golden checks on the CUDA backend (bf16 tolerance 2e-2)"; then
         printf '%s: ' "$(basename "$f")"
         timeout 120 "$B/lipar" check "$f" --backend cuda > "$OUT/check.log" 2>&1; rc=$?
         tail -n 1 "$OUT/check.log"; [ $rc -eq 0 ] || grep -v " ok$" "$OUT/check.log" | head -n 5
+        case $f in *sf_dit*|*lipar_edit*) ;; *) continue;; esac
+        LIPAR_CUDA_GRAPHS=1 timeout 120 "$B/lipar" check "$f" --backend cuda > "$OUT/check_graphs.log" 2>&1
+        cmp -s "$OUT/check.log" "$OUT/check_graphs.log" && echo "  with CUDA graphs: the same errors" ||
+            { echo "  with CUDA graphs:"; tail -n 3 "$OUT/check_graphs.log"; }
     done
 fi
 
@@ -81,7 +91,10 @@ if step dit "DiT loop, lipar CUDA backend (masks: golden static, vtest = real st
     timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file gpu-data/lipar_mask_static60x104.safetensors
     for clip in vtest megamind; do
         mask=gpu-data/lipar_mask_${clip}60x104.safetensors
-        if [ -f "$mask" ]; then timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file "$mask" | tail -n 1
+        if [ -f "$mask" ]; then
+            timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep-file "$mask" | tail -n 1
+            LIPAR_CUDA_GRAPHS=1 timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 \
+                --keep-file "$mask" | tail -n 1 | sed 's/^| cuda |/| cuda + graphs |/'
         else echo "(no $mask: run bench/make_gpu_clips.sh gpu-data on the build machine)"; fi
     done
     timeout 300 "$B/bench/bench_dit" loop --backend cuda --layers "${LAYERS:-30}" --frames 96 --keep 0.5,0.84 | tail -n 2

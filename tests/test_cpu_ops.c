@@ -623,9 +623,10 @@ static int flow_case(int64_t n, float sigma, uint32_t seed) {
     return 0;
 }
 
-/* restore_patches on one frame [C, H, W] against a naive loop over the
- * tokens: the 2×2 patch of every pruned token is src's, the rest dst's. */
-static int restore_case(const char *mask, const uint8_t *keep, int C, int H, int W, uint32_t seed) {
+/* copy_patches on one frame [C, H, W] against a naive loop over the tokens:
+ * the 2×2 patch of every token whose keep flag is `kept` is src's, the rest
+ * dst's. */
+static int copy_patches_case(const char *mask, const uint8_t *keep, int kept, int C, int H, int W, uint32_t seed) {
     const size_t n = (size_t)C * H * W;
     float *src = malloc(n * sizeof *src), *dst = malloc(n * sizeof *dst), *want = malloc(n * sizeof *want);
     REQUIRE(src && dst && want);
@@ -635,7 +636,7 @@ static int restore_case(const char *mask, const uint8_t *keep, int C, int H, int
     memcpy(want, dst, n * sizeof *want);
     for (int r = 0; r < H / 2; r++)
         for (int c = 0; c < W / 2; c++) {
-            if (keep[r * (W / 2) + c]) continue;
+            if ((keep[r * (W / 2) + c] != 0) != kept) continue;
             for (int ch = 0; ch < C; ch++)
                 for (int q = 0; q < 2; q++)
                     for (int rr = 0; rr < 2; rr++) {
@@ -643,10 +644,10 @@ static int restore_case(const char *mask, const uint8_t *keep, int C, int H, int
                         want[o] = src[o];
                     }
         }
-    lp_status s = be->restore_patches(be, dst, src, keep, C, H, W);
+    lp_status s = be->copy_patches(be, dst, src, keep, kept, C, H, W);
     int ok = s == LP_OK && !memcmp(dst, want, n * sizeof *dst);
     char what[96];
-    snprintf(what, sizeof what, "restore_patches C%d %dx%d %s", C, H, W, mask);
+    snprintf(what, sizeof what, "copy_patches kept=%d C%d %dx%d %s", kept, C, H, W, mask);
     printf("    %-44s %s\n", what, ok ? "ok" : "FAIL");
     free(src), free(dst), free(want);
     CHECK(ok, "%s: %s", what, s == LP_OK ? "pixels differ" : lp_last_error());
@@ -678,7 +679,7 @@ static int clear_case(size_t total, size_t off, size_t len) {
 
 static int test_edit_ops(void) {
     if (flow_case(4096, 0.7373f, 91) || flow_case(3001, 0.0625f, 92) || flow_case(1, 0.999f, 93)) return 1;
-    /* restore_patches: C 5, 6×8 (3×4 tokens) */
+    /* copy_patches: C 5, 6×8 (3×4 tokens), the pruned patches (restoration) and the kept ones */
     enum { C = 5, H = 6, W = 8, T = (H / 2) * (W / 2) };
     uint8_t keep[T];
     uint32_t s = 94;
@@ -687,11 +688,15 @@ static int test_edit_ops(void) {
         keep[t] = (uint8_t)((s >> 20) & 1);
     }
     keep[0] = 0, keep[T - 1] = 1; /* both kinds, whatever the draw */
-    if (restore_case("random mask", keep, C, H, W, 95)) return 1;
-    memset(keep, 1, sizeof keep);
-    if (restore_case("all kept", keep, C, H, W, 96)) return 1;
-    memset(keep, 0, sizeof keep);
-    if (restore_case("none kept", keep, C, H, W, 97)) return 1;
+    for (int kept = 0; kept < 2; kept++) {
+        uint8_t k[T];
+        memcpy(k, keep, sizeof k);
+        if (copy_patches_case("random mask", k, kept, C, H, W, 95)) return 1;
+        memset(k, 1, sizeof k);
+        if (copy_patches_case("all kept", k, kept, C, H, W, 96)) return 1;
+        memset(k, 0, sizeof k);
+        if (copy_patches_case("none kept", k, kept, C, H, W, 97)) return 1;
+    }
     /* clear */
     if (clear_case(4 * 4099 + 8, 4 * 1000, 4 * 2001) || clear_case(5003, 7, 1999) || clear_case(64, 10, 0)) return 1;
     return 0;

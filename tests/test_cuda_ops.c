@@ -870,11 +870,12 @@ static uint8_t *dev_keep(const uint8_t *keep, size_t T) {
     return d;
 }
 
-/* restore_patches of one frame [C, H, W] with a random mask, dst random (the
- * same on both sides), src random: exact. */
-static int restore_case(int C, int H, int W, uint32_t seed) {
+/* copy_patches of one frame [C, H, W] with a random mask (the pruned patches
+ * for kept 0, the kept ones for 1), dst random (the same on both sides), src
+ * random: exact. */
+static int copy_patches_case(int C, int H, int W, int kept_flag, uint32_t seed) {
     char name[96];
-    snprintf(name, sizeof name, "restore_patches C=%d H=%d W=%d (30%% kept)", C, H, W);
+    snprintf(name, sizeof name, "copy_patches C=%d H=%d W=%d kept=%d (30%% kept)", C, H, W, kept_flag);
     size_t n = (size_t)C * H * W, T = (size_t)(H / 2) * (W / 2);
     float *dst = random_floats(n, seed, 1.0f, -2.0f), *src = random_floats(n, seed + 1, 1.0f, 2.0f);
     uint8_t *keep = random_keep(H, W, seed + 2);
@@ -884,9 +885,10 @@ static int restore_case(int C, int H, int W, uint32_t seed) {
     CHECK(kept > 0 && kept < T, "the mask should mix kept and pruned tokens (%zu of %zu kept)", kept, T);
     float *ddst = lp_test_dev_copy(gpu, dst, n), *dsrc = lp_test_dev_copy(gpu, src, n);
     uint8_t *dk = dev_keep(keep, T);
-    CHECK(cpu->restore_patches(cpu, dst, src, keep, C, H, W) == LP_OK, "cpu restore_patches: %s", lp_last_error());
+    CHECK(cpu->copy_patches(cpu, dst, src, keep, kept_flag, C, H, W) == LP_OK, "cpu copy_patches: %s",
+          lp_last_error());
     int fail = 1;
-    if (ddst && dsrc && dk && lp_test_status_ok(name, gpu->restore_patches(gpu, ddst, dsrc, dk, C, H, W)))
+    if (ddst && dsrc && dk && lp_test_status_ok(name, gpu->copy_patches(gpu, ddst, dsrc, dk, kept_flag, C, H, W)))
         fail = lp_test_dev_compare(gpu, name, ddst, dst, n, 0.0);
     lp_test_dev_free(gpu, ddst);
     lp_test_dev_free(gpu, dsrc);
@@ -933,23 +935,24 @@ static int test_edit_ops(void) {
         for (int renoise = 0; renoise < 2; renoise++)
             for (int inplace = 0; inplace < 2; inplace++)
                 fails += flow_case(renoise, sizes[sz], inplace, sigmas[sz], 1400 + (uint32_t)(10 * sz + 2 * renoise));
-    fails += restore_case(16, 60, 104, 1420);
+    fails += copy_patches_case(16, 60, 104, 0, 1420);
+    fails += copy_patches_case(16, 60, 104, 1, 1425);
     /* argument errors: odd H, odd W, returned before anything is issued (not
-     * sticky): the valid restore after them must still work */
+     * sticky): the valid copy after them must still work */
     float *d = gpu->alloc(gpu, 4096 * sizeof(float));
     uint8_t *dk = gpu->alloc(gpu, 64);
     CHECK(d && dk, "alloc: %s", lp_last_error());
-    lp_status e1 = gpu->restore_patches(gpu, d, d + 2048, dk, 2, 7, 8);
-    lp_status e2 = gpu->restore_patches(gpu, d, d + 2048, dk, 2, 8, 7);
+    lp_status e1 = gpu->copy_patches(gpu, d, d + 2048, dk, 0, 2, 7, 8);
+    lp_status e2 = gpu->copy_patches(gpu, d, d + 2048, dk, 0, 2, 8, 7);
     gpu->release(gpu, d);
     gpu->release(gpu, dk);
-    printf("    %-*s %s [%s]\n", LP_TEST_NAME_WIDTH, "restore_patches H odd -> LP_ERR_ARG",
+    printf("    %-*s %s [%s]\n", LP_TEST_NAME_WIDTH, "copy_patches H odd -> LP_ERR_ARG",
            e1 == LP_ERR_ARG ? "ok" : "FAIL", lp_status_name(e1));
-    printf("    %-*s %s [%s]\n", LP_TEST_NAME_WIDTH, "restore_patches W odd -> LP_ERR_ARG",
+    printf("    %-*s %s [%s]\n", LP_TEST_NAME_WIDTH, "copy_patches W odd -> LP_ERR_ARG",
            e2 == LP_ERR_ARG ? "ok" : "FAIL", lp_status_name(e2));
     fails += (e1 != LP_ERR_ARG) + (e2 != LP_ERR_ARG);
-    fails += restore_case(16, 60, 104, 1430); /* after the errors: not sticky */
-    fails += restore_case(3, 6, 10, 1440);
+    fails += copy_patches_case(16, 60, 104, 0, 1430); /* after the errors: not sticky */
+    fails += copy_patches_case(3, 6, 10, 0, 1440);
     /* clear: float-aligned and odd byte ranges, and nothing */
     fails += clear_case(100003, 4 * 1000, 4 * 50001, 1450);
     fails += clear_case(100003, 4 * 1000 + 3, 4 * 50001 - 6, 1460);
@@ -1106,7 +1109,100 @@ static int test_timing(void) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- graphs */
+
+/* One round of graph_test: patchify of n staged token indices, a product
+ * (cuBLASLt) of those tokens and a residual add, into the device buffers
+ * dtok [n][64] and dy [n][N]; with extra, one more add (another topology). */
+static int graph_ops(const float *dx, float *dtok, float *dy, const int32_t *idx, int64_t n, const lp_tensor *W,
+                     int extra) {
+    const int C = 16, H = 60, W_ = 104;
+    if (gpu->patchify(gpu, dtok, dx, idx, n, C, H, W_) != LP_OK) return 1;
+    if (gpu->linear(gpu, dy, dtok, n, W, NULL, 0) != LP_OK) return 1;
+    gpu->add(gpu, dy, dy, dtok, n * 64);
+    if (extra) gpu->add(gpu, dy, dy, dy, n * 64);
+    return 0;
+}
+
+/* graph_begin / graph_end against the same ops unrecorded, bit for bit: a
+ * first recording (instantiated), one with the same sizes and new indices
+ * (an update), one with fewer rows (an update with other sizes: the
+ * product's plan and the grids change), and one with an op more (a new
+ * topology); each size ran unrecorded before. Then a download inside a
+ * recording: the op fails, graph_end fails, and nothing of it ran. */
+static int test_graphs(void) {
+    if (!gpu) return no_gpu;
+    CHECK(gpu->graph_begin && gpu->graph_end, "the CUDA backend has no graph ops with LIPAR_CUDA_GRAPHS=1");
+    const int C = 16, H = 60, W_ = 104;
+    const int64_t T = (int64_t)(H / 2) * (W_ / 2), N = 64;
+    const size_t nx = (size_t)C * H * W_;
+    lp_tensor Wt = weight("graph W", LP_BF16, 2, (int64_t[]){N, 64}, 1600, 0.2f, 0.0f);
+    float *x = random_floats(nx, 1601, 1.0f, 0.0f);
+    CHECK(Wt.data && x, "out of memory");
+    float *dx = lp_test_dev_copy(gpu, x, nx), *dtok = lp_test_dev_poison(gpu, (size_t)T * 64),
+          *dy = lp_test_dev_poison(gpu, (size_t)T * N), *ref = lp_test_dev_poison(gpu, (size_t)T * N);
+    CHECK(dx && dtok && dy && ref, "device buffers: %s", lp_last_error());
+    const struct {
+        const char *name;
+        int64_t n;
+        int extra;
+    } rounds[] = {{"first recording", 1000, 0}, {"same sizes, other indices (update)", 1000, 0},
+                  {"fewer rows (update)", 700, 0}, {"one op more (new graph)", 1000, 1}};
+    int fails = 0;
+    /* each size and topology once unrecorded */
+    for (int r = 0; r < 4; r++) {
+        int32_t *idx = random_subset(rounds[r].n, T, 1610 + (uint32_t)r);
+        CHECK(idx, "out of memory");
+        fails += graph_ops(dx, dtok, dy, idx, rounds[r].n, &Wt, rounds[r].extra);
+        free(idx);
+    }
+    for (int r = 0; r < 4; r++) {
+        int64_t n = rounds[r].n;
+        int32_t *idx = random_subset(n, T, 1620 + (uint32_t)r); /* new indices: staged again */
+        CHECK(idx, "out of memory");
+        char name[96];
+        snprintf(name, sizeof name, "graph: %s, n=%lld", rounds[r].name, (long long)n);
+        lp_status s = gpu->graph_begin(gpu);
+        int op_fail = s == LP_OK ? graph_ops(dx, dtok, dy, idx, n, &Wt, rounds[r].extra) : 1;
+        if (s == LP_OK) s = gpu->graph_end(gpu);
+        if (!lp_test_status_ok(name, op_fail ? LP_ERR_IO : s)) {
+            fails++;
+        } else {
+            /* the same ops unrecorded into ref, then compared with the recording's dy */
+            fails += graph_ops(dx, dtok, ref, idx, n, &Wt, rounds[r].extra);
+            float *got = malloc((size_t)(n * N) * sizeof *got);
+            CHECK(got, "out of memory");
+            CHECK(gpu->download(gpu, got, dy, (size_t)(n * N) * sizeof *got) == LP_OK, "%s", lp_last_error());
+            fails += lp_test_dev_compare(gpu, name, ref, got, (size_t)(n * N), 0.0);
+            free(got);
+        }
+        free(idx);
+    }
+    lp_test_dev_free(gpu, dx);
+    lp_test_dev_free(gpu, dtok);
+    lp_test_dev_free(gpu, dy);
+    lp_test_dev_free(gpu, ref);
+    free(x);
+    /* a download while recording, on a backend of its own (the failure is sticky) */
+    lp_backend *b2 = NULL;
+    CHECK(lp_backend_cuda_create(1, 0, &b2) == LP_OK, "second CUDA backend: %s", lp_last_error());
+    float *d = b2->alloc(b2, 1024 * sizeof(float)), h[4] = {1, 2, 3, 4}, back[4];
+    CHECK(d && b2->upload(b2, d, h, sizeof h) == LP_OK, "%s", lp_last_error());
+    lp_status sb = b2->graph_begin(b2);
+    b2->add(b2, d, d, d, 4);
+    lp_status sd = b2->download(b2, back, d, sizeof back);
+    lp_status se = b2->graph_end(b2);
+    int ok = sb == LP_OK && sd != LP_OK && se != LP_OK;
+    printf("    %-*s %s [%s, %s]\n", LP_TEST_NAME_WIDTH, "graph: a download while recording fails", ok ? "ok" : "FAIL",
+           lp_status_name(sd), lp_status_name(se));
+    fails += !ok;
+    b2->release(b2, d);
+    lp_backend_destroy(b2);
+    return fails ? 1 : 0;
+}
+
 int main(void) {
+    setenv("LIPAR_CUDA_GRAPHS", "1", 1); /* the backends get graph_begin / graph_end (test_graphs) */
     no_gpu = lp_test_cuda_backends(&gpu, &cpu);
     lp_test_run("memory", test_memory);
     lp_test_run("linear", test_linear);
@@ -1120,6 +1216,7 @@ int main(void) {
     lp_test_run("patchify", test_patchify);
     lp_test_run("edit_ops", test_edit_ops);
     lp_test_run("errors", test_errors);
+    lp_test_run("graphs", test_graphs);
     lp_test_run("timing", test_timing);
     lp_backend_destroy(gpu);
     lp_backend_destroy(cpu);

@@ -13,6 +13,10 @@
 /* CHECK for conditions whose text says it all (CHECK itself needs a message) */
 #define REQUIRE(cond) CHECK(cond, "%s", "")
 
+/* The backend the streaming masks run on: the CPU with one thread (a test
+ * swaps in one with three) */
+static lp_backend *stream_be;
+
 /* ---- helpers ---- */
 
 static int clampi(int v, int lo, int hi) {
@@ -303,7 +307,7 @@ static int check_stream(const lp_mask_opts *o, const float *x, int T, int H, int
     lp_mask_stream *s = NULL;
     REQUIRE(full && pre && got);
     CHECK(lp_mask_compute(o, x, T, H, W, full, NULL, NULL) == LP_OK, "%s", lp_last_error());
-    CHECK(lp_mask_stream_open(o, H, W, &s) == LP_OK, "%s", lp_last_error());
+    CHECK(lp_mask_stream_open(o, H, W, stream_be, &s) == LP_OK, "%s", lp_last_error());
     int64_t diff = 0, pos[LP_MASK_CHUNK] = {0}, added = 0, stream_kept = 0;
     for (int t0 = 0; t0 < T; t0 += LP_MASK_CHUNK) {
         int n = T - t0 < LP_MASK_CHUNK ? T - t0 : LP_MASK_CHUNK;
@@ -400,12 +404,14 @@ static int test_edit_inputs(void) {
     printf("    kept %.10f (reference 0.3104700744152069)\n", kept);
     REQUIRE(fabs(kept - 0.3104700744152069) <= 1.0 / cells + 1e-12);
     REQUIRE(check_stream(&o, x, T, H, W, "in.src_latents") == 0);
-    /* with the distance and median rows on a pool: the same masks */
-    lp_pool *pool = NULL;
-    REQUIRE(lp_pool_create(3, &pool) == LP_OK);
-    o.pool = pool;
-    REQUIRE(check_stream(&o, x, T, H, W, "in.src_latents, rows on 3 threads") == 0);
-    lp_pool_destroy(pool);
+    /* with the distance and median rows on three threads: the same masks */
+    lp_backend *one = stream_be, *three = NULL;
+    REQUIRE(lp_backend_cpu_create(3, &three) == LP_OK);
+    stream_be = three;
+    int fail = check_stream(&o, x, T, H, W, "in.src_latents, rows on 3 threads");
+    stream_be = one;
+    lp_backend_destroy(three);
+    REQUIRE(fail == 0);
     free(keep);
     free(x);
     return 0;
@@ -671,8 +677,8 @@ static int test_errors(void) {
     REQUIRE(lp_mask_distance_from_name("L3", &d) == LP_ERR_ARG);
     REQUIRE(lp_mask_distance_from_name("cos", &d) == LP_OK && d == LP_MASK_COS);
     lp_mask_stream *s;
-    REQUIRE(lp_mask_stream_open(&o, 4, 7, &s) == LP_ERR_SHAPE && s == NULL);
-    REQUIRE(lp_mask_stream_open(&o, 4, 6, &s) == LP_OK);
+    REQUIRE(lp_mask_stream_open(&o, 4, 7, stream_be, &s) == LP_ERR_SHAPE && s == NULL);
+    REQUIRE(lp_mask_stream_open(&o, 4, 6, stream_be, &s) == LP_OK);
     REQUIRE(lp_mask_stream_push_chunk(s, x, 0, keep) == LP_ERR_ARG);
     REQUIRE(lp_mask_stream_push_chunk(s, x, 4, keep) == LP_ERR_ARG);
     REQUIRE(lp_mask_stream_push_chunk(s, x, 1, keep) == LP_OK);
@@ -722,7 +728,7 @@ static int test_stream_extremes(void) {
     for (int pass = 0; pass < 2; pass++) {
         for (int t = 0; t < T; t++) lp_test_fill(x + t * chw, chw, pass ? 200 + t : 200, 1.0f);
         lp_mask_stream *s;
-        REQUIRE(lp_mask_stream_open(&o, H, W, &s) == LP_OK);
+        REQUIRE(lp_mask_stream_open(&o, H, W, stream_be, &s) == LP_OK);
         for (int t0 = 0; t0 < T; t0 += LP_MASK_CHUNK) {
             REQUIRE(lp_mask_stream_push_chunk(s, x + t0 * chw, LP_MASK_CHUNK, keep) == LP_OK);
             double f = lp_mask_kept_fraction(keep + (t0 ? 0 : hw), (int64_t)((t0 ? 3 : 2) * hw));
@@ -737,6 +743,10 @@ static int test_stream_extremes(void) {
 }
 
 int main(void) {
+    if (lp_backend_cpu_create(1, &stream_be) != LP_OK) {
+        fprintf(stderr, "test_mask: %s\n", lp_last_error());
+        return 1;
+    }
     lp_test_run("golden_real40x64", test_golden_real);
     lp_test_run("golden_real40x64_t09", test_golden_real_t09);
     lp_test_run("golden_static60x104", test_golden_static);
@@ -753,5 +763,6 @@ int main(void) {
     lp_test_run("errors", test_errors);
     lp_test_run("stream_definition", test_stream_definition);
     lp_test_run("stream_extremes", test_stream_extremes);
+    lp_backend_destroy(stream_be);
     return lp_test_finish();
 }

@@ -119,12 +119,28 @@ struct lp_backend {
      * rounded as written (x may alias x0). */
     void (*flow_x0)(const lp_backend *be, float *x0, const float *xt, const float *v, float sigma, int64_t n);
     void (*flow_renoise)(const lp_backend *be, float *x, const float *x0, const float *eps, float sigma, int64_t n);
-    /* LIPAR's restoration of one latent frame (spec/LIPAR.md, after each
-     * forward): the 2×2 patches of the tokens t with keep[t] == 0 (keep:
-     * [H/2·W/2] bytes in the backend's memory) are copied from src into dst,
-     * both [C, H, W] (H, W even); the other pixels of dst are left as they are. */
-    lp_status (*restore_patches)(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C, int H,
-                                 int W);
+    /* Copies the 2×2 patches of one latent frame between dst and src, both
+     * [C, H, W] (H, W even): the patches of the tokens t whose keep[t] != 0
+     * equals `kept` (keep: [H/2·W/2] bytes in the backend's memory); the other
+     * pixels of dst are left as they are. kept 0 is LIPAR's restoration
+     * (spec/LIPAR.md, after each forward); kept 1 collects the kept patches
+     * (the keep-mask's drift candidate, §1 step 5). */
+    lp_status (*copy_patches)(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int kept, int C,
+                              int H, int W);
+    /* Graphs (NULL where a backend has none: the CPU, and CUDA unless the
+     * environment sets LIPAR_CUDA_GRAPHS=1, since they measured slower than
+     * separate launches, docs/PERF.md run 41): after
+     * graph_begin the ops are recorded instead of run, until graph_end runs
+     * the recording at once (CUDA: one graph launch instead of a launch per
+     * kernel; a recording with the topology of an earlier one updates that
+     * one's executable graph). Only work that ran unrecorded before with the
+     * same sizes may be recorded: nothing in it may wait for the device or
+     * grow a scratch buffer (download, synchronize, a weight's first use, a
+     * larger product or attention than before), or the op fails and
+     * graph_end fails too, with nothing of the recording run. graph_end
+     * must follow every successful graph_begin, also after a failed op. */
+    lp_status (*graph_begin)(const lp_backend *be);
+    lp_status (*graph_end)(const lp_backend *be);
     /* Waits until every op issued so far is done. */
     void (*synchronize)(const lp_backend *be);
     /* Bytes of device memory in use by the process now (0 for the CPU backend). */
@@ -237,6 +253,39 @@ struct lp_backend {
      * (fp32). out must not overlap q, k or v. Scratch is the backend's own. */
     lp_status (*spatial_attention)(const lp_backend *be, float *out, const float *q, const float *k, const float *v,
                                    int c, int64_t n);
+
+    /* ---- LIPAR's keep-mask (src/prune/mask.h, spec/LIPAR.md §1) ----
+     * One frame at a time: latent frames [16][H][W] f32, planes [h][w] (h =
+     * H/2, w = W/2, one cell per 2×2 patch) of f32 or bytes (0/1), all in
+     * the backend's memory; outputs never overlap inputs unless said. Each op
+     * gives bit for bit what the CPU kernel it names in src/prune/mask.c gives:
+     * the same sums in the same order, no fused multiply-adds. */
+    /* Step 1, lp_mask_patch_distance: out = distance(a, b) per patch, with
+     * distance an lp_mask_distance. */
+    void (*mask_distance)(const lp_backend *be, float *out, const float *a, const float *b, int H, int W,
+                          int distance);
+    /* Step 2, lp_mask_frame_median: the 3×3×3 median of planes p, c, n. */
+    void (*mask_median)(const lp_backend *be, float *out, const float *p, const float *c, const float *n, int h,
+                        int w);
+    /* Step 3, lp_mask_frame_gauss: the causal Gaussian of planes p, c with the
+     * 18 weights wt (lp_mask_gauss_weights; a host array). */
+    void (*mask_gauss)(const lp_backend *be, float *out, const float *p, const float *c, int h, int w,
+                       const float *wt);
+    /* out[i] = in[i] > tau for i < n (step 4 and the drift check of step 5). */
+    void (*mask_threshold)(const lp_backend *be, uint8_t *out, const float *in, int64_t n, float tau);
+    /* dst[i] |= src[i] for i < n. */
+    void (*mask_or)(const lp_backend *be, uint8_t *dst, const uint8_t *src, int64_t n);
+    /* Step 6, lp_mask_frame_majority: 1 where at least 14 of the 27 cells of
+     * planes p, c, n around the cell are 1. */
+    void (*mask_majority)(const lp_backend *be, uint8_t *out, const uint8_t *p, const uint8_t *c, const uint8_t *n,
+                          int h, int w);
+    /* Step 7, lp_mask_open_close: opening then closing of plane in with a 3×3
+     * square; tmp holds h·w bytes; out may equal in. */
+    void (*mask_open_close)(const lp_backend *be, uint8_t *out, const uint8_t *in, uint8_t *tmp, int h, int w);
+    /* Step 8, lp_mask_frame_dilate: 1 where any cell of p, c, n within
+     * |dr|, |dc| <= 2 is 1; p or n NULL is a plane of zeros. */
+    void (*mask_dilate)(const lp_backend *be, uint8_t *out, const uint8_t *p, const uint8_t *c, const uint8_t *n,
+                        int h, int w);
 
     /* Video frames: packed 8-bit RGB rgb[f][p][c] <-> planar [0, 1] floats
      * [f][c][p] for `frames` frames of `pixels` pixels, with the mapping of

@@ -42,6 +42,13 @@ typedef struct {
     float *shift, *scale; /* [F][dim] each */
 } time_entry;
 
+/* What the backend's scratch and plans of a forward depend on: its frames,
+ * rows and key ranges (the K/V fills and saves only stage index arrays). */
+typedef struct {
+    int64_t F, n, keys[2];
+} forward_shape;
+#define PLAIN_SHAPES 8
+
 struct lp_dit_cache {
     lp_backend *be;
     lp_dit_cache_config cc;
@@ -66,6 +73,10 @@ struct lp_dit_cache {
     uint8_t *dup_keep;
     time_entry times[TIME_SLOTS];
     int next_time;            /* slot replaced next */
+    /* the sizes of the last calls run unrecorded (forward_shape), which later
+     * calls of the same sizes may record as a graph (be->graph_begin) */
+    forward_shape plain[PLAIN_SHAPES];
+    int next_plain;
     lp_arena scratch;         /* activations, over scratch_base in the backend's memory */
     void *scratch_base;
     /* host arrays of a call's plan, for max_frames frames of tokens */
@@ -783,6 +794,14 @@ lp_status lp_dit_forward(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, co
     return s;
 }
 
+/* Whether a call of these sizes ran unrecorded among the last PLAIN_SHAPES
+ * (so that nothing of the backend needs to grow for it). */
+static int seen_plain(const lp_dit_cache *c, const forward_shape *sh) {
+    for (int i = 0; i < PLAIN_SHAPES; i++)
+        if (!memcmp(&c->plain[i], sh, sizeof *sh)) return 1;
+    return 0;
+}
+
 lp_status lp_dit_forward_dev(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call, const float *x, float *flow) {
     const lp_dit_config *cfg = &m->cfg;
     lp_backend *be = m->be;
@@ -794,6 +813,7 @@ lp_status lp_dit_forward_dev(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call
     size_t mark = lp_arena_mark(&c->scratch);
     buffers b;
     call_plan p;
+    int recording = 0;
     memset(&p, 0, sizeof p);
     p.idx = c->h_idx;
     p.pos = c->h_pos;
@@ -830,13 +850,26 @@ lp_status lp_dit_forward_dev(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call
     if ((s = place_chunk(c, call, call->kv_policy == LP_KV_KEPT_ONLY ? n : p.n_all, &p)) != LP_OK) goto out;
     if (n == 0 && call->kv_policy == LP_KV_KEPT_ONLY) goto out; /* nothing computed, nothing written */
 
+    /* 2. time embedding and modulation per frame (first: on a miss it
+     * uploads, which a recording must not) */
+    const time_entry *te;
+    if ((s = time_modulation(m, c, call, &b, &te)) != LP_OK) goto out;
+    /* the rest as one graph when these sizes ran unrecorded before */
+    forward_shape shape = {F, n, {0, 0}};
+    for (int r = 0; r < p.nranges; r++) shape.keys[r] = p.range_end[r] - p.range_begin[r];
+    recording = be->graph_begin && seen_plain(c, &shape);
+    if (recording && (s = be->graph_begin(be)) != LP_OK) {
+        recording = 0;
+        goto out;
+    }
+    if (!recording) {
+        c->plain[c->next_plain] = shape;
+        c->next_plain = (c->next_plain + 1) % PLAIN_SHAPES;
+    }
+
     /* 1. patchify the computed tokens: each input vector is (c, q, r) */
     if ((s = be->patchify(be, b.patches, x, p.idx, n, C, H, W)) != LP_OK) goto out;
     if ((s = be->linear(be, b.x, b.patches, n, &m->w.patch_w, m->w.patch_b, 0)) != LP_OK) goto out;
-
-    /* 2. time embedding and modulation per frame */
-    const time_entry *te;
-    if ((s = time_modulation(m, c, call, &b, &te)) != LP_OK) goto out;
 
     /* 4. blocks (each ends with the next one's first norm, the last with the
      * head's: 7. LN(x)·(1+scale)+shift with head.modulation + e[f]) */
@@ -860,8 +893,12 @@ lp_status lp_dit_forward_dev(lp_dit *m, lp_dit_cache *c, const lp_dit_call *call
     /* 7. head on xn, then unpatchify (q, r, c) */
     if ((s = be->linear(be, b.head_out, b.xn, n, m->w.head_w, m->w.head_b, LP_LINEAR_X_ACT)) != LP_OK) goto out;
     if ((s = be->unpatchify(be, flow, b.head_out, p.idx, n, Co, H, W)) != LP_OK) goto out;
-    c->issue_seconds += lp_seconds() - t0;
 out:
+    if (recording) { /* ends the recording also after a failure (reporting the first error) */
+        lp_status e = be->graph_end(be);
+        if (s == LP_OK) s = e;
+    }
+    if (s == LP_OK) c->issue_seconds += lp_seconds() - t0;
     if (s == LP_ERR_NOMEM && !*lp_last_error()) lp_fail(LP_ERR_NOMEM, "DiT: out of scratch memory");
     lp_arena_reset(&c->scratch, mark);
     return s;

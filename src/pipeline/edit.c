@@ -113,7 +113,7 @@ static lp_status restore_chain(const lp_edit_state *st, float *y, const float *p
     for (int f = 0; f < F; f++) {
         const float *src = f ? y + (f - 1) * frame : prev;
         if (src)
-            LP_TRY(st->be->restore_patches(st->be, y + f * frame, src, st->keep + f * hw, st->C, st->H, st->W));
+            LP_TRY(st->be->copy_patches(st->be, y + f * frame, src, st->keep + f * hw, 0, st->C, st->H, st->W));
     }
     return LP_OK;
 }

@@ -540,9 +540,8 @@ lipar_status lipar_session_open(lipar_model *m, const lipar_session_options *o, 
         lp_mask_opts_default(&s->mopts);
         s->mopts.tau = o->tau;
         s->mopts.tau2 = o->tau2;
-        lp_mask_opts stream_opts = s->mopts;
-        stream_opts.pool = m->enc_be->pool; /* the stream runs on the encoder thread */
-        if (!o->batch_mask) st = lp_mask_stream_open(&stream_opts, s->lh, s->lw, &s->mstream);
+        /* the stream runs on the encoder thread, on the encoder's backend */
+        if (!o->batch_mask) st = lp_mask_stream_open(&s->mopts, s->lh, s->lw, m->enc_be, &s->mstream);
     }
     if (st == LP_OK) {
         s->frame_px = (int64_t)3 * o->height * o->width;

@@ -19,7 +19,6 @@ void lp_mask_opts_default(lp_mask_opts *o) {
     o->tau = 0.149f;
     o->drift = 1;
     o->tau2 = 0.3f;
-    o->pool = NULL;
 }
 
 static const char *const distance_names[] = {"L1_gaussian", "L1", "L2", "cos"};
@@ -127,10 +126,6 @@ static void median_rows(const float *p, const float *c, const float *n, int h, i
         }
 }
 
-static void median_frame(const float *p, const float *c, const float *n, int h, int w, float *out) {
-    median_rows(p, c, n, h, w, out, 0, h);
-}
-
 /* The distance and median of one frame with the rows spread over a pool
  * (every cell is computed alone, so the results equal the serial ones). */
 typedef struct {
@@ -152,10 +147,19 @@ static void rows_on(lp_pool *pool, const rows_job *j) {
     else rows_run((void *)j, 0, j->H / 2);
 }
 
+void lp_mask_frame_distance(lp_pool *pool, lp_mask_distance dist, const float *a, const float *b, int H, int W,
+                            float *out) {
+    rows_on(pool, &(rows_job){.dist = dist, .a = a, .b = b, .H = H, .W = W, .out = out});
+}
+
+void lp_mask_frame_median(lp_pool *pool, const float *p, const float *c, const float *n, int h, int w, float *out) {
+    rows_on(pool, &(rows_job){.median = 1, .p = p, .c = c, .n = n, .H = 2 * h, .W = 2 * w, .out = out});
+}
+
 /* The 18 causal taps [dt = −1, 0][dr][dc]. Built like the reference's
  * get_gaussian_kernel3d in fp32: exp(−(t²/4.5 + r²/4.5 + c²/4.5)) over the
  * full 3×3×3 grid, the dt = +1 slice zeroed, divided by the sum of all 27. */
-static void gauss_weights(float wt[2][3][3]) {
+void lp_mask_gauss_weights(float wt[18]) {
     const float den = 2.0f * 1.5f * 1.5f;
     float k[3][3][3], sum = 0.0f;
     for (int i = 0; i < 3; i++)
@@ -167,12 +171,10 @@ static void gauss_weights(float wt[2][3][3]) {
             }
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 3; j++)
-            for (int l = 0; l < 3; l++) wt[i][j][l] = k[i][j][l] / sum;
+            for (int l = 0; l < 3; l++) wt[(i * 3 + j) * 3 + l] = k[i][j][l] / sum;
 }
 
-static void gauss_frame(const float *p, const float *c, int h, int w, float *out) {
-    float wt[2][3][3];
-    gauss_weights(wt);
+void lp_mask_frame_gauss(const float *p, const float *c, int h, int w, const float *wt, float *out) {
     const float *pl[2] = {p, c};
     for (int r = 0; r < h; r++)
         for (int q = 0; q < w; q++) {
@@ -180,13 +182,13 @@ static void gauss_frame(const float *p, const float *c, int h, int w, float *out
             for (int z = 0; z < 2; z++)
                 for (int dr = -1; dr <= 1; dr++)
                     for (int dc = -1; dc <= 1; dc++)
-                        s += wt[z][dr + 1][dc + 1] *
+                        s += wt[(z * 3 + dr + 1) * 3 + dc + 1] *
                              pl[z][(size_t)clampi(r + dr, 0, h - 1) * w + clampi(q + dc, 0, w - 1)];
             out[(size_t)r * w + q] = s;
         }
 }
 
-static void majority_frame(const uint8_t *p, const uint8_t *c, const uint8_t *n, int h, int w, uint8_t *out) {
+void lp_mask_frame_majority(const uint8_t *p, const uint8_t *c, const uint8_t *n, int h, int w, uint8_t *out) {
     const uint8_t *pl[3] = {p, c, n};
     for (int r = 0; r < h; r++)
         for (int q = 0; q < w; q++) {
@@ -215,7 +217,7 @@ static void morph3(const uint8_t *in, int h, int w, int erode, uint8_t *out) {
         }
 }
 
-static void dilate_frame(const uint8_t *p, const uint8_t *c, const uint8_t *n, int h, int w, uint8_t *out) {
+void lp_mask_frame_dilate(const uint8_t *p, const uint8_t *c, const uint8_t *n, int h, int w, uint8_t *out) {
     const uint8_t *pl[3] = {p, c, n};
     for (int r = 0; r < h; r++)
         for (int q = 0; q < w; q++) {
@@ -250,13 +252,16 @@ static void copy_kept_patches(float *dst, const float *src, const uint8_t *keep,
 void lp_mask_median3(const float *in, int n, int h, int w, float *out) {
     const size_t hw = (size_t)h * w;
     for (int t = 0; t < n; t++)
-        median_frame(in + clampi(t - 1, 0, n - 1) * hw, in + t * hw, in + clampi(t + 1, 0, n - 1) * hw, h, w,
-                     out + t * hw);
+        lp_mask_frame_median(NULL, in + clampi(t - 1, 0, n - 1) * hw, in + t * hw, in + clampi(t + 1, 0, n - 1) * hw,
+                             h, w, out + t * hw);
 }
 
 void lp_mask_gauss_causal(const float *in, int n, int h, int w, float *out) {
     const size_t hw = (size_t)h * w;
-    for (int t = 0; t < n; t++) gauss_frame(in + clampi(t - 1, 0, n - 1) * hw, in + t * hw, h, w, out + t * hw);
+    float wt[18];
+    lp_mask_gauss_weights(wt);
+    for (int t = 0; t < n; t++)
+        lp_mask_frame_gauss(in + clampi(t - 1, 0, n - 1) * hw, in + t * hw, h, w, wt, out + t * hw);
 }
 
 void lp_mask_threshold(const float *in, int64_t count, float tau, uint8_t *keep) {
@@ -295,8 +300,8 @@ lp_status lp_mask_drift(lp_mask_distance dist, float tau2, const float *latents,
 void lp_mask_majority3(const uint8_t *in, int n, int h, int w, uint8_t *out) {
     const size_t hw = (size_t)h * w;
     for (int t = 0; t < n; t++)
-        majority_frame(in + clampi(t - 1, 0, n - 1) * hw, in + t * hw, in + clampi(t + 1, 0, n - 1) * hw, h, w,
-                       out + t * hw);
+        lp_mask_frame_majority(in + clampi(t - 1, 0, n - 1) * hw, in + t * hw, in + clampi(t + 1, 0, n - 1) * hw, h,
+                               w, out + t * hw);
 }
 
 void lp_mask_open_close(const uint8_t *in, int h, int w, uint8_t *tmp, uint8_t *out) {
@@ -309,8 +314,8 @@ void lp_mask_open_close(const uint8_t *in, int h, int w, uint8_t *tmp, uint8_t *
 void lp_mask_dilate(const uint8_t *in, int n, int h, int w, uint8_t *out) {
     const size_t hw = (size_t)h * w;
     for (int t = 0; t < n; t++)
-        dilate_frame(t > 0 ? in + (t - 1) * hw : NULL, in + t * hw, t + 1 < n ? in + (t + 1) * hw : NULL, h, w,
-                     out + t * hw);
+        lp_mask_frame_dilate(t > 0 ? in + (t - 1) * hw : NULL, in + t * hw, t + 1 < n ? in + (t + 1) * hw : NULL, h,
+                             w, out + t * hw);
 }
 
 double lp_mask_kept_fraction(const uint8_t *keep, int64_t n) {
@@ -384,60 +389,66 @@ lp_status lp_mask_compute(const lp_mask_opts *o, const float *latents, int T, in
  * step-5 mask of t0−2, d and the drift bits of t0−1). Frame t0−1 was the end
  * of the truncated clip last time; now that frame t0 is known its median,
  * Gaussian, threshold, drift, majority and morphology are recomputed, which
- * gives the batch values of the longer prefix. */
+ * gives the batch values of the longer prefix. Every buffer lives in the
+ * backend's memory and every step is a backend op (backend.h, the keep-mask
+ * ops), so a GPU computes the mask where the latents are. */
 
 #define WIN (LP_MASK_CHUNK + 2)
 
 struct lp_mask_stream {
     lp_mask_opts o;
+    lp_backend *be;
     int H, W, h, w;
     int64_t t; /* frames received */
     int ended;
-    float *xlast; /* [16][H][W]: frame t−1 */
+    float wt[18]; /* step 3's weights */
+    float *x;     /* [1 + LP_MASK_CHUNK][16][H][W]: frame t0−1, then the pushed frames */
     float *cand;  /* [16][H][W]: drift candidate after frame t−2 (then of the current push) */
     float *ref;   /* [16][H][W]: drift reference R of the current chunk */
     float *d[WIN], *m[WIN], *g;
-    uint8_t *k5[WIN], *drift[WIN], *k6[WIN], *tmp;
+    uint8_t *k5[WIN], *drift[WIN], *k6[WIN], *tmp, *keep; /* keep: [LP_MASK_CHUNK][h][w] */
 };
 
 void lp_mask_stream_close(lp_mask_stream *s) {
     if (!s) return;
-    free(s->xlast);
-    free(s->cand);
-    free(s->ref);
-    free(s->g);
-    free(s->tmp);
+    lp_backend *be = s->be;
+    void *bufs[] = {s->x, s->cand, s->ref, s->g, s->tmp, s->keep};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (bufs[i]) be->release(be, bufs[i]);
     for (int i = 0; i < WIN; i++) {
-        free(s->d[i]);
-        free(s->m[i]);
-        free(s->k5[i]);
-        free(s->drift[i]);
-        free(s->k6[i]);
+        void *per_slot[] = {s->d[i], s->m[i], s->k5[i], s->drift[i], s->k6[i]};
+        for (int j = 0; j < 5; j++)
+            if (per_slot[j]) be->release(be, per_slot[j]);
     }
     free(s);
 }
 
-lp_status lp_mask_stream_open(const lp_mask_opts *o, int H, int W, lp_mask_stream **out) {
+lp_status lp_mask_stream_open(const lp_mask_opts *o, int H, int W, lp_backend *be, lp_mask_stream **out) {
     if (!out) return lp_fail(LP_ERR_ARG, "lp_mask_stream_open: out is NULL");
     *out = NULL;
+    if (!be) return lp_fail(LP_ERR_ARG, "lp_mask_stream_open: no backend");
     LP_TRY(check_opts(o, H, W, "lp_mask_stream_open"));
     lp_mask_stream *s = calloc(1, sizeof *s);
     if (!s) return lp_fail(LP_ERR_NOMEM, "lp_mask_stream_open: out of memory");
     s->o = *o;
+    s->be = be;
     s->H = H;
     s->W = W;
     s->h = H / 2;
     s->w = W / 2;
+    lp_mask_gauss_weights(s->wt);
     const size_t chw = (size_t)CH * H * W, hw = (size_t)s->h * s->w;
-    int ok = (s->xlast = malloc(chw * sizeof(float))) && (s->cand = malloc(chw * sizeof(float))) &&
-             (s->ref = malloc(chw * sizeof(float))) && (s->g = malloc(hw * sizeof(float))) &&
-             (s->tmp = malloc(hw));
+    /* be->alloc zero-fills: the step-5 and drift bits start clear */
+    int ok = (s->x = be->alloc(be, (1 + LP_MASK_CHUNK) * chw * sizeof(float))) &&
+             (s->cand = be->alloc(be, chw * sizeof(float))) && (s->ref = be->alloc(be, chw * sizeof(float))) &&
+             (s->g = be->alloc(be, hw * sizeof(float))) && (s->tmp = be->alloc(be, hw)) &&
+             (s->keep = be->alloc(be, LP_MASK_CHUNK * hw));
     for (int i = 0; i < WIN && ok; i++)
-        ok = (s->d[i] = malloc(hw * sizeof(float))) && (s->m[i] = malloc(hw * sizeof(float))) &&
-             (s->k5[i] = calloc(hw, 1)) && (s->drift[i] = calloc(hw, 1)) && (s->k6[i] = malloc(hw));
+        ok = (s->d[i] = be->alloc(be, hw * sizeof(float))) && (s->m[i] = be->alloc(be, hw * sizeof(float))) &&
+             (s->k5[i] = be->alloc(be, hw)) && (s->drift[i] = be->alloc(be, hw)) && (s->k6[i] = be->alloc(be, hw));
     if (!ok) {
         lp_mask_stream_close(s);
-        return lp_fail(LP_ERR_NOMEM, "lp_mask_stream_open: out of memory for %dx%d latents", H, W);
+        return lp_fail(LP_ERR_NOMEM, "lp_mask_stream_open: out of %s memory for %dx%d latents", be->name, H, W);
     }
     *out = s;
     return LP_OK;
@@ -454,79 +465,77 @@ lp_status lp_mask_stream_push_chunk(lp_mask_stream *s, const float *latents, int
     if (s->ended)
         return lp_fail(LP_ERR_ARG, "lp_mask_stream_push_chunk: the stream ended with a chunk of fewer than %d frames",
                        LP_MASK_CHUNK);
+    lp_backend *be = s->be;
     const int H = s->H, W = s->W, h = s->h, w = s->w;
     const size_t chw = (size_t)CH * H * W, hw = (size_t)h * w;
     const int64_t t0 = s->t, E = t0 + n - 1, base = t0 - 2, lo = t0 - 1 > 1 ? t0 - 1 : 1;
 #define SLOT(t) ((int)((t) - base))
-#define FRAME(t) ((t) >= t0 ? latents + (size_t)((t) - t0) * chw : s->xlast)
-#define CL(t) ((t) < 1 ? 1 : (t) > E ? E : (t)) /* "nearest" edges of the truncated clip */
+#define FRAME(t) (s->x + (size_t)((t) - t0 + 1) * chw) /* frame t0 − 1 is in front of the pushed ones */
+#define CL(t) ((t) < 1 ? 1 : (t) > E ? E : (t))     /* "nearest" edges of the truncated clip */
 
-    if (t0 == 0) memset(keep, 1, hw); /* frame 0 is all-keep */
+    LP_TRY(be->upload(be, FRAME(t0), latents, (size_t)n * chw * sizeof(float)));
     /* step 1 */
     for (int64_t t = t0 > 1 ? t0 : 1; t <= E; t++)
-        rows_on(s->o.pool, &(rows_job){.dist = s->o.distance, .a = FRAME(t), .b = FRAME(t - 1), .H = H, .W = W,
-                                        .out = s->d[SLOT(t)]});
+        be->mask_distance(be, s->d[SLOT(t)], FRAME(t), FRAME(t - 1), H, W, (int)s->o.distance);
     /* steps 2-4 for frames lo…E */
     for (int64_t t = lo; t <= E; t++)
-        rows_on(s->o.pool, &(rows_job){.median = 1, .p = s->d[SLOT(CL(t - 1))], .c = s->d[SLOT(t)],
-                                        .n = s->d[SLOT(CL(t + 1))], .H = H, .W = W, .out = s->m[SLOT(t)]});
+        be->mask_median(be, s->m[SLOT(t)], s->d[SLOT(CL(t - 1))], s->d[SLOT(t)], s->d[SLOT(CL(t + 1))], h, w);
     for (int64_t t = lo; t <= E; t++) {
         const float *d = s->m[SLOT(t)];
         if (s->o.distance == LP_MASK_L1_GAUSSIAN) {
-            gauss_frame(s->m[SLOT(CL(t - 1))], s->m[SLOT(t)], h, w, s->g);
+            be->mask_gauss(be, s->g, s->m[SLOT(CL(t - 1))], s->m[SLOT(t)], h, w, s->wt);
             d = s->g;
         }
-        lp_mask_threshold(d, (int64_t)hw, s->o.tau, s->k5[SLOT(t)]);
+        be->mask_threshold(be, s->k5[SLOT(t)], d, (int64_t)hw, s->o.tau);
     }
     /* step 5: R is fixed within a chunk; cand collects the kept patches */
     if (s->o.drift && E >= 1) {
         if (t0 == 0) {
-            memcpy(s->ref, latents, chw * sizeof(float));
+            LP_TRY(be->copy(be, s->ref, FRAME(0), chw * sizeof(float)));
         } else {
-            uint8_t *k = s->k5[SLOT(t0 - 1)], *dr = s->drift[SLOT(t0 - 1)];
-            for (size_t i = 0; i < hw; i++) k[i] |= dr[i];
-            copy_kept_patches(s->cand, s->xlast, k, H, W);
-            memcpy(s->ref, s->cand, chw * sizeof(float));
+            uint8_t *k = s->k5[SLOT(t0 - 1)];
+            be->mask_or(be, k, s->drift[SLOT(t0 - 1)], (int64_t)hw);
+            LP_TRY(be->copy_patches(be, s->cand, FRAME(t0 - 1), k, 1, CH, H, W));
+            LP_TRY(be->copy(be, s->ref, s->cand, chw * sizeof(float)));
         }
-        memcpy(s->cand, s->ref, chw * sizeof(float));
+        LP_TRY(be->copy(be, s->cand, s->ref, chw * sizeof(float)));
         for (int64_t t = t0 > 1 ? t0 : 1; t <= E; t++) {
             uint8_t *k = s->k5[SLOT(t)], *dr = s->drift[SLOT(t)];
             if (t >= 3) {
-                rows_on(s->o.pool,
-                        &(rows_job){.dist = s->o.distance, .a = s->ref, .b = FRAME(t), .H = H, .W = W, .out = s->g});
-                for (size_t i = 0; i < hw; i++) {
-                    dr[i] = s->g[i] > s->o.tau2;
-                    k[i] |= dr[i];
-                }
+                be->mask_distance(be, s->g, s->ref, FRAME(t), H, W, (int)s->o.distance);
+                be->mask_threshold(be, dr, s->g, (int64_t)hw, s->o.tau2);
+                be->mask_or(be, k, dr, (int64_t)hw);
             } else {
-                memset(dr, 0, hw);
+                LP_TRY(be->clear(be, dr, hw));
             }
-            if (t < E) copy_kept_patches(s->cand, FRAME(t), k, H, W);
+            if (t < E) LP_TRY(be->copy_patches(be, s->cand, FRAME(t), k, 1, CH, H, W));
         }
     }
     /* steps 6-7 for frames lo…E */
     for (int64_t t = lo; t <= E; t++) {
         uint8_t *k6 = s->k6[SLOT(t)];
-        majority_frame(s->k5[SLOT(CL(t - 1))], s->k5[SLOT(t)], s->k5[SLOT(CL(t + 1))], h, w, k6);
-        lp_mask_open_close(k6, h, w, s->tmp, k6);
+        be->mask_majority(be, k6, s->k5[SLOT(CL(t - 1))], s->k5[SLOT(t)], s->k5[SLOT(CL(t + 1))], h, w);
+        be->mask_open_close(be, k6, k6, s->tmp, h, w);
     }
     /* step 8 for frames t0…E (outside the truncated clip = 0) */
     for (int64_t t = t0 > 1 ? t0 : 1; t <= E; t++)
-        dilate_frame(t - 1 >= 1 ? s->k6[SLOT(t - 1)] : NULL, s->k6[SLOT(t)], t + 1 <= E ? s->k6[SLOT(t + 1)] : NULL,
-                     h, w, keep + (size_t)(t - t0) * hw);
+        be->mask_dilate(be, s->keep + (size_t)(t - t0) * hw, t - 1 >= 1 ? s->k6[SLOT(t - 1)] : NULL, s->k6[SLOT(t)],
+                        t + 1 <= E ? s->k6[SLOT(t + 1)] : NULL, h, w);
+    LP_TRY(be->download(be, keep, s->keep, (size_t)n * hw));
+    if (t0 == 0) memset(keep, 1, hw); /* frame 0 is all-keep */
 
     s->t += n;
     if (n < LP_MASK_CHUNK) {
         s->ended = 1;
         return LP_OK;
     }
-    /* carry frames E−1, E into slots 0, 1 */
-    memcpy(s->xlast, FRAME(E), chw * sizeof(float));
-    memcpy(s->d[0], s->d[SLOT(E - 1)], hw * sizeof(float));
-    memcpy(s->d[1], s->d[SLOT(E)], hw * sizeof(float));
-    memcpy(s->m[0], s->m[SLOT(E - 1)], hw * sizeof(float));
-    memcpy(s->k5[0], s->k5[SLOT(E - 1)], hw);
-    memcpy(s->drift[1], s->drift[SLOT(E)], hw);
+    /* carry frames E−1, E into slots 0, 1 (and frame E in front of the next push) */
+    LP_TRY(be->copy(be, FRAME(t0 - 1), FRAME(E), chw * sizeof(float)));
+    LP_TRY(be->copy(be, s->d[0], s->d[SLOT(E - 1)], hw * sizeof(float)));
+    LP_TRY(be->copy(be, s->d[1], s->d[SLOT(E)], hw * sizeof(float)));
+    LP_TRY(be->copy(be, s->m[0], s->m[SLOT(E - 1)], hw * sizeof(float)));
+    LP_TRY(be->copy(be, s->k5[0], s->k5[SLOT(E - 1)], hw));
+    LP_TRY(be->copy(be, s->drift[1], s->drift[SLOT(E)], hw));
 #undef SLOT
 #undef FRAME
 #undef CL

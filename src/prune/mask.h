@@ -7,7 +7,8 @@
  *   with the reference (DennisMenn/lipar df28874e, rlt_prune). Its median,
  *   majority and dilation steps look one frame ahead.
  * - streaming (lp_mask_stream_*): chunks of LP_MASK_CHUNK latent frames, never
- *   looking past the current chunk. The keep-mask of a chunk is exactly the
+ *   looking past the current chunk, on a backend (the keep-mask ops of
+ *   backend.h, whose CPU versions are the per-frame kernels below). The keep-mask of a chunk is exactly the
  *   batch mask of the clip truncated after that chunk, restricted to the
  *   chunk's frames (docs/STREAMING_MASK.md). State is O(H·W), independent of
  *   the video length. On the last chunk of a video it equals the batch mask.
@@ -25,6 +26,7 @@
 #include <stdint.h>
 
 #include "../base/status.h"
+#include "../backend/backend.h"
 #include "../base/threadpool.h"
 
 #define LP_MASK_CHANNELS 16 /* latent channels: a patch holds 2·2·16 = 64 values */
@@ -42,7 +44,6 @@ typedef struct {
     float tau;  /* step 4: keep = d > tau (compared in fp32 like the reference) */
     int drift;  /* nonzero: step 5, the long-term drift check against tau2 */
     float tau2; /* step 5: keep |= distance(R, x_t) > tau2 */
-    lp_pool *pool; /* NULL, or threads for the streaming mask's distance and median rows (same results) */
 } lp_mask_opts;
 
 /* The paper defaults: L1_gaussian, tau 0.149, drift check on with tau2 0.3. */
@@ -112,18 +113,41 @@ void lp_mask_open_close(const uint8_t *in, int h, int w, uint8_t *tmp, uint8_t *
  * alias in. */
 void lp_mask_dilate(const uint8_t *in, int n, int h, int w, uint8_t *out);
 
+/* ---- the per-frame kernels: the CPU backend's keep-mask ops ----
+ * Planes [h][w] of frames t−1, t, t+1 (p, c, n) after the caller's edge rule
+ * (clamped for "nearest"/"replicate", NULL for outside = 0). */
+
+/* lp_mask_patch_distance of one frame with the patch rows spread over pool
+ * (NULL: serial; the same results). */
+void lp_mask_frame_distance(lp_pool *pool, lp_mask_distance dist, const float *a, const float *b, int H, int W,
+                            float *out);
+/* One frame of lp_mask_median3, rows on pool (NULL: serial). */
+void lp_mask_frame_median(lp_pool *pool, const float *p, const float *c, const float *n, int h, int w, float *out);
+/* The 18 weights [dt = −1, 0][dr][dc] of lp_mask_gauss_causal. */
+void lp_mask_gauss_weights(float wt[18]);
+/* One frame of lp_mask_gauss_causal with the weights wt: each cell's sum in
+ * fp32, in the order dt, dr, dc. */
+void lp_mask_frame_gauss(const float *p, const float *c, int h, int w, const float *wt, float *out);
+/* One frame of lp_mask_majority3. */
+void lp_mask_frame_majority(const uint8_t *p, const uint8_t *c, const uint8_t *n, int h, int w, uint8_t *out);
+/* One frame of lp_mask_dilate (p or n NULL: no frame there). */
+void lp_mask_frame_dilate(const uint8_t *p, const uint8_t *c, const uint8_t *n, int h, int w, uint8_t *out);
+
 /* ---- streaming ---- */
 
 typedef struct lp_mask_stream lp_mask_stream;
 
-/* A streaming mask for latents of H×W (even, > 0) with options o (copied). */
-lp_status lp_mask_stream_open(const lp_mask_opts *o, int H, int W, lp_mask_stream **out);
+/* A streaming mask for latents of H×W (even, > 0) with options o (copied),
+ * whose state and work live on be (which must outlive the stream; the CPU
+ * backend spreads the distance and median rows over its pool). */
+lp_status lp_mask_stream_open(const lp_mask_opts *o, int H, int W, lp_backend *be, lp_mask_stream **out);
 
-/* Takes the next n latent frames [n][16][H][W] (n = LP_MASK_CHUNK; a final
+/* Takes the next n latent frames [n][16][H][W] (host memory; n = LP_MASK_CHUNK; a final
  * chunk may be shorter, 1 <= n < LP_MASK_CHUNK, and ends the stream) and
- * writes their keep-mask [n][H/2][W/2]: the batch mask of every frame received
- * so far, restricted to these n frames. The first frame of the stream is
- * all-keep. Fails with LP_ERR_ARG for a bad n or a push after the end. */
+ * writes their keep-mask [n][H/2][W/2] (host memory): the batch mask of every
+ * frame received so far, restricted to these n frames. The first frame of the
+ * stream is all-keep. Fails with LP_ERR_ARG for a bad n or a push after the
+ * end, and with the backend's error when one of its ops fails. */
 lp_status lp_mask_stream_push_chunk(lp_mask_stream *s, const float *latents, int n, uint8_t *keep);
 
 /* Number of latent frames pushed so far. */

@@ -1,7 +1,7 @@
 /* The host side of token merging for the `tome` strategy: averaging the
  * merged tokens' latent patches into their destination and copying the
  * results back. (The restoration of pruned positions, spec/LIPAR.md §4, is
- * the backend op restore_patches, run by the editing loop.) */
+ * the backend op copy_patches, run by the editing loop.) */
 #ifndef LP_PRUNE_RECOVER_H
 #define LP_PRUNE_RECOVER_H
 

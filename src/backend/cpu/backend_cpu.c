@@ -65,7 +65,7 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->clear = lp_cpu_clear;
     be->flow_x0 = lp_cpu_flow_x0;
     be->flow_renoise = lp_cpu_flow_renoise;
-    be->restore_patches = lp_cpu_restore_patches;
+    be->copy_patches = lp_cpu_copy_patches;
     be->synchronize = lp_cpu_synchronize;
     be->memory_in_use = lp_cpu_memory_in_use;
     be->destroy = cpu_destroy;
@@ -77,6 +77,14 @@ lp_status lp_backend_cpu_create(int nthreads, lp_backend **out) {
     be->channel_rms_norm = lp_cpu_channel_rms_norm;
     be->upsample2x = lp_cpu_upsample2x;
     be->spatial_attention = lp_cpu_spatial_attention;
+    be->mask_distance = lp_cpu_mask_distance;
+    be->mask_median = lp_cpu_mask_median;
+    be->mask_gauss = lp_cpu_mask_gauss;
+    be->mask_threshold = lp_cpu_mask_threshold;
+    be->mask_or = lp_cpu_mask_or;
+    be->mask_majority = lp_cpu_mask_majority;
+    be->mask_open_close = lp_cpu_mask_open_close;
+    be->mask_dilate = lp_cpu_mask_dilate;
     be->rgb24_to_planar = lp_cpu_rgb24_to_planar;
     be->planar_to_rgb24 = lp_cpu_planar_to_rgb24;
     *out = be;

@@ -59,8 +59,8 @@ void lp_cpu_add(const lp_backend *be, float *y, const float *a, const float *b, 
 lp_status lp_cpu_clear(const lp_backend *be, void *p, size_t bytes);
 void lp_cpu_flow_x0(const lp_backend *be, float *x0, const float *xt, const float *v, float sigma, int64_t n);
 void lp_cpu_flow_renoise(const lp_backend *be, float *x, const float *x0, const float *eps, float sigma, int64_t n);
-lp_status lp_cpu_restore_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C, int H,
-                                 int W);
+lp_status lp_cpu_copy_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int kept, int C,
+                              int H, int W);
 lp_status lp_cpu_conv2d(const lp_backend *be, float *out, const lp_conv2d_input *in, const lp_tensor *w,
                         const lp_tensor *b, int stride, unsigned flags);
 void lp_cpu_relu(const lp_backend *be, float *x, int64_t n);
@@ -73,6 +73,20 @@ void lp_cpu_channel_rms_norm(const lp_backend *be, float *y, const float *x, int
 void lp_cpu_upsample2x(const lp_backend *be, float *out, const float *in, int c, int h, int w);
 lp_status lp_cpu_spatial_attention(const lp_backend *be, float *out, const float *q, const float *k, const float *v,
                                    int c, int64_t n);
+/* the keep-mask ops: mask_ops.c */
+void lp_cpu_mask_distance(const lp_backend *be, float *out, const float *a, const float *b, int H, int W,
+                          int distance);
+void lp_cpu_mask_median(const lp_backend *be, float *out, const float *p, const float *c, const float *n, int h,
+                        int w);
+void lp_cpu_mask_gauss(const lp_backend *be, float *out, const float *p, const float *c, int h, int w,
+                       const float *wt);
+void lp_cpu_mask_threshold(const lp_backend *be, uint8_t *out, const float *in, int64_t n, float tau);
+void lp_cpu_mask_or(const lp_backend *be, uint8_t *dst, const uint8_t *src, int64_t n);
+void lp_cpu_mask_majority(const lp_backend *be, uint8_t *out, const uint8_t *p, const uint8_t *c, const uint8_t *n,
+                          int h, int w);
+void lp_cpu_mask_open_close(const lp_backend *be, uint8_t *out, const uint8_t *in, uint8_t *tmp, int h, int w);
+void lp_cpu_mask_dilate(const lp_backend *be, uint8_t *out, const uint8_t *p, const uint8_t *c, const uint8_t *n,
+                        int h, int w);
 void lp_cpu_rgb24_to_planar(const lp_backend *be, float *y, const uint8_t *rgb, int64_t frames, int64_t pixels);
 void lp_cpu_planar_to_rgb24(const lp_backend *be, uint8_t *rgb, const float *x, int64_t frames, int64_t pixels);
 void lp_cpu_synchronize(const lp_backend *be);

@@ -1,6 +1,6 @@
 /* Memory and data-movement ops of the CPU backend (buffers are host memory),
  * and the editing loop's elementwise steps (flow_x0, flow_renoise,
- * restore_patches) with the formulas of src/pipeline/scheduler.c. */
+ * copy_patches) with the formulas of src/pipeline/scheduler.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,14 +86,14 @@ void lp_cpu_flow_renoise(const lp_backend *be, float *x, const float *x0, const 
     for (int64_t i = 0; i < n; i++) x[i] = keep * x0[i] + sigma * eps[i];
 }
 
-lp_status lp_cpu_restore_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C, int H,
-                                 int W) {
+lp_status lp_cpu_copy_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int kept, int C,
+                              int H, int W) {
     (void)be;
     int h = H / 2, w = W / 2;
     int64_t HW = (int64_t)H * W;
     for (int r = 0; r < h; r++)
         for (int col = 0; col < w; col++) {
-            if (keep[r * w + col]) continue;
+            if ((keep[r * w + col] != 0) != (kept != 0)) continue;
             for (int c = 0; c < C; c++)
                 for (int q = 0; q < 2; q++) {
                     int64_t o = c * HW + (int64_t)(2 * r + q) * W + 2 * col;

@@ -987,6 +987,7 @@ static void cuda_destroy(lp_backend *be) {
         cudaFree(st->kv_bf16);
         lp_cuda_conv_free(st);
         lp_cuda_vae_free(st);
+        lp_cuda_graphs_free(st);
         cudaFree(st->ring);
         cudaFreeHost(st->ring_host);
         for (int i = 0; i < 2; i++) {
@@ -1089,7 +1090,15 @@ lp_status lp_backend_cuda_create(int nthreads, int priority, lp_backend **out) {
     be->clear = lp_cuda_clear;
     be->flow_x0 = lp_cuda_flow_x0;
     be->flow_renoise = lp_cuda_flow_renoise;
-    be->restore_patches = lp_cuda_restore_patches;
+    be->copy_patches = lp_cuda_copy_patches;
+    be->mask_distance = lp_cuda_mask_distance;
+    be->mask_median = lp_cuda_mask_median;
+    be->mask_gauss = lp_cuda_mask_gauss;
+    be->mask_threshold = lp_cuda_mask_threshold;
+    be->mask_or = lp_cuda_mask_or;
+    be->mask_majority = lp_cuda_mask_majority;
+    be->mask_open_close = lp_cuda_mask_open_close;
+    be->mask_dilate = lp_cuda_mask_dilate;
     be->synchronize = cuda_synchronize;
     be->memory_in_use = cuda_memory_in_use;
     be->destroy = cuda_destroy;
@@ -1113,6 +1122,13 @@ lp_status lp_backend_cuda_create(int nthreads, int priority, lp_backend **out) {
     be->clamp01 = lp_cuda_clamp01;
     be->rgb24_to_planar = lp_cuda_rgb24_to_planar;
     be->planar_to_rgb24 = lp_cuda_planar_to_rgb24;
+    /* CUDA graphs only with LIPAR_CUDA_GRAPHS=1: they made the DiT loop and
+     * `lipar edit` slower on an H100 (docs/PERF.md run 41) */
+    const char *graphs = getenv("LIPAR_CUDA_GRAPHS");
+    if (graphs && !strcmp(graphs, "1")) {
+        be->graph_begin = lp_cuda_graph_begin;
+        be->graph_end = lp_cuda_graph_end;
+    }
     *out = be;
     return LP_OK;
 }

@@ -17,6 +17,7 @@ extern "C" {
 typedef struct lp_cuda_weight_cache lp_cuda_weight_cache;
 typedef struct lp_cuda_conv lp_cuda_conv; /* conv.cu: rearranged conv weights */
 typedef struct lp_cuda_vae lp_cuda_vae;   /* vae.cu: the spatial attention's scratch */
+typedef struct lp_cuda_graphs lp_cuda_graphs; /* graph.cu: kept executable graphs */
 
 #define LP_CUDA_STAGED 16 /* staged arrays remembered for reuse */
 
@@ -46,6 +47,7 @@ typedef struct {
     int staged_next;
     lp_cuda_conv *conv;           /* conv2d state, created on first use, freed by lp_cuda_conv_free */
     lp_cuda_vae *vae;             /* vae.cu state (attention scratch), created on first use */
+    lp_cuda_graphs *graphs;       /* graph.cu state, created by the first graph_begin */
     lp_status sticky;             /* first asynchronous failure, reported by the next status-returning op */
 } lp_cuda_state;
 
@@ -147,7 +149,7 @@ void lp_cuda_add(const lp_backend *be, float *y, const float *a, const float *b,
 lp_status lp_cuda_clear(const lp_backend *be, void *p, size_t bytes);
 void lp_cuda_flow_x0(const lp_backend *be, float *x0, const float *xt, const float *v, float sigma, int64_t n);
 void lp_cuda_flow_renoise(const lp_backend *be, float *x, const float *x0, const float *eps, float sigma, int64_t n);
-lp_status lp_cuda_restore_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C,
+lp_status lp_cuda_copy_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int kept, int C,
                                   int H, int W);
 /* f32 → bf16 conversion of n elements (GEMM inputs), rounding to nearest
  * even like lp_f32_to_bf16; returns the launch status. */
@@ -175,6 +177,25 @@ void lp_cuda_upsample2x(const lp_backend *be, float *out, const float *in, int c
 lp_status lp_cuda_spatial_attention(const lp_backend *be, float *out, const float *q, const float *k, const float *v,
                                     int c, int64_t n);
 void lp_cuda_vae_free(lp_cuda_state *st);
+/* graph.cu: graph_begin / graph_end, and the release of st->graphs (NULL is
+ * a no-op). */
+lp_status lp_cuda_graph_begin(const lp_backend *be);
+lp_status lp_cuda_graph_end(const lp_backend *be);
+void lp_cuda_graphs_free(lp_cuda_state *st);
+/* mask.cu: LIPAR's keep-mask ops. */
+void lp_cuda_mask_distance(const lp_backend *be, float *out, const float *a, const float *b, int H, int W,
+                           int distance);
+void lp_cuda_mask_median(const lp_backend *be, float *out, const float *p, const float *c, const float *n, int h,
+                         int w);
+void lp_cuda_mask_gauss(const lp_backend *be, float *out, const float *p, const float *c, int h, int w,
+                        const float *wt);
+void lp_cuda_mask_threshold(const lp_backend *be, uint8_t *out, const float *in, int64_t n, float tau);
+void lp_cuda_mask_or(const lp_backend *be, uint8_t *dst, const uint8_t *src, int64_t n);
+void lp_cuda_mask_majority(const lp_backend *be, uint8_t *out, const uint8_t *p, const uint8_t *c, const uint8_t *n,
+                           int h, int w);
+void lp_cuda_mask_open_close(const lp_backend *be, uint8_t *out, const uint8_t *in, uint8_t *tmp, int h, int w);
+void lp_cuda_mask_dilate(const lp_backend *be, uint8_t *out, const uint8_t *p, const uint8_t *c, const uint8_t *n,
+                         int h, int w);
 /* pixels.cu: the pixel ops. */
 void lp_cuda_rgb24_to_planar(const lp_backend *be, float *y, const uint8_t *rgb, int64_t frames, int64_t pixels);
 void lp_cuda_planar_to_rgb24(const lp_backend *be, uint8_t *rgb, const float *x, int64_t frames, int64_t pixels);

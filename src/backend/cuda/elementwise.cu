@@ -3,7 +3,7 @@
  * modulation into bf16 over frame segments, RMSNorm + 3-D RoPE), SiLU, add, the
  * writes of the bf16 KV cache (kv_store, with its row gathers/scatters),
  * patchify/unpatchify, the editing loop's steps (clear, flow_x0,
- * flow_renoise, restore_patches), and the helpers of linear (f32 → bf16 conversion of
+ * flow_renoise, copy_patches), and the helpers of linear (f32 → bf16 conversion of
  * GEMM inputs, the bias/GELU epilogue when cuBLASLt cannot fuse it). The CPU
  * versions (src/backend/cpu/) are the reference semantics: fp32 arithmetic
  * with the same operation order (explicitly rounded __f*_rn so that nvcc does
@@ -546,27 +546,28 @@ void lp_cuda_flow_renoise(const lp_backend *be, float *x, const float *x0, const
 }
 
 /* One thread per (channel, pixel pair (2·col, 2·col + 1) of a row): copies the
- * pair when its token is pruned. */
-__global__ void restore_kernel(float *dst, const float *src, const uint8_t *keep, int C, int H, int W) {
+ * pair when its token's keep flag is `kept`. */
+__global__ void copy_patches_kernel(float *dst, const float *src, const uint8_t *keep, int kept, int C, int H, int W) {
     const int half = W / 2;
     const int64_t n = (int64_t)C * H * half;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         const int col = (int)(i % half), y = (int)(i / half % H);
-        if (keep[(y / 2) * half + col]) continue;
+        if ((keep[(y / 2) * half + col] != 0) != kept) continue;
         const int64_t o = i / half * W + 2 * col; /* (c·H + y)·W + 2·col */
         dst[o] = src[o];
         dst[o + 1] = src[o + 1];
     }
 }
 
-lp_status lp_cuda_restore_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int C,
-                                  int H, int W) {
-    LP_TRY(lp_cuda_pending(be, "restore_patches"));
+lp_status lp_cuda_copy_patches(const lp_backend *be, float *dst, const float *src, const uint8_t *keep, int kept,
+                               int C, int H, int W) {
+    LP_TRY(lp_cuda_pending(be, "copy_patches"));
     if (C < 1 || H < 2 || W < 2 || H % 2 || W % 2 || !dst || !src || !keep)
-        return lp_fail(LP_ERR_ARG, "restore_patches: C %d, %dx%d (positive, even sizes) or a NULL buffer", C, W, H);
+        return lp_fail(LP_ERR_ARG, "copy_patches: C %d, %dx%d (positive, even sizes) or a NULL buffer", C, W, H);
     const int64_t n = (int64_t)C * H * (W / 2);
-    restore_kernel<<<lp_cuda_grid(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(dst, src, keep, C, H, W);
-    return lp_cuda_check_launch(be, "restore_patches");
+    copy_patches_kernel<<<lp_cuda_grid(n, THREADS), THREADS, 0, lp_cuda(be)->stream>>>(dst, src, keep, kept != 0, C,
+                                                                                      H, W);
+    return lp_cuda_check_launch(be, "copy_patches");
 }
 
 /* ------------------------------------------------------ linear's helpers */
