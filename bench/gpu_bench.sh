@@ -30,7 +30,8 @@
 # end-to-end session on procedural clips, then
 # `lipar edit` end to end on the real clips (random weights at the published
 # sizes: FPS over all frames and after the first chunk, stage times, peak
-# device memory), the PyTorch reference of the DiT loop, and the bf16 GEMM peak.
+# device memory), the PyTorch reference of the DiT loop (unpruned, random 30%
+# kept, and the two clips' masks), and the bf16 GEMM peak.
 # Files: the logs and each `lipar edit` run's stats JSON in $OUT, the edited
 # videos in /tmp/lipar-e2e.
 set -u
@@ -157,7 +158,12 @@ fi
 
 if step torch "DiT loop, PyTorch reference (bench/torch_ref.py, SDPA, bf16)"; then
     timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" 2>&1 | tail -n 3
-    timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" --keep 0.3 2>&1 | tail -n 3
+    timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" --keep 0.3 2>&1 | tail -n 1
+    for clip in vtest megamind; do # the masks of the dit step's rows: the same loop, pruned alike
+        mask=gpu-data/lipar_mask_${clip}60x104.safetensors
+        [ -f "$mask" ] && timeout 300 python3 bench/torch_ref.py --frames 96 --layers "${LAYERS:-30}" --keep-file "$mask" 2>&1 |
+            tail -n 1
+    done
 fi
 
 if step peak "bf16 GEMM peak (torch.matmul 8192^3, median of 20)"; then

@@ -5,11 +5,12 @@ Written from spec/MODEL.md and spec/LIPAR.md sections 2-3, not copied from upstr
 3 latent frames (12 output frames): 3 denoising steps + 1 context pass (t = 0) that writes the
 chunk's K/V into a per-block KV cache of --cache-frames frames (sink --sink + window). With
 --keep < 1 the LIPAR pruned forward is emulated: a fixed random set of kept tokens per frame (frame 0
-of the video all kept) runs through the blocks; pruned K/V slots and pruned outputs are filled from
+of the video all kept) runs through the blocks, or with --keep-file the keep-masks of a clip (out.keep
+[T, h, w] of a lipar_mask safetensors file, frames taken as bench_dit's loop takes them); pruned K/V slots and pruned outputs are filled from
 the previous frame by gathers. Achieved TFLOP/s uses lp_dit_flops of src/model/wan_dit.c.
 Tiny smoke test: --device cpu --layers 1 --frames 12 --dim 64 --heads 2 --ffn 128 --text-dim 32 --lat 8x12
 """
-import argparse, json, statistics, time
+import argparse, json, statistics, struct, time
 from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ def parse_args():
     a("--frames", type=int, default=96, help="output frames, a multiple of 12")
     a("--layers", type=int, default=30)
     a("--keep", type=float, default=1.0, help="kept token fraction; < 1 emulates LIPAR pruning")
+    a("--keep-file", help="LIPAR keep-masks (out.keep [T, h, w] uint8 in a safetensors file) instead of --keep")
     a("--warmup", type=int, default=1, help="chunks not timed")
     a("--compile", action="store_true", help="torch.compile the block computations")
     a("--json", metavar="OUT", help="write the results as JSON")
@@ -138,13 +140,31 @@ def unpatchify(t, nf, H, W, head_layout):  # inverse; the head's vector is (q,r,
     return t.view(nf, H // 2, W // 2, -1, 2, 2).permute(3, 0, 1, 4, 2, 5).reshape(-1, nf, H, W)
 
 
-def make_plan(keep, hw, first, gen, dev):  # kept tokens and the chain map of a chunk
+def random_mask(keep, hw, first, gen):  # [FPC, hw] bool: n random kept tokens per frame
     n = max(1, min(hw, round(keep * hw)))
     m = torch.zeros(FPC, hw, dtype=torch.bool)
     for f in range(FPC):
         m[f, torch.randperm(hw, generator=gen)[:n]] = True
     if first:
         m[0] = True  # frame 0 of the video: all kept
+    return m
+
+
+def file_masks(path, chunks, hw):  # per chunk [FPC, hw] bool from out.keep, as bench_dit's loop_mask reads it
+    with open(path, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        meta = json.loads(fh.read(n))["out.keep"]
+        T, h, w = meta["shape"]
+        assert meta["dtype"] == "U8" and h * w == hw and T >= 2, f"{path}: out.keep does not fit {hw} tokens"
+        fh.seek(8 + n + meta["data_offsets"][0])
+        keep = torch.frombuffer(bytearray(fh.read(T * hw)), dtype=torch.uint8).view(T, hw) != 0
+    frames = [torch.ones(hw, dtype=torch.bool) if t == 0 else keep[1 + (t - 1) % (T - 1)]
+              for t in range(chunks * FPC)]  # frame 0 all kept, then the file's frames 1.. in turn
+    return [torch.stack(frames[c * FPC:(c + 1) * FPC]) for c in range(chunks)]
+
+
+def make_plan(m, dev):  # kept tokens and the chain map of a chunk with mask m [FPC, hw]
+    hw = m.shape[1]
     flat = m.reshape(-1)
     rank = flat.long().cumsum(0) - 1  # row of each kept token in the kept list
     prev, chain = torch.arange(hw), []
@@ -248,9 +268,14 @@ def main():
     ts = [float(1000 * sig_all[1000 - n]) for n in steps]
     W = make_weights(a, dev, dt)
     cmp = (lambda f: torch.compile(f, dynamic=False)) if a.compile else (lambda f: f)
-    pruned = a.keep < 1.0
+    pruned = a.keep < 1.0 or a.keep_file is not None
     gen = torch.Generator().manual_seed(a.seed + 1)
-    plans = [make_plan(a.keep, hw, True, gen, dev), make_plan(a.keep, hw, False, gen, dev)] if pruned else None
+    if a.keep_file:
+        masks = file_masks(a.keep_file, chunks, hw)
+    elif pruned:
+        masks = [random_mask(a.keep, hw, True, gen)] + [random_mask(a.keep, hw, False, gen)] * (chunks - 1)
+    plans = [make_plan(m, dev) for m in masks] if pruned else None
+    kept = float(sum(m.float().mean() for m in masks[a.warmup:]) / (chunks - a.warmup)) if pruned else 1.0
     full = (torch.arange(FPC * hw, device=dev), None, [(f * hw, (f + 1) * hw) for f in range(FPC)])
     zk = torch.zeros(hw, a.heads, hd, device=dev, dtype=dt)
     zo = torch.zeros(hw, C * 4, device=dev)
@@ -271,7 +296,7 @@ def main():
             marks[-1].record()
         else:
             marks.append(time.perf_counter())
-        S.kidx, S.chain, S.segs = (plans[min(ci, 1)] if pruned else full)
+        S.kidx, S.chain, S.segs = (plans[ci] if pruned else full)
         S.slot, S.end = S.cache.start_chunk(FPC)
         S.kslot = S.kidx + S.slot
         S.cos, S.sin = rope_table(hd, ci * FPC, FPC, H // 2, Wd // 2, dev)
@@ -298,7 +323,7 @@ def main():
     timed = ms[a.warmup:]
     sec = sum(timed) / 1e3
     res = dict(device=torch.cuda.get_device_name(dev) if cuda else str(dev), dtype=a.dtype, torch=torch.__version__,
-               layers=a.layers, dim=a.dim, keep=a.keep, frames=a.frames, lat=a.lat, cache_frames=a.cache_frames,
+               layers=a.layers, dim=a.dim, keep=a.keep, keep_file=a.keep_file, kept=kept, frames=a.frames, lat=a.lat, cache_frames=a.cache_frames,
                sink=a.sink, compile=a.compile, chunks_timed=len(timed), warmup=a.warmup,
                fps=4 * FPC * len(timed) / sec, ms_per_chunk_median=statistics.median(timed),
                ms_per_chunk=[round(m, 3) for m in ms], tflop_per_chunk=S.flops / len(timed) / 1e12,
@@ -306,7 +331,8 @@ def main():
                max_mem_gb=torch.cuda.max_memory_allocated(dev) / 1e9 if cuda else None,
                x0_finite=bool(torch.isfinite(x0).all()))
     print(json.dumps(res))
-    print(f"torch_ref: {res['device']} {a.dtype} layers={a.layers} keep={a.keep} cache={a.cache_frames}f: "
+    print(f"torch_ref: {res['device']} {a.dtype} layers={a.layers} kept={kept:.3f}"
+          + (f" ({a.keep_file})" if a.keep_file else "") + f" cache={a.cache_frames}f: "
           f"{res['fps']:.2f} FPS (DiT loop), {res['ms_per_chunk_median']:.1f} ms/chunk median over {len(timed)}, "
           f"{res['tflops']:.1f} TFLOP/s achieved"
           + (f", peak {res['max_mem_gb']:.2f} GB" if cuda else ""))
