@@ -321,21 +321,26 @@ static int test_threshold_or(void) {
 
 /* ---------------------------------------------------------------- majority */
 
-/* mask_majority of random planes (about half ones); same_pc: p is c. */
-static int majority_case(int h, int w, int same_pc, uint32_t seed) {
+/* An op on three byte planes p, c, n [h][w] (random bits, `percent` ones)
+ * on both backends, compared exactly: mask_majority (dilate 0; p is c with
+ * same_pc) or mask_dilate (dilate 1; p and n NULL unless has_p, has_n). */
+static int planes3_case(const char *name, int dilate, int h, int w, int percent, int same_pc, int has_p, int has_n,
+                        uint32_t seed) {
     const size_t cells = (size_t)h * w;
-    char name[128];
-    snprintf(name, sizeof name, "mask_majority %dx%d%s", w, h, same_pc ? ", p = c" : "");
-    uint8_t *p = random_bits(3 * cells, seed, 50), *want = malloc(cells);
+    uint8_t *p = random_bits(3 * cells, seed, percent), *want = malloc(cells);
     CHECK(p && want, "out of memory");
     const uint8_t *c = p + cells, *n = p + 2 * cells;
+    const uint8_t *hp = same_pc ? c : has_p ? p : NULL, *hn = has_n ? n : NULL;
     memset(want, BYTE_POISON, cells);
-    cpu->mask_majority(cpu, want, same_pc ? c : p, c, n, h, w);
+    if (dilate) cpu->mask_dilate(cpu, want, hp, c, hn, h, w);
+    else cpu->mask_majority(cpu, want, hp, c, hn, h, w);
     uint8_t *dp = dev_bytes(p, cells), *dc = dev_bytes(c, cells), *dn = dev_bytes(n, cells);
     uint8_t *dout = dev_poison(cells, BYTE_POISON);
     int fails = 1;
     if (dp && dc && dn && dout) {
-        gpu->mask_majority(gpu, dout, same_pc ? dc : dp, dc, dn, h, w);
+        const uint8_t *gp = same_pc ? dc : has_p ? dp : NULL, *gn = has_n ? dn : NULL;
+        if (dilate) gpu->mask_dilate(gpu, dout, gp, dc, gn, h, w);
+        else gpu->mask_majority(gpu, dout, gp, dc, gn, h, w);
         fails = compare_exact(name, dout, want, cells, 1, 1);
     }
     dev_free(dp);
@@ -345,6 +350,13 @@ static int majority_case(int h, int w, int same_pc, uint32_t seed) {
     free(p);
     free(want);
     return fails;
+}
+
+/* mask_majority of random planes (about half ones); same_pc: p is c. */
+static int majority_case(int h, int w, int same_pc, uint32_t seed) {
+    char name[128];
+    snprintf(name, sizeof name, "mask_majority %dx%d%s", w, h, same_pc ? ", p = c" : "");
+    return planes3_case(name, 0, h, w, 50, same_pc, 1, 1, seed);
 }
 
 static int test_majority(void) {
@@ -412,29 +424,9 @@ static int test_open_close(void) {
  * 3×5×5 dilation of all three planes leaves zeros; 5% on the small planes),
  * with planes p and n present or absent (NULL). */
 static int dilate_case(int h, int w, int has_p, int has_n, uint32_t seed) {
-    const size_t cells = (size_t)h * w;
-    const int percent = cells >= 100 ? 2 : 5;
     char name[128];
     snprintf(name, sizeof name, "mask_dilate %dx%d%s%s", w, h, has_p ? "" : ", p NULL", has_n ? "" : ", n NULL");
-    uint8_t *p = random_bits(3 * cells, seed, percent), *want = malloc(cells);
-    CHECK(p && want, "out of memory");
-    const uint8_t *c = p + cells, *n = p + 2 * cells;
-    memset(want, BYTE_POISON, cells);
-    cpu->mask_dilate(cpu, want, has_p ? p : NULL, c, has_n ? n : NULL, h, w);
-    uint8_t *dp = dev_bytes(p, cells), *dc = dev_bytes(c, cells), *dn = dev_bytes(n, cells);
-    uint8_t *dout = dev_poison(cells, BYTE_POISON);
-    int fails = 1;
-    if (dp && dc && dn && dout) {
-        gpu->mask_dilate(gpu, dout, has_p ? dp : NULL, dc, has_n ? dn : NULL, h, w);
-        fails = compare_exact(name, dout, want, cells, 1, 1);
-    }
-    dev_free(dp);
-    dev_free(dc);
-    dev_free(dn);
-    dev_free(dout);
-    free(p);
-    free(want);
-    return fails;
+    return planes3_case(name, 1, h, w, (size_t)h * w >= 100 ? 2 : 5, 0, has_p, has_n, seed);
 }
 
 static int test_dilate(void) {

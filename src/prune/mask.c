@@ -109,7 +109,7 @@ void lp_mask_patch_distance(lp_mask_distance dist, const float *a, const float *
  * p, c, n are the planes [h][w] of frames t−1, t, t+1 after the caller's edge
  * rule (clamped for "nearest"/"replicate", NULL for outside = 0). */
 
-/* Rows [r0, r1) of median_frame. */
+/* Rows [r0, r1) of lp_mask_frame_median. */
 static void median_rows(const float *p, const float *c, const float *n, int h, int w, float *out, int64_t r0,
                         int64_t r1) {
     const float *pl[3] = {p, c, n};

@@ -2,8 +2,8 @@
  * spec/LIPAR.md §1): mask_distance (step 1), mask_median (2), mask_gauss (3),
  * mask_threshold (4, and the drift check of 5), mask_or, mask_majority (6),
  * mask_open_close (7) and mask_dilate (8), one frame at a time. The CPU
- * kernels of src/prune/mask.c (patch_distance_rows, median_rows, gauss_frame,
- * majority_frame, morph3, dilate_frame, lp_mask_threshold) are the reference
+ * kernels of src/prune/mask.c (patch_distance_rows, median_rows, lp_mask_frame_gauss,
+ * lp_mask_frame_majority, morph3, lp_mask_frame_dilate, lp_mask_threshold) are the reference
  * semantics, and every op gives their results bit for bit:
  *   - the values are gathered in the CPU's order (a patch as (dy, dx,
  *     channel), a 3×3×3 neighbourhood as (plane, dr, dc)) and sorted by the
