@@ -389,6 +389,16 @@ static void cuda_synchronize(const lp_backend *be) {
     lp_cuda_check(be, cudaStreamSynchronize(lp_cuda(be)->stream), "cudaStreamSynchronize");
 }
 
+lp_status lp_cuda_ring_wrap(const lp_backend *be) {
+    lp_cuda_state *st = lp_cuda(be);
+    /* earlier ops may still read the old device bytes, and earlier copies
+     * may still read the old pinned host bytes */
+    LP_TRY(lp_cuda_check(be, cudaStreamSynchronize(st->stream), "cudaStreamSynchronize (upload ring wrap)"));
+    st->ring_pos = 0;
+    st->ring_wraps++;
+    return LP_OK;
+}
+
 void *lp_cuda_stage(const lp_backend *be, const void *host, size_t n) {
     lp_cuda_state *st = lp_cuda(be);
     if (n > st->ring_bytes) {
@@ -403,14 +413,7 @@ void *lp_cuda_stage(const lp_backend *be, const void *host, size_t n) {
         if (st->staged[i].host == host && st->staged[i].n == n && st->staged[i].wraps == st->ring_wraps &&
             !memcmp(st->ring_host + st->staged[i].pos, host, n))
             return st->ring + st->staged[i].pos;
-    if (n > st->ring_bytes - st->ring_pos) {
-        /* wrap: earlier ops may still read the old device bytes, and earlier
-         * copies may still read the old pinned host bytes */
-        if (lp_cuda_check(be, cudaStreamSynchronize(st->stream), "cudaStreamSynchronize (upload ring wrap)") != LP_OK)
-            return NULL;
-        st->ring_pos = 0;
-        st->ring_wraps++;
-    }
+    if (n > st->ring_bytes - st->ring_pos && lp_cuda_ring_wrap(be) != LP_OK) return NULL;
     size_t pos = st->ring_pos;
     if (n) {
         st->staged[st->staged_next].host = host;

@@ -117,6 +117,10 @@ lp_status lp_cuda_check_launch(const lp_backend *be, const char *kernel);
  * since the last wrap is not copied again: its copy is returned (the DiT's
  * 30 layers pass the same index and position arrays). */
 void *lp_cuda_stage(const lp_backend *be, const void *host, size_t n);
+/* Starts the upload ring again at 0 once the stream has drained (so that no
+ * op or copy in flight still reads what gets overwritten); the staged copies
+ * remembered for reuse are forgotten. */
+lp_status lp_cuda_ring_wrap(const lp_backend *be);
 
 /* The device copy of a host weight view: bf16 for matrices (as_bf16 = 1),
  * f32 for vectors (as_bf16 = 0). Uploaded on first use, then cached. NULL

@@ -49,12 +49,8 @@ extern "C" lp_status lp_cuda_graph_begin(const lp_backend *be) {
     if (!st->graphs && !(st->graphs = (lp_cuda_graphs *)calloc(1, sizeof *st->graphs)))
         return lp_fail(LP_ERR_NOMEM, "graph_begin: out of memory");
     if (st->graphs->recording) return lp_fail(LP_ERR_ARG, "graph_begin: a recording is open already");
-    if (st->ring_bytes - st->ring_pos < st->ring_bytes / 2) {
-        /* a wrap now, while waiting is allowed (lp_cuda_stage's reasons) */
-        LP_TRY(lp_cuda_check(be, cudaStreamSynchronize(st->stream), "cudaStreamSynchronize (graph_begin)"));
-        st->ring_pos = 0;
-        st->ring_wraps++;
-    }
+    /* a wrap now, while waiting is allowed */
+    if (st->ring_bytes - st->ring_pos < st->ring_bytes / 2) LP_TRY(lp_cuda_ring_wrap(be));
     LP_TRY(lp_cuda_check(be, cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal),
                          "cudaStreamBeginCapture"));
     st->graphs->recording = 1;
